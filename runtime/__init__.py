@@ -1,0 +1,83 @@
+"""Weir: an asyncio actor runtime for stream jobs, with Flink's checkpoint mechanism.
+
+The public API::
+
+    from runtime import StreamEnvironment
+
+    env = StreamEnvironment(parallelism=2)
+    (env.from_collection(["a b", "b c"])
+        .flat_map(str.split)
+        .map(lambda w: (w, 1))
+        .key_by(lambda t: t[0])
+        .sum(1)
+        .collect(name="counts"))
+    result = await env.execute("word count")
+    result.collected["counts"]
+"""
+
+from __future__ import annotations
+
+from runtime.api.datastream import DataStream, DataStreamSink, KeyedStream
+from runtime.api.environment import StreamEnvironment
+from runtime.api.functions import (
+    FilterFunction,
+    FlatMapFunction,
+    Function,
+    KeyedProcessFunction,
+    MapFunction,
+    ReduceFunction,
+    SinkFunction,
+)
+from runtime.api.result import JobClient, JobResult, JobStatus, OperatorMetrics
+from runtime.config import ExecutionConfig
+from runtime.connectors.collection import CollectionSource
+from runtime.connectors.sequence import GeneratorSource, NumberSequenceSource, RangeSplit
+from runtime.connectors.sinks import CollectSink, PrintSink, TextFileSink
+from runtime.connectors.source import Source, SourceReader, SourceSplit, SplitEnumerator
+from runtime.errors import ConfigError, JobFailedError, OperatorError, WeirError
+from runtime.tasks.context import RuntimeContext
+from storage import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ReducingStateDescriptor,
+    ValueStateDescriptor,
+)
+
+__all__ = [
+    "CollectSink",
+    "CollectionSource",
+    "ConfigError",
+    "DataStream",
+    "DataStreamSink",
+    "ExecutionConfig",
+    "FilterFunction",
+    "FlatMapFunction",
+    "Function",
+    "GeneratorSource",
+    "JobClient",
+    "JobFailedError",
+    "JobResult",
+    "JobStatus",
+    "KeyedProcessFunction",
+    "KeyedStream",
+    "ListStateDescriptor",
+    "MapFunction",
+    "MapStateDescriptor",
+    "NumberSequenceSource",
+    "OperatorError",
+    "OperatorMetrics",
+    "PrintSink",
+    "RangeSplit",
+    "ReduceFunction",
+    "ReducingStateDescriptor",
+    "RuntimeContext",
+    "SinkFunction",
+    "Source",
+    "SourceReader",
+    "SourceSplit",
+    "SplitEnumerator",
+    "StreamEnvironment",
+    "TextFileSink",
+    "ValueStateDescriptor",
+    "WeirError",
+]

@@ -1,0 +1,425 @@
+"""``DataStream`` and ``KeyedStream``: the fluent API that builds a job's logical graph.
+
+Each method adds a ``Transformation`` to the environment and returns a new stream; no
+record moves until ``env.execute``. Every operator method takes the keyword options
+``name`` (shown in results and errors), ``uid`` (the stable id that matches state
+across runs; set it on every stateful operator) and ``parallelism`` (the number of
+subtasks; the environment's default if omitted). Functions are checked when they are
+added: one that cannot take the arguments it will be given is a ``ConfigError`` naming
+the operator.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from runtime.api.functions import (
+    Adapted,
+    FilterFunction,
+    FlatMapFunction,
+    Function,
+    KeyedProcessFunction,
+    MapFunction,
+    ReduceFunction,
+    SinkFunction,
+    adapt,
+    check_arity,
+)
+from runtime.connectors.sinks import CollectSink, PrintSink, TextFileSink
+from runtime.errors import ConfigError
+from runtime.graph.partitioning import (
+    BROADCAST,
+    REBALANCE,
+    SHUFFLE,
+    Partitioning,
+    PartitionKind,
+)
+from runtime.graph.transformations import NodeKind, Transformation
+from runtime.tasks.operators import (
+    FilterOperator,
+    FlatMapOperator,
+    KeyedProcessOperator,
+    KeyedReduceOperator,
+    MapOperator,
+    SinkOperator,
+    StreamOperator,
+)
+from storage import stable_hash
+from storage.errors import KeyEncodingError
+
+if TYPE_CHECKING:
+    from runtime.api.environment import StreamEnvironment
+
+
+def _per_subtask(adapted: Adapted, operator: str) -> Callable[[], Adapted]:
+    """Each subtask works on its own copy of a function object (as in Flink)."""
+    owner = adapted.owner
+    if owner is None:
+        return lambda: adapted
+    try:
+        copy.deepcopy(owner)
+    except Exception as error:
+        raise ConfigError(
+            f"operator {operator!r}: cannot copy {type(owner).__name__} for each subtask "
+            f"({type(error).__name__}: {error}); create resources such as connections "
+            f"and locks in open(), not in __init__"
+        ) from None
+    method = adapted.call.__name__
+
+    def make() -> Adapted:
+        clone = copy.deepcopy(owner)
+        return Adapted(getattr(clone, method), adapted.is_async, clone)
+
+    return make
+
+
+class DataStream:
+    """A stream of records; methods add operators and return the resulting stream."""
+
+    def __init__(self, env: StreamEnvironment, node: Transformation) -> None:
+        self._env = env
+        self._node = node
+
+    @property
+    def environment(self) -> StreamEnvironment:
+        """The environment the stream belongs to."""
+        return self._env
+
+    @property
+    def transformation(self) -> Transformation:
+        """The logical node that produces this stream."""
+        return self._node
+
+    # -- one-input operators --------------------------------------------------------------
+
+    def _operator(
+        self,
+        default_name: str,
+        name: str | None,
+        uid: str | None,
+        parallelism: int | None,
+        factory: Callable[[str, str], StreamOperator],
+        kind: NodeKind = NodeKind.OPERATOR,
+        key_selector: Callable[[Any], Any] | None = None,
+    ) -> Transformation:
+        return self._env._add_node(
+            kind,
+            default_name,
+            name=name,
+            uid=uid,
+            parallelism=parallelism,
+            inputs=[self._node],
+            factory=factory,
+            key_selector=key_selector,
+        )
+
+    def _adapt(
+        self,
+        fn: object,
+        method: str,
+        nargs: int,
+        what: str,
+        default: str,
+        name: str | None,
+        base: type[Function],
+    ) -> Callable[[], Adapted]:
+        label = name or default
+        return _per_subtask(adapt(fn, method, nargs, what, label, base), label)
+
+    def map(
+        self,
+        fn: Callable[[Any], Any] | MapFunction[Any, Any],
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Apply ``fn`` to every record (a function, ``async def``, or a ``MapFunction``)."""
+        make = self._adapt(fn, "map", 1, "the map function", "map", name, MapFunction)
+        node = self._operator("map", name, uid, parallelism, lambda n, u: MapOperator(n, u, make()))
+        return DataStream(self._env, node)
+
+    def filter(
+        self,
+        fn: Callable[[Any], Any] | FilterFunction[Any],
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Keep the records for which ``fn`` is true."""
+        make = self._adapt(fn, "filter", 1, "the filter function", "filter", name, FilterFunction)
+        node = self._operator(
+            "filter", name, uid, parallelism, lambda n, u: FilterOperator(n, u, make())
+        )
+        return DataStream(self._env, node)
+
+    def flat_map(
+        self,
+        fn: Callable[[Any], Iterable[Any] | None] | FlatMapFunction[Any, Any],
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Replace every record by the records of the iterable ``fn`` returns."""
+        make = self._adapt(
+            fn, "flat_map", 1, "the flat_map function", "flat_map", name, FlatMapFunction
+        )
+        node = self._operator(
+            "flat_map", name, uid, parallelism, lambda n, u: FlatMapOperator(n, u, make())
+        )
+        return DataStream(self._env, node)
+
+    # -- partitioning ---------------------------------------------------------------------
+
+    def _partition(self, partitioning: Partitioning) -> Transformation:
+        return self._env._add_node(
+            NodeKind.PARTITION,
+            partitioning.kind.value,
+            inputs=[self._node],
+            partitioning=partitioning,
+        )
+
+    def key_by(
+        self, key_selector: Callable[[Any], Any], *, key_type: type | None = None
+    ) -> KeyedStream:
+        """Partition by key: records with equal keys go to the same subtask.
+
+        Args:
+            key_selector: returns a record's key: None, bool, int, float, str, bytes or a
+                tuple of these (the types the stable hash encodes).
+            key_type: the keys' type, if known: checked now, so a key type the stable
+                hash cannot encode is an error when the job is built.
+        """
+        check_arity(key_selector, 1, "the key selector", "key_by")
+        if key_type is not None:
+            sample = _sample_of(key_type)
+            try:
+                stable_hash(sample)
+            except KeyEncodingError as error:
+                raise ConfigError(
+                    f"key_by: key_type {key_type!r} cannot be keyed: {error}"
+                ) from None
+        partitioning = Partitioning(PartitionKind.KEY_GROUP, key_selector)
+        return KeyedStream(self._env, self._partition(partitioning), key_selector)
+
+    def rebalance(self) -> DataStream:
+        """Spread buffers round robin over the next operator's subtasks."""
+        return DataStream(self._env, self._partition(REBALANCE))
+
+    def shuffle(self) -> DataStream:
+        """Send each buffer to a random subtask of the next operator."""
+        return DataStream(self._env, self._partition(SHUFFLE))
+
+    def broadcast(self) -> DataStream:
+        """Send every record to every subtask of the next operator."""
+        return DataStream(self._env, self._partition(BROADCAST))
+
+    def union(self, *others: DataStream) -> DataStream:
+        """Merge this stream with ``others`` (records of the same type) into one."""
+        for other in others:
+            if not isinstance(other, DataStream):
+                raise ConfigError(f"union: expected DataStreams, got {type(other).__name__}")
+            if other._env is not self._env:
+                raise ConfigError("union: streams of different environments cannot be merged")
+        node = self._env._add_node(
+            NodeKind.UNION, "union", inputs=[self._node, *(o._node for o in others)]
+        )
+        return DataStream(self._env, node)
+
+    # -- sinks ----------------------------------------------------------------------------
+
+    def sink_to(
+        self,
+        sink: Callable[[Any], Any] | SinkFunction[Any],
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStreamSink:
+        """Write every record with ``sink``.
+
+        ``sink`` is a function or ``async def`` of one record, or a ``SinkFunction``
+        implementing ``invoke`` or ``write_batch``.
+        """
+        label = name or "sink"
+        if isinstance(sink, SinkFunction):
+            batch = type(sink).write_batch is not SinkFunction.write_batch
+            method = "write_batch" if batch else "invoke"
+            adapted = adapt(sink, method, 1, f"the sink's {method}", label, SinkFunction)
+        else:
+            batch = False
+            adapted = adapt(sink, "invoke", 1, "the sink function", label, SinkFunction)
+        make = _per_subtask(adapted, label)
+        node = self._operator(
+            "sink",
+            name,
+            uid,
+            parallelism,
+            lambda n, u: SinkOperator(n, u, make(), batch),
+            kind=NodeKind.SINK,
+        )
+        return DataStreamSink(node)
+
+    def collect(
+        self, *, name: str | None = None, uid: str | None = None, parallelism: int | None = None
+    ) -> DataStreamSink:
+        """Keep the records in memory: ``JobResult.collected[name]`` after the job."""
+        return self.sink_to(CollectSink(), name=name or "collect", uid=uid, parallelism=parallelism)
+
+    def print(
+        self,
+        prefix: str = "",
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStreamSink:
+        """Print every record on standard output (``"<subtask>> "`` first if parallel)."""
+        return self.sink_to(
+            PrintSink(prefix), name=name or "print", uid=uid, parallelism=parallelism
+        )
+
+    def write_text(
+        self,
+        path: str | os.PathLike[str],
+        formatter: Callable[[Any], str] = str,
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStreamSink:
+        """Write one line per record to ``path`` (a folder of part files if parallel)."""
+        check_arity(formatter, 1, "the formatter", name or "write_text")
+        return self.sink_to(
+            TextFileSink(path, formatter),
+            name=name or "write_text",
+            uid=uid,
+            parallelism=parallelism,
+        )
+
+
+def _sample_of(key_type: type) -> Any:
+    samples: dict[type, Any] = {
+        int: 0,
+        str: "",
+        bytes: b"",
+        float: 0.0,
+        bool: False,
+        tuple: (),
+        type(None): None,
+    }
+    if key_type in samples:
+        return samples[key_type]
+    try:
+        return key_type()
+    except Exception:
+        return object()
+
+
+class KeyedStream(DataStream):
+    """A stream partitioned by key: ``process``, ``reduce`` and ``sum`` keep keyed state."""
+
+    def __init__(
+        self, env: StreamEnvironment, node: Transformation, key_selector: Callable[[Any], Any]
+    ) -> None:
+        super().__init__(env, node)
+        self.key_selector = key_selector
+
+    def process(
+        self,
+        fn: KeyedProcessFunction[Any, Any] | Callable[[Any, Any], Iterable[Any] | None],
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Run ``fn.process_element(value, ctx)`` per record with keyed state (``ctx``)."""
+        make = self._adapt(
+            fn, "process_element", 2, "process_element", "process", name, KeyedProcessFunction
+        )
+        key_selector = self.key_selector
+        node = self._operator(
+            "process",
+            name,
+            uid,
+            parallelism,
+            lambda n, u: KeyedProcessOperator(n, u, make(), key_selector),
+            key_selector=key_selector,
+        )
+        return DataStream(self._env, node)
+
+    def reduce(
+        self,
+        fn: Callable[[Any, Any], Any] | ReduceFunction[Any],
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Fold each key's records with ``fn(accumulated, record)``; emit each new value."""
+        make = self._adapt(fn, "reduce", 2, "the reduce function", "reduce", name, ReduceFunction)
+        if make().is_async:
+            raise ConfigError(
+                f"operator {name or 'reduce'!r}: the reduce function must not be async"
+            )
+        key_selector = self.key_selector
+        node = self._operator(
+            "reduce",
+            name,
+            uid,
+            parallelism,
+            lambda n, u: KeyedReduceOperator(n, u, make(), key_selector),
+            key_selector=key_selector,
+        )
+        return DataStream(self._env, node)
+
+    def sum(
+        self,
+        field: int | str | None = None,
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Running sum per key, emitted per record.
+
+        Sums the records themselves (``field=None``), a tuple position (``field=1``) or a
+        dict key (``field="n"``); other fields come from the first record of the key, as
+        in Flink.
+        """
+        if field is None:
+
+            def add(acc: Any, value: Any) -> Any:
+                return acc + value
+        elif isinstance(field, int) and not isinstance(field, bool):
+            position = field
+
+            def add(acc: Any, value: Any) -> Any:
+                return (*acc[:position], acc[position] + value[position], *acc[position + 1 :])
+        elif isinstance(field, str):
+            key = field
+
+            def add(acc: Any, value: Any) -> Any:
+                return {**acc, key: acc[key] + value[key]}
+        else:
+            raise ConfigError(
+                f"sum: field must be None, a tuple position or a dict key, got {field!r}"
+            )
+        return self.reduce(add, name=name or "sum", uid=uid, parallelism=parallelism)
+
+
+class DataStreamSink:
+    """The end of a stream: returned by ``sink_to``, ``collect``, ``print``, ``write_text``."""
+
+    def __init__(self, node: Transformation) -> None:
+        self.transformation = node
+
+    @property
+    def name(self) -> str:
+        """The sink's name (``JobResult.collected`` uses it for ``collect``)."""
+        return self.transformation.name

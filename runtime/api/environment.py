@@ -1,0 +1,279 @@
+"""``StreamEnvironment``: where a job is declared, configured and run.
+
+Make one, add sources (``from_collection``, ``from_sequence``, ``generate``,
+``from_source``), transform the streams they return, end them in sinks, then run the
+job with ``await env.execute(name)`` or start it with ``await env.start(name)``.
+
+Options are validated when they are given and again when the job is built; an invalid
+one is a ``ConfigError`` that names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from runtime.api.datastream import DataStream
+from runtime.api.result import JobClient, JobResult
+from runtime.config import (
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_BUFFER_TIMEOUT,
+    DEFAULT_CHANNEL_CAPACITY,
+    ExecutionConfig,
+    check_positive_int,
+)
+from runtime.connectors.collection import CollectionSource
+from runtime.connectors.sequence import GeneratorSource, NumberSequenceSource
+from runtime.connectors.source import Source
+from runtime.errors import ConfigError
+from runtime.graph.job_graph import JobGraph, build_job_graph
+from runtime.graph.partitioning import Partitioning
+from runtime.graph.transformations import NodeKind, OperatorFactory, Transformation
+from runtime.scheduler.executor import JobExecution
+from storage import DEFAULT_MAX_PARALLELISM, UPPER_BOUND_MAX_PARALLELISM
+
+
+def _check_max_parallelism(value: object) -> int:
+    check_positive_int("max_parallelism", value)
+    assert isinstance(value, int)
+    if value > UPPER_BOUND_MAX_PARALLELISM:
+        raise ConfigError(f"max_parallelism must be <= {UPPER_BOUND_MAX_PARALLELISM}, got {value}")
+    return value
+
+
+class StreamEnvironment:
+    """The context in which a streaming job is built and executed.
+
+    Args:
+        parallelism: default number of subtasks per operator.
+        max_parallelism: number of key groups; the most subtasks a keyed operator can
+            ever be rescaled to. Fixed for the life of a job's state.
+        buffer_size: records per buffer between actors.
+        buffer_timeout: seconds a partial buffer may wait before it is sent.
+        channel_capacity: buffers a channel holds before its producer waits.
+        chaining: whether operators joined by forward edges run in one actor.
+        allow_pickle: whether untyped records and state may be pickled in checkpoints.
+
+    Raises:
+        ConfigError: an option is invalid (the message names it).
+    """
+
+    def __init__(
+        self,
+        parallelism: int = 1,
+        max_parallelism: int = DEFAULT_MAX_PARALLELISM,
+        *,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        buffer_timeout: float = DEFAULT_BUFFER_TIMEOUT,
+        channel_capacity: int = DEFAULT_CHANNEL_CAPACITY,
+        chaining: bool = True,
+        allow_pickle: bool = True,
+    ) -> None:
+        self.parallelism = check_positive_int("parallelism", parallelism)
+        self.max_parallelism = _check_max_parallelism(max_parallelism)
+        if parallelism > max_parallelism:
+            raise ConfigError(
+                f"parallelism {parallelism} is greater than max_parallelism "
+                f"{max_parallelism}; raise max_parallelism"
+            )
+        self.config = ExecutionConfig(buffer_size, buffer_timeout, channel_capacity, allow_pickle)
+        self.config.validate()
+        self.chaining = bool(chaining)
+        self._nodes: list[Transformation] = []
+        self._names: set[str] = set()
+        self._uids: dict[str, str] = {}
+
+    # -- building -------------------------------------------------------------------------
+
+    def _add_node(
+        self,
+        kind: NodeKind,
+        default_name: str,
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+        inputs: list[Transformation] | None = None,
+        factory: OperatorFactory | None = None,
+        source: Source[Any] | None = None,
+        partitioning: Partitioning | None = None,
+        key_selector: Callable[[Any], Any] | None = None,
+        max_parallelism: int | None = None,
+    ) -> Transformation:
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"operator name must be a non-empty str, got {name!r}")
+            if name in self._names and not kind.is_virtual:
+                raise ConfigError(
+                    f"operator name {name!r} is used twice; give each operator its own name"
+                )
+            resolved = name
+        else:
+            resolved = default_name
+            counter = 2
+            while resolved in self._names:
+                resolved = f"{default_name}-{counter}"
+                counter += 1
+        if parallelism is not None:
+            check_positive_int(f"operator {resolved!r}: parallelism", parallelism)
+            if parallelism > self.max_parallelism:
+                raise ConfigError(
+                    f"operator {resolved!r}: parallelism {parallelism} is greater than "
+                    f"max_parallelism {self.max_parallelism}; raise max_parallelism"
+                )
+        if uid is not None:
+            if not isinstance(uid, str) or not uid:
+                raise ConfigError(f"operator {resolved!r}: uid must be a non-empty str")
+            if uid in self._uids:
+                raise ConfigError(
+                    f"uid {uid!r} is used twice (by {self._uids[uid]!r} and {resolved!r}); "
+                    f"every operator needs its own uid"
+                )
+            self._uids[uid] = resolved
+        if not kind.is_virtual:
+            self._names.add(resolved)
+        node = Transformation(
+            id=len(self._nodes),
+            kind=kind,
+            name=resolved,
+            uid=uid,
+            parallelism=parallelism,
+            inputs=list(inputs or []),
+            factory=factory,
+            source=source,
+            partitioning=partitioning,
+            key_selector=key_selector,
+            max_parallelism=max_parallelism,
+            explicit_name=name is not None,
+        )
+        self._nodes.append(node)
+        return node
+
+    def from_source(
+        self,
+        source: Source[Any],
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """A stream read from ``source`` (see ``runtime.connectors.source.Source``)."""
+        for method in ("create_enumerator", "create_reader"):
+            if not callable(getattr(source, method, None)):
+                raise ConfigError(
+                    f"from_source: {type(source).__name__} is not a Source: it has no "
+                    f"{method}() method"
+                )
+        limit = getattr(source, "max_source_parallelism", None)
+        node = self._add_node(
+            NodeKind.SOURCE,
+            "source",
+            name=name,
+            uid=uid,
+            parallelism=parallelism,
+            source=source,
+            max_parallelism=limit,
+        )
+        return DataStream(self, node)
+
+    def from_collection(
+        self, items: Iterable[Any], *, name: str | None = None, uid: str | None = None
+    ) -> DataStream:
+        """A bounded stream of ``items`` in order (a non-parallel source)."""
+        if isinstance(items, str | bytes) or not isinstance(items, Iterable):
+            raise ConfigError(
+                f"from_collection: items must be an iterable of records, got {type(items).__name__}"
+            )
+        return self.from_source(CollectionSource(items), name=name or "collection", uid=uid)
+
+    def from_sequence(
+        self,
+        start: int,
+        end: int,
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """The integers ``start..end``, both inclusive, split over the subtasks."""
+        return self.from_source(
+            NumberSequenceSource(start, end),
+            name=name or "sequence",
+            uid=uid,
+            parallelism=parallelism,
+        )
+
+    def generate(
+        self,
+        generator: Callable[[int], Any],
+        count: int | None = None,
+        *,
+        records_per_second: float | None = None,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """A stream of ``generator(i)`` for ``i`` in ``0..count-1``.
+
+        Forever if ``count`` is None; at most ``records_per_second`` over all subtasks if
+        given. ``generator`` must be deterministic: a restore calls it again.
+        """
+        return self.from_source(
+            GeneratorSource(generator, count, records_per_second),
+            name=name or "generator",
+            uid=uid,
+            parallelism=parallelism,
+        )
+
+    # -- running --------------------------------------------------------------------------
+
+    def get_job_graph(self) -> JobGraph:
+        """Validate the job and return its plan (chained vertices and edges).
+
+        Raises:
+            ConfigError: the job is invalid; the message names the operator.
+        """
+        self.config.validate()
+        return build_job_graph(
+            self._nodes,
+            default_parallelism=self.parallelism,
+            max_parallelism=self.max_parallelism,
+            chaining=self.chaining,
+        )
+
+    def explain(self) -> str:
+        """The job's plan as text: one line per chain with its parallelism and inputs."""
+        return self.get_job_graph().describe()
+
+    def _execution(self, job_name: str) -> JobExecution:
+        if not isinstance(job_name, str) or not job_name:
+            raise ConfigError(f"job name must be a non-empty str, got {job_name!r}")
+        return JobExecution(self.get_job_graph(), self.config, job_name)
+
+    async def execute(self, job_name: str = "weir job") -> JobResult:
+        """Build, validate and run the job until it ends.
+
+        Returns:
+            The ``JobResult`` of a finished (or cancelled) job.
+
+        Raises:
+            ConfigError: the job is invalid (nothing ran).
+            JobFailedError: the job failed; ``error.result`` holds its result and
+                ``error.__cause__`` the first failure (an ``OperatorError`` names the
+                operator, the subtask and the record).
+        """
+        return await self._execution(job_name).run()
+
+    async def start(self, job_name: str = "weir job") -> JobClient:
+        """Build and validate the job, start it in the background, return its client.
+
+        Raises:
+            ConfigError: the job is invalid (nothing was started).
+        """
+        execution = self._execution(job_name)
+        task = asyncio.get_running_loop().create_task(execution.run(), name=job_name)
+        # The client's wait() retrieves the result or error; a job nobody waits for
+        # must not log "exception was never retrieved".
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return JobClient(execution, task)

@@ -1,0 +1,151 @@
+"""``JobStatus``, ``JobResult`` and ``JobClient``: what a user gets back from a job.
+
+``await env.execute(name)`` returns a ``JobResult`` (or raises ``JobFailedError``, which
+carries one). ``await env.start(name)`` returns a ``JobClient`` at once: the job runs in
+the background of the same event loop, and the client reports its status, cancels it,
+and waits for its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from actors import ActorStatistics, ChannelStatistics
+
+if TYPE_CHECKING:
+    from runtime.scheduler.executor import JobExecution
+
+
+class JobStatus(enum.Enum):
+    """A job's state, with Flink's names."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    FAILING = "failing"
+    RESTARTING = "restarting"
+    CANCELLING = "cancelling"
+    CANCELED = "canceled"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job is over."""
+        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+@dataclass(slots=True)
+class OperatorMetrics:
+    """Records through one operator, summed over its subtasks and per subtask.
+
+    Attributes:
+        name: the operator's name.
+        uid: its uid.
+        parallelism: its number of subtasks.
+        records_in: records it took in (sources: 0).
+        records_out: records it emitted (sinks: 0).
+        subtasks: ``(records_in, records_out)`` per subtask.
+    """
+
+    name: str
+    uid: str
+    parallelism: int
+    records_in: int = 0
+    records_out: int = 0
+    subtasks: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class JobResult:
+    """The outcome of a job.
+
+    Attributes:
+        job_name: the name given to ``execute``.
+        job_id: a 32-hex-digit id, unique per run.
+        status: ``FINISHED``, ``FAILED`` or ``CANCELED``.
+        duration: seconds from start to end.
+        operators: metrics per operator name.
+        collected: records of each ``collect()`` sink, by sink name.
+        tasks: time accounting of every subtask actor.
+        channels: counters of every channel, by channel name.
+        error: the failure's message, if the job failed.
+    """
+
+    job_name: str
+    job_id: str
+    status: JobStatus
+    duration: float
+    operators: dict[str, OperatorMetrics]
+    collected: dict[str, list[Any]]
+    tasks: list[ActorStatistics]
+    channels: dict[str, ChannelStatistics]
+    error: str | None = None
+
+    def records_in(self, operator: str) -> int:
+        """Records taken in by ``operator`` (all subtasks)."""
+        return self.operators[operator].records_in
+
+    def records_out(self, operator: str) -> int:
+        """Records emitted by ``operator`` (all subtasks)."""
+        return self.operators[operator].records_out
+
+    def summary(self) -> str:
+        """A short table of the job: status, duration, records per operator."""
+        lines = [
+            f"job {self.job_name!r} {self.status.value} in {self.duration:.3f} s",
+            f"  {'operator':<24} {'p':>3} {'records in':>12} {'records out':>12}",
+        ]
+        for metrics in self.operators.values():
+            lines.append(
+                f"  {metrics.name:<24} {metrics.parallelism:>3} "
+                f"{metrics.records_in:>12,} {metrics.records_out:>12,}"
+            )
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+
+class JobClient:
+    """A handle on a job started with ``env.start``.
+
+    ``status`` is readable at any time; ``cancel`` asks the job to stop and returns at
+    once; ``wait`` returns the ``JobResult`` when the job is over.
+    """
+
+    def __init__(self, execution: JobExecution, task: asyncio.Task[JobResult]) -> None:
+        self._execution = execution
+        self._task = task
+
+    @property
+    def job_id(self) -> str:
+        """The job's id."""
+        return self._execution.job_id
+
+    @property
+    def job_name(self) -> str:
+        """The job's name."""
+        return self._execution.job_name
+
+    @property
+    def status(self) -> JobStatus:
+        """The job's current status."""
+        return self._execution.status
+
+    def cancel(self) -> None:
+        """Cancel the job: every subtask is stopped. Never blocks; ``wait`` for the end."""
+        self._execution.cancel()
+
+    async def wait(self) -> JobResult:
+        """Wait for the job to end and return its result.
+
+        Raises:
+            JobFailedError: the job failed (the error carries the result).
+        """
+        return await asyncio.shield(self._task)
+
+    def metrics(self) -> dict[str, OperatorMetrics]:
+        """Records in and out per operator so far."""
+        return self._execution.operator_metrics()

@@ -1,0 +1,378 @@
+"""Stream operators: what one link of an operator chain does to a buffer of records.
+
+An operator takes a list of records and returns the list it emits. Synchronous operators
+(``process_batch``) run a whole buffer in one call; an operator whose user function is
+``async def`` has ``is_async`` set and runs in ``process_batch_async``. Operators never
+mutate the list they are given (a broadcast hands the same buffer to several
+consumers).
+
+Every operator counts the records it took in and gave out, and turns an exception of a
+user function into an ``OperatorError`` naming the operator, the subtask and the record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import compress
+from typing import Any
+
+from runtime.api.functions import Adapted, maybe_await
+from runtime.errors import OperatorError
+from runtime.tasks.context import RuntimeContext
+from storage import KeyGroupAssigner, ValueStateDescriptor
+from storage.errors import KeyEncodingError
+
+
+class StreamOperator:
+    """Base of all operators. One instance per subtask.
+
+    Args:
+        name: the operator's name (unique in the job after build).
+        uid: the operator's stable id (matches state across runs).
+    """
+
+    is_async = False
+
+    def __init__(self, name: str, uid: str) -> None:
+        self.name = name
+        self.uid = uid
+        self.records_in = 0
+        self.records_out = 0
+        self.ctx: RuntimeContext | None = None
+
+    def setup(self, ctx: RuntimeContext) -> None:
+        """Bind the operator to its subtask. Called once before ``open``."""
+        self.ctx = ctx
+
+    @property
+    def context(self) -> RuntimeContext:
+        """The subtask's context (after ``setup``)."""
+        assert self.ctx is not None, "operator used before setup()"
+        return self.ctx
+
+    def error(self, cause: BaseException, record: Any) -> OperatorError:
+        """An ``OperatorError`` for ``cause`` raised while processing ``record``."""
+        ctx = self.context
+        return OperatorError(
+            self.name, ctx.subtask_index, ctx.parallelism, cause, record=record, has_record=True
+        )
+
+    def phase_error(self, cause: BaseException, phase: str) -> OperatorError:
+        """An ``OperatorError`` for ``cause`` raised outside a record (open, close...)."""
+        ctx = self.context
+        return OperatorError(self.name, ctx.subtask_index, ctx.parallelism, cause, phase=phase)
+
+    async def open(self) -> None:
+        """Prepare to process records (calls the user function's ``open``)."""
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        """Process a buffer synchronously and return the records emitted."""
+        raise NotImplementedError
+
+    async def process_batch_async(self, batch: list[Any]) -> list[Any]:
+        """Process a buffer, awaiting the user function where it is ``async``."""
+        return self.process_batch(batch)
+
+    def end_input(self) -> list[Any]:
+        """All input has ended; return any last records to emit."""
+        return []
+
+    async def close(self) -> None:
+        """Release resources after the last record (calls the user function's ``close``)."""
+
+
+class UserFunctionOperator(StreamOperator):
+    """An operator around one adapted user function with ``open`` / ``close`` hooks."""
+
+    def __init__(self, name: str, uid: str, function: Adapted) -> None:
+        super().__init__(name, uid)
+        self.function = function
+        self.is_async = function.is_async
+
+    async def open(self) -> None:
+        """Call the function object's ``open(ctx)``, if it has one."""
+        owner = self.function.owner
+        if owner is not None and hasattr(owner, "open"):
+            try:
+                await maybe_await(owner.open(self.context))
+            except Exception as error:
+                raise self.phase_error(error, "open()") from error
+
+    async def close(self) -> None:
+        """Call the function object's ``close()``, if it has one."""
+        owner = self.function.owner
+        if owner is not None and hasattr(owner, "close"):
+            try:
+                await maybe_await(owner.close())
+            except Exception as error:
+                raise self.phase_error(error, "close()") from error
+
+
+class MapOperator(UserFunctionOperator):
+    """``map``: one record in, one out."""
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        """Apply the function to every record."""
+        out: list[Any] = []
+        try:
+            # extend() keeps what it appended before an exception: len(out) is the index
+            # of the failing record, without a Python-level loop on the hot path.
+            out.extend(map(self.function.call, batch))
+        except Exception as error:
+            raise self.error(error, batch[len(out)]) from error
+        self.records_in += len(batch)
+        self.records_out += len(out)
+        return out
+
+    async def process_batch_async(self, batch: list[Any]) -> list[Any]:
+        """Await the function for every record, in order."""
+        call = self.function.call
+        out: list[Any] = []
+        record = None
+        try:
+            for record in batch:
+                out.append(await call(record))
+        except Exception as error:
+            raise self.error(error, record) from error
+        self.records_in += len(batch)
+        self.records_out += len(out)
+        return out
+
+
+class FilterOperator(UserFunctionOperator):
+    """``filter``: keep the records the predicate accepts."""
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        """Keep the records for which the predicate is true."""
+        flags: list[Any] = []
+        try:
+            flags.extend(map(self.function.call, batch))
+        except Exception as error:
+            raise self.error(error, batch[len(flags)]) from error
+        out = list(compress(batch, flags))
+        self.records_in += len(batch)
+        self.records_out += len(out)
+        return out
+
+    async def process_batch_async(self, batch: list[Any]) -> list[Any]:
+        """Await the predicate for every record, in order."""
+        call = self.function.call
+        out: list[Any] = []
+        record = None
+        try:
+            for record in batch:
+                if await call(record):
+                    out.append(record)
+        except Exception as error:
+            raise self.error(error, record) from error
+        self.records_in += len(batch)
+        self.records_out += len(out)
+        return out
+
+
+class FlatMapOperator(UserFunctionOperator):
+    """``flat_map``: each record gives an iterable of records (None counts as empty)."""
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        """Concatenate the function's results for every record."""
+        call = self.function.call
+        out: list[Any] = []
+        extend = out.extend
+        record = None
+        try:
+            for record in batch:
+                result = call(record)
+                if result is not None:
+                    extend(result)
+        except Exception as error:
+            raise self.error(error, record) from error
+        self.records_in += len(batch)
+        self.records_out += len(out)
+        return out
+
+    async def process_batch_async(self, batch: list[Any]) -> list[Any]:
+        """Await the function for every record and concatenate the results."""
+        call = self.function.call
+        out: list[Any] = []
+        record = None
+        try:
+            for record in batch:
+                result = await call(record)
+                if result is not None:
+                    out.extend(result)
+        except Exception as error:
+            raise self.error(error, record) from error
+        self.records_in += len(batch)
+        self.records_out += len(out)
+        return out
+
+
+def _key_error(operator: StreamOperator, error: BaseException, key: Any) -> OperatorError:
+    if isinstance(error, KeyEncodingError):
+        return operator.error(error, key)
+    return operator.error(error, key)
+
+
+class KeyedProcessOperator(UserFunctionOperator):
+    """``process`` on a keyed stream: the user function with keyed state.
+
+    Args:
+        key_selector: extracts the key; sets the state backend's current key per record.
+    """
+
+    def __init__(
+        self, name: str, uid: str, function: Adapted, key_selector: Callable[[Any], Any]
+    ) -> None:
+        super().__init__(name, uid, function)
+        self.key_selector = key_selector
+        self._assigner: KeyGroupAssigner | None = None
+
+    def setup(self, ctx: RuntimeContext) -> None:
+        """Bind to the subtask; keyed operators need a keyed state backend."""
+        super().setup(ctx)
+        assert ctx.keyed_backend is not None, "keyed operator without a keyed backend"
+        self._assigner = KeyGroupAssigner(ctx.max_parallelism, ctx.parallelism)
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        """Run the function for every record with its key set."""
+        ctx = self.context
+        backend = ctx.keyed_backend
+        assert backend is not None and self._assigner is not None
+        key_group = self._assigner.key_group
+        key_selector = self.key_selector
+        call = self.function.call
+        out: list[Any] = []
+        extend = out.extend
+        record = None
+        try:
+            for record in batch:
+                key = key_selector(record)
+                key_group(key)  # validates the key: a cached dict lookup after the first
+                backend.current_key = key
+                result = call(record, ctx)
+                if result is not None:
+                    extend(result)
+        except Exception as error:
+            raise self.error(error, record) from error
+        self.records_in += len(batch)
+        self.records_out += len(out)
+        return out
+
+    async def process_batch_async(self, batch: list[Any]) -> list[Any]:
+        """Await the function for every record with its key set."""
+        ctx = self.context
+        backend = ctx.keyed_backend
+        assert backend is not None and self._assigner is not None
+        call = self.function.call
+        out: list[Any] = []
+        record = None
+        try:
+            for record in batch:
+                key = self.key_selector(record)
+                self._assigner.key_group(key)
+                backend.current_key = key
+                result = await call(record, ctx)
+                if result is not None:
+                    out.extend(result)
+        except Exception as error:
+            raise self.error(error, record) from error
+        self.records_in += len(batch)
+        self.records_out += len(out)
+        return out
+
+
+class KeyedReduceOperator(UserFunctionOperator):
+    """``reduce`` / ``sum`` on a keyed stream: emits the running value per record.
+
+    The running value of each key lives in keyed value state ``"reduce"``.
+    """
+
+    def __init__(
+        self, name: str, uid: str, function: Adapted, key_selector: Callable[[Any], Any]
+    ) -> None:
+        super().__init__(name, uid, function)
+        self.key_selector = key_selector
+        self._state: Any = None
+        self._assigner: KeyGroupAssigner | None = None
+
+    def setup(self, ctx: RuntimeContext) -> None:
+        """Bind to the subtask and register the running value's state."""
+        super().setup(ctx)
+        assert ctx.keyed_backend is not None, "keyed operator without a keyed backend"
+        self._state = ctx.keyed_backend.get_state(ValueStateDescriptor("reduce"))
+        self._assigner = KeyGroupAssigner(ctx.max_parallelism, ctx.parallelism)
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        """Fold every record into its key's running value and emit the new value."""
+        backend = self.context.keyed_backend
+        assert backend is not None and self._assigner is not None
+        state = self._state
+        value_of = state.value
+        update = state.update
+        key_group = self._assigner.key_group
+        key_selector = self.key_selector
+        reduce = self.function.call
+        out: list[Any] = []
+        append = out.append
+        record = None
+        try:
+            for record in batch:
+                key = key_selector(record)
+                backend.current_key = key
+                current = value_of()
+                if current is None:
+                    key_group(key)  # validate each key once, when it is first seen
+                    current = record
+                else:
+                    current = reduce(current, record)
+                update(current)
+                append(current)
+        except Exception as error:
+            raise self.error(error, record) from error
+        self.records_in += len(batch)
+        self.records_out += len(out)
+        return out
+
+
+class SinkOperator(UserFunctionOperator):
+    """The end of a chain: hands buffers to a sink function; emits nothing."""
+
+    def __init__(self, name: str, uid: str, function: Adapted, batch: bool) -> None:
+        super().__init__(name, uid, function)
+        self.batch = batch
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:
+        """Write the buffer (``write_batch``) or each record (``invoke``)."""
+        call = self.function.call
+        if self.batch:
+            try:
+                call(batch)
+            except Exception as error:
+                raise self.error(error, batch[0] if len(batch) == 1 else batch) from error
+        else:
+            record = None
+            try:
+                for record in batch:
+                    call(record)
+            except Exception as error:
+                raise self.error(error, record) from error
+        self.records_in += len(batch)
+        return []
+
+    async def process_batch_async(self, batch: list[Any]) -> list[Any]:
+        """Await the sink function for the buffer or for each record."""
+        call = self.function.call
+        if self.batch:
+            try:
+                await call(batch)
+            except Exception as error:
+                raise self.error(error, batch) from error
+        else:
+            record = None
+            try:
+                for record in batch:
+                    await call(record)
+            except Exception as error:
+                raise self.error(error, record) from error
+        self.records_in += len(batch)
+        return []
