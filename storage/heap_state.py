@@ -1,0 +1,263 @@
+"""Heap state handles: the keyed state interfaces over copy-on-write state tables.
+
+Each handle belongs to one :class:`~storage.keyed_state.HeapKeyedStateBackend` and one
+:class:`~storage.state_table.StateTable`. On every call it reads the backend's
+``current_key`` (set by the runtime before each user call) and touches that key's entry.
+With no snapshot in flight an access is the attribute reads plus one or two dict
+operations; during a snapshot it goes through the table's copy-on-write methods.
+A key of None cannot hold state: None means "no current key".
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any, Final, Protocol
+
+from storage.descriptors import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ReducingStateDescriptor,
+    StateDescriptor,
+    ValueStateDescriptor,
+)
+from storage.errors import StateError
+from storage.state import ListState, MapState, ReducingState, ValueState
+from storage.state_table import IMMUTABLE_TYPES, StateTable
+
+__all__ = [
+    "HeapListState",
+    "HeapMapState",
+    "HeapReducingState",
+    "HeapValueState",
+    "KeyContext",
+]
+
+_ABSENT: Final = object()
+
+
+class KeyContext(Protocol):
+    """Where a keyed handle finds the key it acts on (the keyed state backend)."""
+
+    current_key: Hashable | None
+
+
+def _no_current_key(descriptor: StateDescriptor) -> StateError:
+    return StateError(
+        f"{descriptor.kind} state {descriptor.name!r} was accessed with no current key; "
+        "keyed state can only be used while a keyed record (or timer) is processed, and "
+        "None cannot be a key"
+    )
+
+
+class HeapValueState(ValueState):
+    """:class:`~storage.state.ValueState` on the heap backend."""
+
+    __slots__ = ("_context", "_copy_default", "_default", "_table", "descriptor")
+
+    def __init__(
+        self, context: KeyContext, table: StateTable, descriptor: ValueStateDescriptor
+    ) -> None:
+        self._context = context
+        self._table = table
+        self.descriptor = descriptor
+        self._default = descriptor.default
+        self._copy_default = type(descriptor.default) not in IMMUTABLE_TYPES
+
+    def value(self) -> Any:  # noqa: D102
+        key = self._context.current_key
+        if key is None:
+            raise _no_current_key(self.descriptor)
+        table = self._table
+        # No snapshot in flight: one dict lookup. Otherwise copy-on-write.
+        value = table.base.get(key, _ABSENT) if table.overlay is None else table.get(key, _ABSENT)
+        if value is _ABSENT:
+            return copy.deepcopy(self._default) if self._copy_default else self._default
+        return value
+
+    def update(self, value: Any) -> None:  # noqa: D102
+        key = self._context.current_key
+        if key is None:
+            raise _no_current_key(self.descriptor)
+        table = self._table
+        if table.overlay is None:
+            table.base[key] = value
+        else:
+            table.put(key, value)
+
+    def clear(self) -> None:  # noqa: D102
+        key = self._context.current_key
+        if key is None:
+            raise _no_current_key(self.descriptor)
+        self._table.remove(key)
+
+
+class HeapListState(ListState):
+    """:class:`~storage.state.ListState` on the heap backend; ``get`` returns a copy."""
+
+    __slots__ = ("_context", "_table", "descriptor")
+
+    def __init__(
+        self, context: KeyContext, table: StateTable, descriptor: ListStateDescriptor
+    ) -> None:
+        self._context = context
+        self._table = table
+        self.descriptor = descriptor
+
+    def _key(self) -> Hashable:
+        key = self._context.current_key
+        if key is None:
+            raise _no_current_key(self.descriptor)
+        return key
+
+    def get(self) -> list[Any]:  # noqa: D102
+        elements = self._table.get(self._key())
+        return [] if elements is None else list(elements)
+
+    def add(self, value: Any) -> None:  # noqa: D102
+        key = self._key()
+        elements = self._table.get(key)
+        if elements is None:
+            self._table.put(key, [value])
+        else:
+            elements.append(value)
+
+    def add_all(self, values: Iterable[Any]) -> None:  # noqa: D102
+        key = self._key()
+        new = list(values)
+        if not new:
+            return
+        elements = self._table.get(key)
+        if elements is None:
+            self._table.put(key, new)
+        else:
+            elements.extend(new)
+
+    def update(self, values: Iterable[Any]) -> None:  # noqa: D102
+        key = self._key()
+        new = list(values)
+        if new:
+            self._table.put(key, new)
+        else:
+            self._table.remove(key)
+
+    def clear(self) -> None:  # noqa: D102
+        self._table.remove(self._key())
+
+
+class HeapMapState(MapState):
+    """:class:`~storage.state.MapState` on the heap backend.
+
+    An empty map is not stored: removing the last entry removes the key from the state.
+    """
+
+    __slots__ = ("_context", "_table", "descriptor")
+
+    def __init__(
+        self, context: KeyContext, table: StateTable, descriptor: MapStateDescriptor
+    ) -> None:
+        self._context = context
+        self._table = table
+        self.descriptor = descriptor
+
+    def _key(self) -> Hashable:
+        key = self._context.current_key
+        if key is None:
+            raise _no_current_key(self.descriptor)
+        return key
+
+    def get(self, key: Any, default: Any = None) -> Any:  # noqa: D102
+        entries = self._table.peek(self._key())
+        if entries is None:
+            return default
+        value = entries.get(key, _ABSENT)
+        if value is _ABSENT:
+            return default
+        if type(value) in IMMUTABLE_TYPES:
+            return value
+        # A mutable value may be changed in place by the caller: detach it first.
+        return self._table.get(self._context.current_key)[key]
+
+    def put(self, key: Any, value: Any) -> None:  # noqa: D102
+        state_key = self._key()
+        entries = self._table.get(state_key)
+        if entries is None:
+            self._table.put(state_key, {key: value})
+        else:
+            entries[key] = value
+
+    def put_all(self, mapping: Mapping[Any, Any]) -> None:  # noqa: D102
+        state_key = self._key()
+        if not mapping:
+            return
+        entries = self._table.get(state_key)
+        if entries is None:
+            self._table.put(state_key, dict(mapping))
+        else:
+            entries.update(mapping)
+
+    def remove(self, key: Any) -> None:  # noqa: D102
+        state_key = self._key()
+        entries = self._table.peek(state_key)
+        if entries is None or key not in entries:
+            return
+        entries = self._table.get(state_key)
+        del entries[key]
+        if not entries:
+            self._table.remove(state_key)
+
+    def contains(self, key: Any) -> bool:  # noqa: D102
+        entries = self._table.peek(self._key())
+        return entries is not None and key in entries
+
+    def keys(self) -> list[Any]:  # noqa: D102
+        entries = self._table.peek(self._key())
+        return [] if entries is None else list(entries)
+
+    def values(self) -> list[Any]:  # noqa: D102
+        entries = self._table.get(self._key())
+        return [] if entries is None else list(entries.values())
+
+    def items(self) -> list[tuple[Any, Any]]:  # noqa: D102
+        entries = self._table.get(self._key())
+        return [] if entries is None else list(entries.items())
+
+    def is_empty(self) -> bool:  # noqa: D102
+        return not self._table.peek(self._key())
+
+    def clear(self) -> None:  # noqa: D102
+        self._table.remove(self._key())
+
+
+class HeapReducingState(ReducingState):
+    """:class:`~storage.state.ReducingState` on the heap backend."""
+
+    __slots__ = ("_context", "_reduce", "_table", "descriptor")
+
+    def __init__(
+        self, context: KeyContext, table: StateTable, descriptor: ReducingStateDescriptor
+    ) -> None:
+        self._context = context
+        self._table = table
+        self.descriptor = descriptor
+        self._reduce = descriptor.reduce_function
+
+    def get(self) -> Any:  # noqa: D102
+        key = self._context.current_key
+        if key is None:
+            raise _no_current_key(self.descriptor)
+        return self._table.get(key)
+
+    def add(self, value: Any) -> None:  # noqa: D102
+        key = self._context.current_key
+        if key is None:
+            raise _no_current_key(self.descriptor)
+        table = self._table
+        current = table.get(key, _ABSENT)
+        table.put(key, value if current is _ABSENT else self._reduce(current, value))
+
+    def clear(self) -> None:  # noqa: D102
+        key = self._context.current_key
+        if key is None:
+            raise _no_current_key(self.descriptor)
+        self._table.remove(key)

@@ -1,0 +1,299 @@
+"""The heap keyed state backend: all keyed state of one subtask, in memory.
+
+A keyed operator's subtask owns one :class:`HeapKeyedStateBackend` for its key group
+range. Before each call into the user function the runtime sets the record's key
+(:meth:`~HeapKeyedStateBackend.set_current_key`, a plain attribute write); the state
+handles the function obtained with :meth:`~HeapKeyedStateBackend.get_state` then act on
+that key's entries. Keys are stored as they are: their key group is only computed when a
+snapshot is encoded or a restore filters key groups, never on a state access.
+
+At a checkpoint the subtask calls :meth:`~HeapKeyedStateBackend.snapshot` (synchronous,
+O(number of states), see :mod:`storage.state_table`) and hands the
+:class:`~storage.keyed_snapshot.HeapSnapshot` to its asynchronous writer. On recovery it
+calls :meth:`~HeapKeyedStateBackend.restore` with the key group blobs of the checkpoint,
+before any record; states that the operator has not registered yet are kept encoded
+until it does, and are carried into later snapshots unchanged if it never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Any, overload
+
+from storage.descriptors import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ReducingStateDescriptor,
+    StateDescriptor,
+    StateKind,
+    ValueStateDescriptor,
+)
+from storage.errors import SerializationError, StateError
+from storage.heap_state import HeapListState, HeapMapState, HeapReducingState, HeapValueState
+from storage.keyed_snapshot import (
+    HeapSnapshot,
+    SnapshotState,
+    decode_key_group,
+    identity_serializer,
+    key_serializer,
+    stored_value_serializer,
+)
+from storage.keygroups import KeyGroupRange, validate_max_parallelism
+from storage.serializers import Serializer
+from storage.state import ListState, MapState, ReducingState, State, ValueState
+from storage.state_table import StateTable, TableView
+
+__all__ = ["HeapKeyedStateBackend", "restore_key_groups"]
+
+
+class _Registered:
+    __slots__ = ("descriptor", "handle", "serializer", "table")
+
+    def __init__(
+        self,
+        descriptor: StateDescriptor,
+        handle: State,
+        serializer: Serializer[Any],
+        table: StateTable,
+    ) -> None:
+        self.descriptor = descriptor
+        self.handle = handle
+        self.serializer = serializer
+        self.table = table
+
+
+class HeapKeyedStateBackend:
+    """In-memory keyed state of one subtask, with copy-on-write snapshots.
+
+    Owned by one subtask and used from its task only (not thread safe). No method blocks.
+
+    Args:
+        max_parallelism: The job's number of key groups.
+        key_group_range: The key groups this subtask owns.
+        allow_pickle: Whether state values of undeclared types may be pickled.
+
+    Attributes:
+        current_key: The key the state handles act on; set by the runtime before each
+            user call. None means no key (state access then raises StateError).
+    """
+
+    __slots__ = (
+        "_registered",
+        "_restored",
+        "allow_pickle",
+        "current_key",
+        "key_group_range",
+        "max_parallelism",
+    )
+
+    def __init__(
+        self, max_parallelism: int, key_group_range: KeyGroupRange, *, allow_pickle: bool = True
+    ) -> None:
+        validate_max_parallelism(max_parallelism)
+        if not key_group_range.is_empty and key_group_range.end >= max_parallelism:
+            raise ValueError(
+                f"key group range [{key_group_range.start}, {key_group_range.end}] exceeds "
+                f"max_parallelism={max_parallelism}; use KeyGroupRange.for_operator"
+            )
+        self.max_parallelism = max_parallelism
+        self.key_group_range = key_group_range
+        self.allow_pickle = allow_pickle
+        self.current_key: Hashable | None = None
+        self._registered: dict[str, _Registered] = {}
+        # Restored states not registered yet: name -> (kind, {key: encoded value}).
+        # The dicts are replaced, never mutated, as in-flight snapshots may share them.
+        self._restored: dict[str, tuple[StateKind, dict[Hashable, bytes]]] = {}
+
+    def set_current_key(self, key: Hashable | None) -> None:
+        """Set the key that state handles act on (the hot path: an attribute write)."""
+        self.current_key = key
+
+    @overload
+    def get_state(self, descriptor: ValueStateDescriptor) -> ValueState: ...
+    @overload
+    def get_state(self, descriptor: ListStateDescriptor) -> ListState: ...
+    @overload
+    def get_state(self, descriptor: MapStateDescriptor) -> MapState: ...
+    @overload
+    def get_state(self, descriptor: ReducingStateDescriptor) -> ReducingState: ...
+    @overload
+    def get_state(self, descriptor: StateDescriptor) -> State: ...
+
+    def get_state(self, descriptor: StateDescriptor) -> State:
+        """Return the handle of the state ``descriptor`` names, registering it on first use.
+
+        The same name always gives the same handle; the first descriptor registered
+        under a name decides its serializer and default.
+
+        Raises:
+            StateError: If the name is registered, or was restored, with another kind.
+            SerializationError: If restored values do not decode with the descriptor's type.
+            PickleForbiddenError: If the descriptor's type needs pickle and it is forbidden.
+        """
+        registered = self._registered.get(descriptor.name)
+        if registered is not None:
+            if registered.descriptor.kind != descriptor.kind:
+                raise StateError(
+                    f"state {descriptor.name!r} is registered as {registered.descriptor.kind}"
+                    f" state and cannot be registered again as {descriptor.kind} state; give "
+                    "the new state another name"
+                )
+            return registered.handle
+        restored = self._restored.get(descriptor.name)
+        if restored is not None and restored[0] != descriptor.kind:
+            raise StateError(
+                f"state {descriptor.name!r} was restored as {restored[0]} state but is "
+                f"registered as {descriptor.kind} state; register it with its old kind, or "
+                "give the new state another name"
+            )
+        serializer = stored_value_serializer(descriptor, self.allow_pickle)
+        table = StateTable(descriptor.name)
+        handle = _make_handle(self, table, descriptor)
+        if restored is not None:
+            _load(table, descriptor, serializer, restored[1].items())
+            del self._restored[descriptor.name]
+        self._registered[descriptor.name] = _Registered(descriptor, handle, serializer, table)
+        return handle
+
+    @property
+    def state_names(self) -> list[str]:
+        """The names of registered states, then of restored states not registered yet."""
+        return [*self._registered, *self._restored]
+
+    def keys(self, state_name: str) -> Iterator[Hashable]:
+        """Yield the keys that have an entry in state ``state_name``.
+
+        The keys are listed when the iterator starts, so state may change meanwhile.
+
+        Raises:
+            StateError: If no state of that name is registered.
+        """
+        registered = self._registered.get(state_name)
+        if registered is None:
+            raise StateError(
+                f"no state named {state_name!r} is registered; registered states: "
+                f"{sorted(self._registered)}"
+            )
+        return iter(registered.table.keys())
+
+    def num_keys(self, state_name: str | None = None) -> int:
+        """Return the number of keys with an entry in one state, or in all states summed."""
+        if state_name is not None:
+            registered = self._registered.get(state_name)
+            if registered is not None:
+                return len(registered.table)
+            restored = self._restored.get(state_name)
+            return 0 if restored is None else len(restored[1])
+        return sum(len(r.table) for r in self._registered.values()) + sum(
+            len(entries) for _, entries in self._restored.values()
+        )
+
+    def snapshot(self) -> HeapSnapshot:
+        """Freeze all state and return the snapshot: the synchronous part of a checkpoint.
+
+        O(number of states) when no other snapshot is in flight (see
+        :mod:`storage.state_table`). The caller must ``release()`` the snapshot.
+        """
+        states: list[tuple[SnapshotState, Serializer[Any], TableView]] = []
+        tables: list[StateTable] = []
+        for name, registered in self._registered.items():
+            view = registered.table.freeze()
+            tables.append(registered.table)
+            states.append(
+                (SnapshotState(name, registered.descriptor.kind), registered.serializer, view)
+            )
+        for name, (kind, entries) in self._restored.items():
+            view = TableView(name, entries, None)  # never mutated: replaced on restore
+            states.append((SnapshotState(name, kind, encoded=True), identity_serializer(), view))
+        return HeapSnapshot(
+            self.max_parallelism, self.key_group_range, states, tables, self.allow_pickle
+        )
+
+    def restore(self, key_group_blobs: Iterable[tuple[int, bytes]]) -> None:
+        """Load the key groups of this backend's range; others are skipped undecoded.
+
+        Call before any record is processed. Entries overwrite entries of the same key.
+
+        Args:
+            key_group_blobs: ``(key group, blob)`` pairs from ``HeapSnapshot.encode_chunks``
+                of one or more subtasks of the previous run.
+
+        Raises:
+            SerializationError: If a blob is corrupt or a value does not decode.
+            StateError: If a state comes back with a kind other than its registered one.
+        """
+        decode_key = key_serializer(self.allow_pickle).decode
+        key_group_range = self.key_group_range
+        for key_group, blob in key_group_blobs:
+            if key_group not in key_group_range:
+                continue
+            data = decode_key_group(key_group, blob)
+            for state in data.states:
+                keys = [decode_key(k) for k in state.keys]
+                registered = self._registered.get(state.name)
+                if registered is None:
+                    self._stash(state.name, state.kind, zip(keys, state.values, strict=True))
+                    continue
+                if registered.descriptor.kind != state.kind:
+                    raise StateError(
+                        f"state {state.name!r} was restored as {state.kind} state but is "
+                        f"registered as {registered.descriptor.kind} state; register it with "
+                        "its old kind, or give the new state another name"
+                    )
+                _load(
+                    registered.table,
+                    registered.descriptor,
+                    registered.serializer,
+                    zip(keys, state.values, strict=True),
+                )
+
+    def _stash(self, name: str, kind: StateKind, entries: Iterable[tuple[Hashable, bytes]]) -> None:
+        old = self._restored.get(name)
+        if old is not None and old[0] != kind:
+            raise StateError(
+                f"state {name!r} was restored both as {old[0]} and as {kind} state; the "
+                "checkpoint mixes snapshots of different jobs"
+            )
+        merged = {} if old is None else dict(old[1])
+        merged.update(entries)
+        self._restored[name] = (kind, merged)
+
+
+def _make_handle(
+    backend: HeapKeyedStateBackend, table: StateTable, descriptor: StateDescriptor
+) -> State:
+    if isinstance(descriptor, ValueStateDescriptor):
+        return HeapValueState(backend, table, descriptor)
+    if isinstance(descriptor, ListStateDescriptor):
+        return HeapListState(backend, table, descriptor)
+    if isinstance(descriptor, MapStateDescriptor):
+        return HeapMapState(backend, table, descriptor)
+    if isinstance(descriptor, ReducingStateDescriptor):
+        return HeapReducingState(backend, table, descriptor)
+    raise StateError(
+        f"unknown state descriptor type {type(descriptor).__name__} for state "
+        f"{descriptor.name!r}; use a Value/List/Map/ReducingStateDescriptor"
+    )
+
+
+def _load(
+    table: StateTable,
+    descriptor: StateDescriptor,
+    serializer: Serializer[Any],
+    entries: Iterable[tuple[Hashable, bytes]],
+) -> None:
+    for key, data in entries:
+        try:
+            value = serializer.decode(data)
+        except SerializationError as exc:
+            raise type(exc)(
+                f"cannot restore {descriptor.kind} state {descriptor.name!r} for key {key!r}: {exc}"
+            ) from exc
+        table.put(key, value)
+
+
+def restore_key_groups(
+    backend: HeapKeyedStateBackend, key_group_blobs: Iterable[tuple[int, bytes]]
+) -> None:
+    """Restore ``backend`` from key group blobs; same as ``backend.restore(blobs)``."""
+    backend.restore(key_group_blobs)
