@@ -19,6 +19,20 @@ from actors.actor import Actor, ActorState
 from actors.errors import ActorFailedError
 
 
+def unwrap_group(error: BaseException) -> BaseException:
+    """The first error inside (nested) exception groups that is not a cancellation.
+
+    An actor that runs its own task group raises its failure wrapped in an
+    ``ExceptionGroup``; the job reports the failure itself.
+    """
+    while isinstance(error, BaseExceptionGroup):
+        inner = [e for e in error.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+        if not inner:
+            return error
+        error = inner[0]
+    return error
+
+
 class Supervisor:
     """Runs and supervises a group of actors.
 
@@ -77,6 +91,11 @@ class Supervisor:
         self._task_group.cancel_scope.cancel()
 
     async def _run_one(self, actor: Actor) -> None:
+        if self._stopping:
+            # anyio cancels only tasks that have started: a task that takes its first
+            # step after the group stopped must not run the actor's body.
+            actor._mark_stopped(ActorState.CANCELLED)
+            return
         actor._mark_started()
         try:
             await actor.run()
@@ -86,7 +105,7 @@ class Supervisor:
         except Exception as error:
             actor._mark_stopped(ActorState.FAILED)
             if self._failure is None and not self._stopping:
-                self._failure = (actor, error)
+                self._failure = (actor, unwrap_group(error))
             self._stop()
             return
         actor._mark_stopped(ActorState.FINISHED)

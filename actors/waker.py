@@ -33,8 +33,10 @@ class Waker:
             self._future = None
             if not fut.done():
                 fut.set_result(None)
-        else:
-            self._pending = True
+                return
+        # No waiter, or one whose wait was cancelled before it resumed: keep the wake-up
+        # for the next wait.
+        self._pending = True
 
     @property
     def pending(self) -> bool:

@@ -29,6 +29,16 @@ from runtime.api.functions import (
     SinkFunction,
 )
 from runtime.api.result import JobClient, JobResult, JobStatus, OperatorMetrics
+from runtime.checkpoint import (
+    CheckpointConfig,
+    CheckpointError,
+    CheckpointFailedError,
+    CheckpointingMode,
+    CheckpointStatistics,
+    CheckpointStats,
+    CompletedCheckpoint,
+    ExternalizedCheckpointRetention,
+)
 from runtime.config import ExecutionConfig
 from runtime.connectors.collection import CollectionSource
 from runtime.connectors.sequence import GeneratorSource, NumberSequenceSource, RangeSplit
@@ -44,12 +54,20 @@ from storage import (
 )
 
 __all__ = [
+    "CheckpointConfig",
+    "CheckpointError",
+    "CheckpointFailedError",
+    "CheckpointStatistics",
+    "CheckpointStats",
+    "CheckpointingMode",
     "CollectSink",
     "CollectionSource",
+    "CompletedCheckpoint",
     "ConfigError",
     "DataStream",
     "DataStreamSink",
     "ExecutionConfig",
+    "ExternalizedCheckpointRetention",
     "FilterFunction",
     "FlatMapFunction",
     "Function",

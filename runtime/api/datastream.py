@@ -240,13 +240,14 @@ class DataStream:
         name: str | None = None,
         uid: str | None = None,
         parallelism: int | None = None,
+        _default_name: str = "sink",
     ) -> DataStreamSink:
         """Write every record with ``sink``.
 
         ``sink`` is a function or ``async def`` of one record, or a ``SinkFunction``
         implementing ``invoke`` or ``write_batch``.
         """
-        label = name or "sink"
+        label = name or _default_name
         if isinstance(sink, SinkFunction):
             batch = type(sink).write_batch is not SinkFunction.write_batch
             method = "write_batch" if batch else "invoke"
@@ -256,7 +257,7 @@ class DataStream:
             adapted = adapt(sink, "invoke", 1, "the sink function", label, SinkFunction)
         make = _per_subtask(adapted, label)
         node = self._operator(
-            "sink",
+            _default_name,
             name,
             uid,
             parallelism,
@@ -269,7 +270,9 @@ class DataStream:
         self, *, name: str | None = None, uid: str | None = None, parallelism: int | None = None
     ) -> DataStreamSink:
         """Keep the records in memory: ``JobResult.collected[name]`` after the job."""
-        return self.sink_to(CollectSink(), name=name or "collect", uid=uid, parallelism=parallelism)
+        return self.sink_to(
+            CollectSink(), name=name, _default_name="collect", uid=uid, parallelism=parallelism
+        )
 
     def print(
         self,
@@ -281,7 +284,7 @@ class DataStream:
     ) -> DataStreamSink:
         """Print every record on standard output (``"<subtask>> "`` first if parallel)."""
         return self.sink_to(
-            PrintSink(prefix), name=name or "print", uid=uid, parallelism=parallelism
+            PrintSink(prefix), name=name, _default_name="print", uid=uid, parallelism=parallelism
         )
 
     def write_text(
@@ -297,7 +300,8 @@ class DataStream:
         check_arity(formatter, 1, "the formatter", name or "write_text")
         return self.sink_to(
             TextFileSink(path, formatter),
-            name=name or "write_text",
+            name=name,
+            _default_name="write_text",
             uid=uid,
             parallelism=parallelism,
         )

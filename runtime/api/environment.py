@@ -16,6 +16,11 @@ from typing import Any
 
 from runtime.api.datastream import DataStream
 from runtime.api.result import JobClient, JobResult
+from runtime.checkpoint.config import (
+    CheckpointConfig,
+    CheckpointingMode,
+    ExternalizedCheckpointRetention,
+)
 from runtime.config import (
     DEFAULT_BUFFER_SIZE,
     DEFAULT_BUFFER_TIMEOUT,
@@ -32,6 +37,7 @@ from runtime.graph.partitioning import Partitioning
 from runtime.graph.transformations import NodeKind, OperatorFactory, Transformation
 from runtime.scheduler.executor import JobExecution
 from storage import DEFAULT_MAX_PARALLELISM, UPPER_BOUND_MAX_PARALLELISM
+from storage.checkpoint import resolve_storage
 
 
 def _check_max_parallelism(value: object) -> int:
@@ -40,6 +46,13 @@ def _check_max_parallelism(value: object) -> int:
     if value > UPPER_BOUND_MAX_PARALLELISM:
         raise ConfigError(f"max_parallelism must be <= {UPPER_BOUND_MAX_PARALLELISM}, got {value}")
     return value
+
+
+def _check_storage(spec: str) -> None:
+    try:
+        resolve_storage(spec, "validation")
+    except ValueError as error:
+        raise ConfigError(f"checkpointing: storage: {error}") from None
 
 
 class StreamEnvironment:
@@ -80,6 +93,7 @@ class StreamEnvironment:
         self.config = ExecutionConfig(buffer_size, buffer_timeout, channel_capacity, allow_pickle)
         self.config.validate()
         self.chaining = bool(chaining)
+        self.checkpoint_config = CheckpointConfig()
         self._nodes: list[Transformation] = []
         self._names: set[str] = set()
         self._uids: dict[str, str] = {}
@@ -157,6 +171,7 @@ class StreamEnvironment:
         name: str | None = None,
         uid: str | None = None,
         parallelism: int | None = None,
+        _default_name: str = "source",
     ) -> DataStream:
         """A stream read from ``source`` (see ``runtime.connectors.source.Source``)."""
         for method in ("create_enumerator", "create_reader"):
@@ -168,7 +183,7 @@ class StreamEnvironment:
         limit = getattr(source, "max_source_parallelism", None)
         node = self._add_node(
             NodeKind.SOURCE,
-            "source",
+            _default_name,
             name=name,
             uid=uid,
             parallelism=parallelism,
@@ -185,7 +200,9 @@ class StreamEnvironment:
             raise ConfigError(
                 f"from_collection: items must be an iterable of records, got {type(items).__name__}"
             )
-        return self.from_source(CollectionSource(items), name=name or "collection", uid=uid)
+        return self.from_source(
+            CollectionSource(items), name=name, _default_name="collection", uid=uid
+        )
 
     def from_sequence(
         self,
@@ -199,7 +216,8 @@ class StreamEnvironment:
         """The integers ``start..end``, both inclusive, split over the subtasks."""
         return self.from_source(
             NumberSequenceSource(start, end),
-            name=name or "sequence",
+            name=name,
+            _default_name="sequence",
             uid=uid,
             parallelism=parallelism,
         )
@@ -221,10 +239,57 @@ class StreamEnvironment:
         """
         return self.from_source(
             GeneratorSource(generator, count, records_per_second),
-            name=name or "generator",
+            name=name,
+            _default_name="generator",
             uid=uid,
             parallelism=parallelism,
         )
+
+    # -- checkpointing ----------------------------------------------------------------------
+
+    def enable_checkpointing(
+        self,
+        interval: float,
+        mode: CheckpointingMode = CheckpointingMode.EXACTLY_ONCE,
+        *,
+        timeout: float | None = None,
+        min_pause: float | None = None,
+        max_concurrent: int | None = None,
+        tolerable_failures: int | None = None,
+        unaligned: bool | None = None,
+        aligned_timeout: float | None = None,
+        retention: ExternalizedCheckpointRetention | None = None,
+        retained: int | None = None,
+        storage: str | None = None,
+    ) -> StreamEnvironment:
+        """Take a checkpoint every ``interval`` seconds; other options as given.
+
+        Options left out keep their current value (Flink's defaults at first; see
+        ``runtime.checkpoint.config``). ``storage`` is ``"memory"`` or ``"file:///dir"``.
+
+        Raises:
+            ConfigError: an option or a combination Flink rejects; the message says why.
+        """
+        config = self.checkpoint_config
+        updated = CheckpointConfig(
+            interval=interval,
+            mode=mode,
+            timeout=config.timeout if timeout is None else timeout,
+            min_pause=config.min_pause if min_pause is None else min_pause,
+            max_concurrent=config.max_concurrent if max_concurrent is None else max_concurrent,
+            tolerable_failures=(
+                config.tolerable_failures if tolerable_failures is None else tolerable_failures
+            ),
+            unaligned=config.unaligned if unaligned is None else unaligned,
+            aligned_timeout=config.aligned_timeout if aligned_timeout is None else aligned_timeout,
+            retention=config.retention if retention is None else retention,
+            retained=config.retained if retained is None else retained,
+            storage=config.storage if storage is None else storage,
+        )
+        updated.validate()
+        _check_storage(updated.storage)
+        self.checkpoint_config = updated
+        return self
 
     # -- running --------------------------------------------------------------------------
 
@@ -235,6 +300,8 @@ class StreamEnvironment:
             ConfigError: the job is invalid; the message names the operator.
         """
         self.config.validate()
+        self.checkpoint_config.validate()
+        _check_storage(self.checkpoint_config.storage)
         return build_job_graph(
             self._nodes,
             default_parallelism=self.parallelism,
@@ -249,7 +316,7 @@ class StreamEnvironment:
     def _execution(self, job_name: str) -> JobExecution:
         if not isinstance(job_name, str) or not job_name:
             raise ConfigError(f"job name must be a non-empty str, got {job_name!r}")
-        return JobExecution(self.get_job_graph(), self.config, job_name)
+        return JobExecution(self.get_job_graph(), self.config, job_name, self.checkpoint_config)
 
     async def execute(self, job_name: str = "weir job") -> JobResult:
         """Build, validate and run the job until it ends.

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actors import ActorStatistics, ChannelStatistics
+from runtime.checkpoint.stats import CheckpointStatistics
 
 if TYPE_CHECKING:
+    from runtime.checkpoint.coordinator import CompletedCheckpoint
     from runtime.scheduler.executor import JobExecution
 
 
@@ -72,6 +74,7 @@ class JobResult:
         tasks: time accounting of every subtask actor.
         channels: counters of every channel, by channel name.
         error: the failure's message, if the job failed.
+        checkpoints: checkpoint statistics, if checkpointing was on.
     """
 
     job_name: str
@@ -83,6 +86,7 @@ class JobResult:
     tasks: list[ActorStatistics]
     channels: dict[str, ChannelStatistics]
     error: str | None = None
+    checkpoints: CheckpointStatistics | None = None
 
     def records_in(self, operator: str) -> int:
         """Records taken in by ``operator`` (all subtasks)."""
@@ -105,6 +109,8 @@ class JobResult:
             )
         if self.error:
             lines.append(f"  error: {self.error}")
+        if self.checkpoints is not None:
+            lines.append(self.checkpoints.summary())
         return "\n".join(lines)
 
 
@@ -149,3 +155,25 @@ class JobClient:
     def metrics(self) -> dict[str, OperatorMetrics]:
         """Records in and out per operator so far."""
         return self._execution.operator_metrics()
+
+    async def trigger_checkpoint(self) -> CompletedCheckpoint:
+        """Trigger a checkpoint now and wait until it completes.
+
+        Raises:
+            CheckpointError: checkpointing is off, or this checkpoint failed (the error
+                says why).
+        """
+        from runtime.checkpoint.coordinator import CheckpointError
+
+        coordinator = self._execution.coordinator
+        if coordinator is None:
+            raise CheckpointError(
+                "checkpointing is not enabled for this job; call "
+                "env.enable_checkpointing(interval) before starting it"
+            )
+        return await coordinator.request_checkpoint(coordinator.default_options())
+
+    def checkpoint_stats(self) -> CheckpointStatistics | None:
+        """Checkpoint counts and history so far (None if checkpointing is off)."""
+        coordinator = self._execution.coordinator
+        return None if coordinator is None else coordinator.statistics_snapshot()

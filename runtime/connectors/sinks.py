@@ -51,6 +51,10 @@ class PrintSink(SinkFunction[Any]):
         self.stream = stream
         self._line_prefix = prefix
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> PrintSink:
+        # Each subtask gets its own sink, but all of them write to the same stream.
+        return PrintSink(self.prefix, self.stream)
+
     def open(self, ctx: RuntimeContext) -> None:
         """Work out the subtask prefix (``"2> "``) when the sink is parallel."""
         subtask = f"{ctx.subtask_index + 1}> " if ctx.parallelism > 1 else ""

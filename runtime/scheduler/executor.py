@@ -12,12 +12,16 @@ failure cancels them all and fails the job.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import Any
 
-from actors import ActorFailedError, Channel, InputGate, Supervisor
+from actors import Actor, ActorFailedError, Channel, InputGate, Supervisor
 from runtime.api.result import JobResult, JobStatus, OperatorMetrics
+from runtime.checkpoint.config import CheckpointConfig, ExternalizedCheckpointRetention
+from runtime.checkpoint.coordinator import CheckpointCoordinator, OperatorInfo
+from runtime.checkpoint.ids import task_id
 from runtime.config import ExecutionConfig
 from runtime.connectors.sinks import CollectSink
 from runtime.errors import JobFailedError, OperatorError
@@ -28,10 +32,12 @@ from runtime.tasks.chain import OperatorChain
 from runtime.tasks.context import RuntimeContext
 from runtime.tasks.operators import SinkOperator, StreamOperator
 from runtime.tasks.record_writer import RecordWriter
+from runtime.tasks.snapshot import TaskCheckpointing
 from runtime.tasks.source_task import SourceOperator, SourceTask
 from runtime.tasks.stream_task import StreamTask
 from runtime.tasks.task import Task
-from storage import HeapKeyedStateBackend, KeyGroupRange
+from storage import HeapKeyedStateBackend, KeyGroupRange, OperatorStateBackend
+from storage.checkpoint import CheckpointStorage, resolve_storage
 
 ChannelMatrix = dict[tuple[int, int], Channel[Any]]
 
@@ -45,16 +51,30 @@ class JobExecution:
         job_name: the job's name.
     """
 
-    def __init__(self, graph: JobGraph, config: ExecutionConfig, job_name: str) -> None:
+    def __init__(
+        self,
+        graph: JobGraph,
+        config: ExecutionConfig,
+        job_name: str,
+        checkpoint_config: CheckpointConfig | None = None,
+    ) -> None:
         self.graph = graph
         self.config = config
         self.job_name = job_name
         self.job_id = uuid.uuid4().hex
+        self.checkpoint_config = (
+            checkpoint_config
+            if checkpoint_config is not None and checkpoint_config.enabled
+            else None
+        )
+        self.storage: CheckpointStorage | None = None
+        self.coordinator: CheckpointCoordinator | None = None
         self.status = JobStatus.CREATED
         self.tasks: list[Task] = []
         self.channels: dict[int, ChannelMatrix] = {}
         self._operators: list[tuple[JobVertex, int, list[StreamOperator]]] = []
         self._supervisor: Supervisor | None = None
+        self._assignments: dict[int, list[list[Any]]] = {}
         self._cancel_requested = False
 
     # -- deployment -----------------------------------------------------------------------
@@ -66,6 +86,41 @@ class JobExecution:
         for vertex in self.graph.vertices:
             for subtask in range(vertex.parallelism):
                 self.tasks.append(self._make_task(vertex, subtask))
+        if self.checkpoint_config is not None:
+            self._deploy_checkpointing(self.checkpoint_config)
+
+    def _deploy_checkpointing(self, config: CheckpointConfig) -> None:
+        storage = resolve_storage(config.storage, self.job_id)
+        self.storage = storage
+        mailboxes = {task.task_id: task.mailbox for task in self.tasks}
+        sources = [task.task_id for task in self.tasks if isinstance(task, SourceTask)]
+        operators = [
+            OperatorInfo(
+                node.uid or node.name, node.name, vertex.parallelism, self.graph.max_parallelism
+            )
+            for vertex in self.graph.vertices
+            for node in vertex.nodes
+        ]
+        coordinator = CheckpointCoordinator(
+            config, storage, mailboxes, sources, operators, self.job_id
+        )
+        self.coordinator = coordinator
+        for task, (vertex, subtask, ops) in zip(self.tasks, self._operators, strict=True):
+            checkpointing = TaskCheckpointing(
+                task.task_id,
+                task.name,
+                ops,
+                storage,
+                coordinator.mailbox,
+                allow_pickle=self.config.allow_pickle,
+                spawn=task.spawn,
+            )
+            targets = []
+            for edge in vertex.outputs:
+                matrix = self.channels[id(edge)]
+                consumers = [j for j in range(edge.target.parallelism) if (subtask, j) in matrix]
+                targets.append((edge.target.head.uid or edge.target.head.name, consumers))
+            task.enable_checkpointing(checkpointing, coordinator.mailbox, targets)
 
     def _make_channels(self, edge: JobEdge) -> ChannelMatrix:
         capacity = self.config.channel_capacity
@@ -102,9 +157,12 @@ class JobExecution:
                 max_parallelism=graph.max_parallelism,
                 job_name=self.job_name,
                 keyed_backend=keyed,
+                operator_backend=OperatorStateBackend(allow_pickle=config.allow_pickle),
             )
             if node.kind is NodeKind.SOURCE:
-                operator: StreamOperator = SourceOperator(node.name, uid)
+                source_operator = SourceOperator(node.name, uid)
+                source_operator.allow_pickle = config.allow_pickle
+                operator: StreamOperator = source_operator
             else:
                 assert node.factory is not None
                 operator = node.factory(node.name, uid)
@@ -147,6 +205,7 @@ class JobExecution:
             )
         chain = OperatorChain(operators, writers)
         name = f"{vertex.name} ({subtask + 1}/{p})"
+        tid = task_id(vertex.id, subtask)
         if vertex.is_source:
             source = vertex.head.source
             assert source is not None
@@ -161,19 +220,28 @@ class JobExecution:
                 buffer_size=config.buffer_size,
                 buffer_timeout=config.buffer_timeout,
                 records_per_second=None if rate is None else rate / p,
+                task_id=tid,
             )
         inputs: list[Channel[Any]] = []
+        input_sources: list[tuple[str, int]] = []
         for edge in vertex.inputs:
             matrix = self.channels[id(edge)]
-            inputs.extend(
-                matrix[i, subtask] for i in range(edge.source.parallelism) if (i, subtask) in matrix
-            )
-        return StreamTask(name, chain, InputGate(inputs), buffer_timeout=config.buffer_timeout)
+            producer = edge.source.nodes[-1]
+            for i in range(edge.source.parallelism):
+                if (i, subtask) in matrix:
+                    inputs.append(matrix[i, subtask])
+                    input_sources.append((producer.uid or producer.name, i))
+        return StreamTask(
+            name,
+            chain,
+            InputGate(inputs),
+            buffer_timeout=config.buffer_timeout,
+            input_sources=input_sources,
+            task_id=tid,
+        )
 
     def _split_assignment(self, vertex: JobVertex) -> list[list[Any]]:
-        cache = getattr(self, "_assignments", None)
-        if cache is None:
-            cache = self._assignments = {}
+        cache = self._assignments
         if vertex.id not in cache:
             source = vertex.head.source
             assert source is not None
@@ -201,7 +269,10 @@ class JobExecution:
         failure: BaseException | None = None
         try:
             self.deploy()
-            self._supervisor = Supervisor(self.tasks)
+            actors: list[Actor] = list(self.tasks)
+            if self.coordinator is not None:
+                actors.append(self.coordinator)
+            self._supervisor = Supervisor(actors)
             if self._cancel_requested:
                 self._supervisor.cancel()
             if self.status is JobStatus.CREATED:
@@ -218,10 +289,34 @@ class JobExecution:
             self.status = JobStatus.CANCELED
         else:
             self.status = JobStatus.FINISHED
+        await self._clean_up_checkpoints()
         result = self._result(time.perf_counter() - started, failure)
         if failure is not None:
             raise JobFailedError(self.job_name, result, failure)
         return result
+
+    async def _clean_up_checkpoints(self) -> None:
+        """Honour the retention policy (Flink's checkpoint properties per policy).
+
+        RETAIN_ON_CANCELLATION keeps completed checkpoints whatever the end;
+        DELETE_ON_CANCELLATION deletes them when the job finishes or is cancelled and
+        keeps them when it failed; NO_EXTERNALIZED_CHECKPOINTS always deletes them.
+        """
+        config, coordinator, storage = self.checkpoint_config, self.coordinator, self.storage
+        if config is None or coordinator is None or storage is None:
+            return
+        retention = config.retention
+        if retention is ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION:
+            return
+        if (
+            retention is ExternalizedCheckpointRetention.DELETE_ON_CANCELLATION
+            and self.status is JobStatus.FAILED
+        ):
+            return
+        for completed in coordinator.completed:
+            # Best effort: the job's outcome stands even if a deletion fails.
+            with contextlib.suppress(Exception):
+                await storage.discard(completed.checkpoint_id)
 
     # -- results --------------------------------------------------------------------------
 
@@ -266,4 +361,7 @@ class JobExecution:
             tasks=[task.statistics() for task in self.tasks],
             channels=channels,
             error=None if failure is None else str(failure),
+            checkpoints=None
+            if self.coordinator is None
+            else self.coordinator.statistics_snapshot(),
         )

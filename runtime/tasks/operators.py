@@ -13,14 +13,86 @@ user function into an ``OperatorError`` naming the operator, the subtask and the
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any
 
+import msgspec
+
 from runtime.api.functions import Adapted, maybe_await
+from runtime.checkpoint.events import SubtaskStateReport
 from runtime.errors import OperatorError
 from runtime.tasks.context import RuntimeContext
-from storage import KeyGroupAssigner, ValueStateDescriptor
+from storage import HeapSnapshot, KeyGroupAssigner, ValueStateDescriptor, stable_hash
+from storage.checkpoint import StateHandle, SubtaskStateHandle
 from storage.errors import KeyEncodingError
+
+_NO_KEY = object()
+
+
+def explain_key_error(error: BaseException, key: Any) -> BaseException:
+    """A clearer cause for an error raised while handling a record's key.
+
+    None is not a key (as in Flink: a null key has no key group); an unhashable or
+    unsupported key gets the stable hash's ``KeyEncodingError`` naming its type.
+    """
+    if key is _NO_KEY or isinstance(error, KeyEncodingError):
+        return error
+    if key is None:
+        return KeyEncodingError(
+            "the key selector of key_by returned None, and None cannot be a key (as in "
+            "Flink); map records without a key to a real key, e.g. '' or -1"
+        )
+    if isinstance(error, TypeError):
+        try:
+            stable_hash(key)
+        except KeyEncodingError as better:
+            return better
+    return error
+
+
+_operator_state_encoder = msgspec.msgpack.Encoder()
+
+
+@dataclass(slots=True)
+class OperatorSnapshot:
+    """The synchronous part of one operator's snapshot.
+
+    Attributes:
+        uid: the operator's uid.
+        subtask: the subtask's index.
+        keyed: a copy-on-write view of its keyed state, encoded in the async part.
+        frames: ``(kind, data)`` already encoded (operator state, source splits).
+        key_group_range: ``(start, end)`` of a keyed operator's key groups.
+    """
+
+    uid: str
+    subtask: int
+    keyed: HeapSnapshot | None = None
+    frames: list[tuple[str, bytes]] = field(default_factory=list)
+    key_group_range: tuple[int, int] | None = None
+
+    def release(self) -> None:
+        """Release the keyed view (idempotent)."""
+        if self.keyed is not None:
+            self.keyed.release()
+
+    def report(
+        self, handle: StateHandle | None, state_size: int, in_flight: int
+    ) -> SubtaskStateReport:
+        """This operator's entry in the task's acknowledgement."""
+        start, end = self.key_group_range if self.key_group_range is not None else (None, None)
+        return SubtaskStateReport(
+            self.uid,
+            SubtaskStateHandle(
+                subtask_index=self.subtask,
+                handle=handle,
+                state_size=state_size,
+                in_flight_bytes=in_flight,
+                key_group_start=start,
+                key_group_end=end,
+            ),
+        )
 
 
 class StreamOperator:
@@ -80,6 +152,27 @@ class StreamOperator:
     async def close(self) -> None:
         """Release resources after the last record (calls the user function's ``close``)."""
 
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
+        """The synchronous part of a snapshot: O(number of states), not O(keys)."""
+        ctx = self.context
+        snapshot = OperatorSnapshot(self.uid, ctx.subtask_index)
+        if ctx.keyed_backend is not None:
+            snapshot.keyed = ctx.keyed_backend.snapshot()
+            kg = ctx.keyed_backend.key_group_range
+            snapshot.key_group_range = (kg.start, kg.end)
+        if ctx.operator_backend is not None and ctx.operator_backend.state_names:
+            encoded = _operator_state_encoder.encode(ctx.operator_backend.snapshot())
+            snapshot.frames.append(("operator", encoded))
+        return snapshot
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed (and every one before it)."""
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` was aborted."""
+
 
 class UserFunctionOperator(StreamOperator):
     """An operator around one adapted user function with ``open`` / ``close`` hooks."""
@@ -90,8 +183,13 @@ class UserFunctionOperator(StreamOperator):
         self.is_async = function.is_async
 
     async def open(self) -> None:
-        """Call the function object's ``open(ctx)``, if it has one."""
+        """Call ``initialize_state(ctx)`` and then ``open(ctx)``, where defined."""
         owner = self.function.owner
+        if owner is not None and hasattr(owner, "initialize_state"):
+            try:
+                await maybe_await(owner.initialize_state(self.context))
+            except Exception as error:
+                raise self.phase_error(error, "initialize_state()") from error
         if owner is not None and hasattr(owner, "open"):
             try:
                 await maybe_await(owner.open(self.context))
@@ -106,6 +204,38 @@ class UserFunctionOperator(StreamOperator):
                 await maybe_await(owner.close())
             except Exception as error:
                 raise self.phase_error(error, "close()") from error
+
+    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
+        """Call the user's ``snapshot_state(checkpoint_id)`` first, then snapshot state."""
+        owner = self.function.owner
+        if owner is not None and hasattr(owner, "snapshot_state"):
+            try:
+                owner.snapshot_state(checkpoint_id)
+            except Exception as error:
+                raise self.phase_error(error, f"snapshot_state({checkpoint_id})") from error
+        return super().snapshot_state(checkpoint_id)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Forward to the user function's ``notify_checkpoint_complete``, if any."""
+        owner = self.function.owner
+        if owner is not None and hasattr(owner, "notify_checkpoint_complete"):
+            try:
+                owner.notify_checkpoint_complete(checkpoint_id)
+            except Exception as error:
+                raise self.phase_error(
+                    error, f"notify_checkpoint_complete({checkpoint_id})"
+                ) from error
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Forward to the user function's ``notify_checkpoint_aborted``, if any."""
+        owner = self.function.owner
+        if owner is not None and hasattr(owner, "notify_checkpoint_aborted"):
+            try:
+                owner.notify_checkpoint_aborted(checkpoint_id)
+            except Exception as error:
+                raise self.phase_error(
+                    error, f"notify_checkpoint_aborted({checkpoint_id})"
+                ) from error
 
 
 class MapOperator(UserFunctionOperator):
@@ -207,12 +337,6 @@ class FlatMapOperator(UserFunctionOperator):
         return out
 
 
-def _key_error(operator: StreamOperator, error: BaseException, key: Any) -> OperatorError:
-    if isinstance(error, KeyEncodingError):
-        return operator.error(error, key)
-    return operator.error(error, key)
-
-
 class KeyedProcessOperator(UserFunctionOperator):
     """``process`` on a keyed stream: the user function with keyed state.
 
@@ -243,17 +367,21 @@ class KeyedProcessOperator(UserFunctionOperator):
         call = self.function.call
         out: list[Any] = []
         extend = out.extend
-        record = None
+        record = key = None
         try:
             for record in batch:
+                key = _NO_KEY
                 key = key_selector(record)
                 key_group(key)  # validates the key: a cached dict lookup after the first
+                if key is None:
+                    raise explain_key_error(ValueError(), None)
                 backend.current_key = key
                 result = call(record, ctx)
                 if result is not None:
                     extend(result)
         except Exception as error:
-            raise self.error(error, record) from error
+            cause = explain_key_error(error, key)
+            raise self.error(cause, record) from cause
         self.records_in += len(batch)
         self.records_out += len(out)
         return out
@@ -265,17 +393,21 @@ class KeyedProcessOperator(UserFunctionOperator):
         assert backend is not None and self._assigner is not None
         call = self.function.call
         out: list[Any] = []
-        record = None
+        record = key = None
         try:
             for record in batch:
+                key = _NO_KEY
                 key = self.key_selector(record)
                 self._assigner.key_group(key)
+                if key is None:
+                    raise explain_key_error(ValueError(), None)
                 backend.current_key = key
                 result = await call(record, ctx)
                 if result is not None:
                     out.extend(result)
         except Exception as error:
-            raise self.error(error, record) from error
+            cause = explain_key_error(error, key)
+            raise self.error(cause, record) from cause
         self.records_in += len(batch)
         self.records_out += len(out)
         return out
@@ -314,9 +446,10 @@ class KeyedReduceOperator(UserFunctionOperator):
         reduce = self.function.call
         out: list[Any] = []
         append = out.append
-        record = None
+        record = key = None
         try:
             for record in batch:
+                key = _NO_KEY
                 key = key_selector(record)
                 backend.current_key = key
                 current = value_of()
@@ -328,7 +461,8 @@ class KeyedReduceOperator(UserFunctionOperator):
                 update(current)
                 append(current)
         except Exception as error:
-            raise self.error(error, record) from error
+            cause = explain_key_error(error, key)
+            raise self.error(cause, record) from cause
         self.records_in += len(batch)
         self.records_out += len(out)
         return out

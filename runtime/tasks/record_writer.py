@@ -62,12 +62,15 @@ class RecordWriter:
         self._key_selector = partitioning.key_selector
         self._assigner = KeyGroupAssigner(max_parallelism, n) if n else None
         kind = partitioning.kind
+        self._single = False
+        self.write: Callable[[list[Any]], None]
         if kind is PartitionKind.KEY_GROUP and n > 1:
             self.write = self._write_keyed
         elif kind is PartitionKind.BROADCAST and n > 1:
             self.write = self._write_broadcast
         else:
             self.write = self._write_single
+            self._single = True
 
     @property
     def has_full_buffers(self) -> bool:
@@ -94,10 +97,8 @@ class RecordWriter:
         return out
 
     # -- partitioning ---------------------------------------------------------------------
-
-    def write(self, records: list[Any]) -> None:  # replaced per instance in __init__
-        """Partition ``records`` into buffers. Never blocks; call ``try_flush`` after."""
-        raise NotImplementedError
+    # ``write(records)`` (set per instance in __init__ to the partitioner's method)
+    # partitions records into buffers; it never blocks: call ``try_flush`` after.
 
     def _target(self) -> int:
         kind = self.partitioning.kind
@@ -184,7 +185,7 @@ class RecordWriter:
 
     def seal_partial(self) -> None:
         """Turn every non-empty partial buffer into a full one (buffer timeout, end, barrier)."""
-        single = self.write == self._write_single
+        single = self._single
         for channel, partial in enumerate(self._partial):
             if partial:
                 self._partial[channel] = []

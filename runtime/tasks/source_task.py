@@ -6,6 +6,18 @@ records, which goes through the chain (``Task.process``). A reader with nothing 
 now returns ``[]``: the task sends its partial buffers and polls again after
 ``IDLE_POLL_INTERVAL``. A rate-limited source waits between batches the same way, so
 control messages are still handled while it waits.
+
+Checkpoints: ``TriggerCheckpoint`` snapshots the reader's split positions and the chain's
+state, then emits the barrier on every output (aligned or unaligned, as the barrier's
+options say). A trigger that arrives while the task waits for room in a full output is
+handled there, between two buffers: the buffers not yet sent were produced before the
+snapshot, so they go before an aligned barrier, or into the output channel state of an
+unaligned one.
+
+End of input with checkpointing on: the source reports ``SourceReachedEnd`` and keeps
+taking checkpoints (with nothing new to read) until the final checkpoint has completed;
+only then does it end its output, so that every record's effects are in a completed
+checkpoint and two-phase-commit sinks can commit them.
 """
 
 from __future__ import annotations
@@ -16,22 +28,39 @@ from typing import Any
 
 import anyio
 
+from runtime.checkpoint.events import SourceReachedEnd, TriggerCheckpoint
 from runtime.connectors.source import SourceReader
 from runtime.tasks.chain import OperatorChain
-from runtime.tasks.operators import StreamOperator
+from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from runtime.tasks.task import Task
+from storage import serializer_for
 
 IDLE_POLL_INTERVAL = 0.01
 """Seconds between two polls of a reader that had nothing to give."""
 
 
 class SourceOperator(StreamOperator):
-    """The head of a source chain: passes the reader's batches on and counts them."""
+    """The head of a source chain: passes the reader's batches on and counts them.
+
+    Its snapshot is the reader's split positions.
+    """
+
+    reader: SourceReader[Any] | None = None
+    allow_pickle = True
 
     def process_batch(self, batch: list[Any]) -> list[Any]:
         """Count the records read; emit them unchanged."""
         self.records_out += len(batch)
         return batch
+
+    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
+        """Snapshot the reader's splits with their positions."""
+        snapshot = super().snapshot_state(checkpoint_id)
+        if self.reader is not None:
+            splits = self.reader.snapshot_state()
+            serializer = serializer_for(None, allow_pickle=self.allow_pickle, what="source split")
+            snapshot.frames.append(("splits", serializer.encode(splits)))
+        return snapshot
 
 
 class SourceTask(Task):
@@ -55,12 +84,17 @@ class SourceTask(Task):
         buffer_size: int,
         buffer_timeout: float,
         records_per_second: float | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(name, chain, buffer_timeout=buffer_timeout)
+        super().__init__(name, chain, buffer_timeout=buffer_timeout, **kwargs)
         self.reader = reader
+        head = chain.head
+        if isinstance(head, SourceOperator):
+            head.reader = reader
         self.buffer_size = buffer_size
         self.records_per_second = records_per_second
         self.end_of_input = False
+        self._final_checkpoint: int | None = None
 
     async def run_loop(self) -> None:
         """Read until the reader reports the end of its input."""
@@ -78,9 +112,12 @@ class SourceTask(Task):
             while True:
                 if mailbox:
                     self.poll_mailbox()
-                batch = reader.read(batch_size)
-                if inspect.isawaitable(batch):
-                    batch = await batch
+                try:
+                    batch = reader.read(batch_size)
+                    if inspect.isawaitable(batch):
+                        batch = await batch
+                except Exception as error:
+                    raise self.chain.head.phase_error(error, "reading the source") from error
                 if batch is None:
                     self.end_of_input = True
                     return
@@ -97,6 +134,16 @@ class SourceTask(Task):
         finally:
             reader.close()
 
+    async def before_end_of_output(self) -> None:
+        """With checkpoints on, take part in checkpoints until the final one completed."""
+        if self.coordinator is None:
+            return
+        self.coordinator.put(SourceReachedEnd(self.task_id))
+        while self._final_checkpoint is None or self.completed_checkpoint < self._final_checkpoint:
+            await self.wait_idle()
+            self.poll_mailbox()
+            await self.flush_all()
+
     async def idle(self, seconds: float) -> None:
         """Send partial buffers, then wait up to ``seconds`` (or until woken)."""
         await self.flush_all()
@@ -104,3 +151,24 @@ class SourceTask(Task):
             await self.wait_idle()
         if self.mailbox:
             self.poll_mailbox()
+
+    def handle_control(self, message: object) -> None:
+        """Checkpoint triggers, then the common control messages."""
+        if isinstance(message, TriggerCheckpoint):
+            self.trigger_checkpoint(message)
+        else:
+            super().handle_control(message)
+
+    def trigger_checkpoint(self, trigger: TriggerCheckpoint) -> None:
+        """Snapshot the reader and the chain, emit the barrier, persist in the background."""
+        checkpointing = self.checkpointing
+        if checkpointing is None:
+            return
+        barrier = trigger.barrier
+        if barrier.options.is_final:
+            self._final_checkpoint = barrier.checkpoint_id
+        unaligned = barrier.options.unaligned and barrier.options.exactly_once
+        start_delay = max(0.0, time.monotonic() - barrier.timestamp)
+        checkpointing.begin(barrier, unaligned=unaligned, start_delay=start_delay)
+        self.forward_barrier(barrier, unaligned)
+        checkpointing.complete(barrier.checkpoint_id)

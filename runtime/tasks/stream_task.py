@@ -2,16 +2,44 @@
 
 Its loop, per turn: control messages first; then one element from the gate. A buffer
 goes through the chain (``Task.process``); an event goes to ``handle_event``; the end
-of a channel is noted by the gate, and when every channel has ended the loop returns
-and ``Task.run`` ends the input. With nothing to read, the task sends its partial
-buffers (an idle task holds no data back) and waits on its waker.
+of a channel is noted; when every channel has ended the loop returns and ``Task.run``
+ends the input. With nothing to read, the task sends its partial buffers (an idle task
+holds no data back) and waits on its waker.
+
+Checkpoints: events go to the ``BarrierHandler`` (``runtime.checkpoint.barriers``), a
+pure state machine, and the task performs the actions it returns: block and unblock
+channels, snapshot and forward the barrier, record input channel state, promote a
+queued barrier, persist, abort. Priority events are also handled while the task waits
+for room in a full output, so an unaligned barrier is never stuck behind backpressure.
+An ``async def`` chain checks for priority events between records: the unprocessed rest
+of its input buffer then becomes input channel state.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from actors import END_OF_CHANNEL, InputGate
+from runtime.checkpoint.barriers import (
+    AbortCheckpoint,
+    Action,
+    BarrierHandler,
+    BlockChannel,
+    InputStateComplete,
+    PromoteBarrier,
+    StartRecording,
+    StopRecording,
+    TriggerSnapshot,
+    UnblockAll,
+)
+from runtime.checkpoint.events import (
+    BarrierAnnouncement,
+    CancelCheckpointMarker,
+    CheckpointBarrier,
+)
+from runtime.checkpoint.ids import CheckpointId
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.task import Task
 
@@ -24,22 +52,37 @@ class StreamTask(Task):
         chain: the operators this subtask runs.
         gate: its input channels.
         buffer_timeout: seconds a partial output buffer may wait.
+        input_sources: per input channel, the producing operator's uid and subtask
+            (the key of its input channel state).
     """
 
     def __init__(
-        self, name: str, chain: OperatorChain, gate: InputGate[Any], *, buffer_timeout: float
+        self,
+        name: str,
+        chain: OperatorChain,
+        gate: InputGate[Any],
+        *,
+        buffer_timeout: float,
+        input_sources: list[tuple[str, int]] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(name, chain, buffer_timeout=buffer_timeout)
+        super().__init__(name, chain, buffer_timeout=buffer_timeout, **kwargs)
         self.gate = gate
         gate.waker = self.waker
         for channel in gate.channels:
             channel.set_consumer_waker(self.waker)
+        self.barriers = BarrierHandler(gate.num_channels)
+        self.input_sources = input_sources or [("", i) for i in range(gate.num_channels)]
+        self._recording: dict[int, CheckpointId] = {}
+        # The buffer being processed, for an async chain interrupted by a barrier.
+        self._in_progress: tuple[int, list[Any], int] | None = None
 
     async def run_loop(self) -> None:
         """Read the gate until every input channel ended."""
         gate = self.gate
         mailbox = self.mailbox
         process = self.process
+        recording = self._recording
         while True:
             if mailbox:
                 self.poll_mailbox()
@@ -50,16 +93,139 @@ class StreamTask(Task):
                 await self.flush_all()
                 if gate.finished:
                     return
-                await self.wait_idle()
+                await self.wait_for(self.wait_idle)
                 continue
             index, item = polled
             if item.__class__ is list:
-                await process(item)
+                if recording and index in recording:
+                    self._record(index, item)
+                if self.chain.is_async and self.checkpointing is not None:
+                    await self.process_interruptible(index, item)
+                else:
+                    await process(item)
+                if self.deadline != math.inf:
+                    self.on_deadline(time.monotonic())
             elif item is END_OF_CHANNEL:
-                continue
+                self.perform(self.barriers.on_end_of_channel(index, time.monotonic()))
             else:
                 self.handle_event(index, item)
 
+    async def process_interruptible(self, index: int, batch: list[Any]) -> None:
+        """Run an async chain record by record, handling priority events in between."""
+        gate = self.gate
+        for position in range(len(batch)):
+            self._in_progress = (index, batch, position + 1)
+            await self.chain.process(batch[position : position + 1])
+            if gate.has_priority or self.mailbox:
+                self.handle_urgent()
+        self._in_progress = None
+        await self.after_buffer()
+
+    def handle_urgent(self) -> None:
+        """Control messages, then priority events (unaligned barriers, announcements)."""
+        if self.mailbox:
+            self.poll_mailbox()
+        gate = self.gate
+        while gate.has_priority:
+            polled = gate.poll_priority()
+            if polled is None:
+                break
+            self.handle_event(*polled)
+
     def handle_event(self, channel: int, event: object) -> None:
-        """Handle an event that arrived on input ``channel``. Extended by checkpointing."""
-        raise TypeError(f"task {self.name!r}: unexpected event {event!r} on input {channel}")
+        """Feed an event of input ``channel`` to the barrier handler."""
+        now = time.monotonic()
+        match event:
+            case CheckpointBarrier():
+                actions = self.barriers.on_barrier(channel, event, now)
+            case BarrierAnnouncement(barrier=barrier):
+                actions = self.barriers.on_announcement(channel, barrier, now)
+            case CancelCheckpointMarker(checkpoint_id=checkpoint_id):
+                actions = self.barriers.on_cancel_marker(checkpoint_id)
+            case _:
+                raise TypeError(
+                    f"task {self.name!r}: unexpected event {event!r} on input {channel}"
+                )
+        self.perform(actions)
+
+    def on_deadline(self, now: float) -> None:
+        """Let the barrier handler switch a timed-out alignment to unaligned."""
+        if now >= self.deadline:
+            self.perform(self.barriers.on_time(now))
+
+    def on_checkpoint_aborted(self, checkpoint_id: CheckpointId, reason: str) -> None:
+        """The coordinator aborted ``checkpoint_id``."""
+        self.perform(self.barriers.on_abort(checkpoint_id, reason))
+        super().on_checkpoint_aborted(checkpoint_id, reason)
+
+    # -- actions --------------------------------------------------------------------------
+
+    def perform(self, actions: list[Action]) -> None:
+        """Carry out the barrier handler's decisions, in order."""
+        gate = self.gate
+        checkpointing = self.checkpointing
+        for action in actions:
+            match action:
+                case BlockChannel(channel=channel):
+                    gate.block(channel)
+                case UnblockAll():
+                    gate.unblock_all()
+                case TriggerSnapshot():
+                    self._snapshot(action)
+                case StartRecording(checkpoint_id=checkpoint_id, channels=channels):
+                    for channel in channels:
+                        self._recording[channel] = checkpoint_id
+                case StopRecording(channel=channel):
+                    self._recording.pop(channel, None)
+                case PromoteBarrier(checkpoint_id=checkpoint_id, channel=channel, barrier=b):
+                    overtaken = gate.channels[channel].promote(b)
+                    if overtaken and checkpointing is not None:
+                        records: list[Any] = []
+                        for item in overtaken:
+                            if item.__class__ is list:
+                                records.extend(item)
+                        uid, subtask = self.input_sources[channel]
+                        checkpointing.add_channel_state(
+                            checkpoint_id, ("input", uid, subtask), records
+                        )
+                case InputStateComplete(checkpoint_id=checkpoint_id):
+                    if checkpointing is not None:
+                        checkpointing.complete(checkpoint_id)
+                case AbortCheckpoint(checkpoint_id=checkpoint_id):
+                    for recorded_channel, recorded in list(self._recording.items()):
+                        if recorded == checkpoint_id:
+                            del self._recording[recorded_channel]
+                    if checkpointing is not None:
+                        checkpointing.abort(checkpoint_id)
+                    self.forward_cancel_marker(checkpoint_id)
+        deadline = self.barriers.deadline
+        self.deadline = math.inf if deadline is None else deadline
+
+    def _snapshot(self, action: TriggerSnapshot) -> None:
+        barrier = action.barrier
+        checkpointing = self.checkpointing
+        if checkpointing is None:
+            # No checkpointing configured here: still forward, so downstream aligns.
+            self.forward_barrier(barrier, action.unaligned)
+            return
+        checkpointing.begin(
+            barrier,
+            unaligned=action.unaligned,
+            alignment_duration=action.alignment_duration,
+            start_delay=action.start_delay,
+        )
+        if action.unaligned and self._in_progress is not None:
+            channel, batch, position = self._in_progress
+            uid, subtask = self.input_sources[channel]
+            checkpointing.add_channel_state(
+                barrier.checkpoint_id, ("input", uid, subtask), batch[position:]
+            )
+        self.forward_barrier(barrier, action.unaligned)
+
+    def _record(self, channel: int, buffer: list[Any]) -> None:
+        checkpointing = self.checkpointing
+        if checkpointing is not None:
+            uid, subtask = self.input_sources[channel]
+            checkpointing.add_channel_state(
+                self._recording[channel], ("input", uid, subtask), buffer
+            )

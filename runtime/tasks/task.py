@@ -5,25 +5,43 @@ The two kinds of task share this base: ``SourceTask`` (reads a source reader) an
 
 * opening and closing the chain;
 * ``drain_outputs``: hand queued buffers to the output channels, waiting on the
-  actor's waker while a channel is full (backpressure), control messages handled
-  meanwhile;
+  actor's waker while a channel is full (backpressure); control messages and priority
+  events (unaligned barriers) are handled meanwhile, so a backpressured task still
+  takes part in a checkpoint;
 * the buffer timeout: a partial buffer older than ``buffer_timeout`` is sent; an idle
   task sends its partial buffers before it waits;
 * fairness: a task that never has to wait yields to the event loop every
   ``YIELD_INTERVAL`` seconds, so one busy chain cannot starve the others;
+* checkpoints (when the job has them): forwarding barriers, aligned (in the data lane,
+  after all data) or unaligned (on the priority lane, recording what they overtake as
+  output channel state), notifications to the operators, and the final checkpoint a
+  source waits for before it ends its output;
 * end of input: ``end_input`` through the chain, flush, close the output channels.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
-from actors import Actor
+from actors import Mailbox
+from actors.actor import Actor
+from runtime.checkpoint.events import (
+    BarrierAnnouncement,
+    CancelCheckpointMarker,
+    CheckpointBarrier,
+    NotifyCheckpointAborted,
+    NotifyCheckpointComplete,
+    TaskFinished,
+)
+from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.chain import OperatorChain
+from runtime.tasks.snapshot import TaskCheckpointing
 
 YIELD_INTERVAL = 0.002
 """Seconds a task may run without giving other actors a turn."""
@@ -36,17 +54,53 @@ class Task(Actor):
         name: ``"<chain name> (i/p)"``.
         chain: the operators this subtask runs.
         buffer_timeout: seconds a partial output buffer may wait.
+        task_id: the subtask's id (checkpoint reports name it).
     """
 
-    def __init__(self, name: str, chain: OperatorChain, *, buffer_timeout: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        chain: OperatorChain,
+        *,
+        buffer_timeout: float,
+        task_id: TaskId | None = None,
+    ) -> None:
         super().__init__(name)
         self.chain = chain
         self.writers = chain.writers
         self.buffer_timeout = buffer_timeout
+        self.task_id = task_id if task_id is not None else TaskId(name)
+        self.checkpointing: TaskCheckpointing | None = None
+        self.coordinator: Mailbox[object] | None = None
+        # Per writer: the consuming operator's uid and the subtask of each channel.
+        self.output_targets: list[tuple[str, list[int]]] = []
+        self.completed_checkpoint: CheckpointId = CheckpointId(0)
+        self.deadline = math.inf
         self._last_yield = time.perf_counter()
+        self._group: TaskGroup | None = None
         for writer in self.writers:
             for channel in writer.channels:
                 channel.set_producer_waker(self.waker)
+
+    def enable_checkpointing(
+        self,
+        checkpointing: TaskCheckpointing,
+        coordinator: Mailbox[object],
+        output_targets: list[tuple[str, list[int]]],
+    ) -> None:
+        """Take part in checkpoints: snapshots go through ``checkpointing``.
+
+        Args:
+            checkpointing: the task's snapshot taker.
+            coordinator: where reports go.
+            output_targets: per writer, the consuming operator's uid and the consumer
+                subtask of each of its channels (the key of output channel state).
+        """
+        self.checkpointing = checkpointing
+        self.coordinator = coordinator
+        self.output_targets = output_targets
+
+    # -- life -----------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Open the chain, run the input loop, then end the input and close.
@@ -55,31 +109,71 @@ class Task(Actor):
         cancellation), shielded from cancellation, as Flink calls ``close`` always.
         """
         try:
-            await self.chain.open()
-            await self.run_loop()
-            await self.chain.end_input()
-            await self.flush_all()
-            for writer in self.writers:
-                writer.close()
+            async with anyio.create_task_group() as group:
+                self._group = group
+                await self.chain.open()
+                await self.run_loop()
+                await self.chain.end_input()
+                await self.flush_all()
+                await self.before_end_of_output()
+                for writer in self.writers:
+                    writer.close()
+            self._group = None
         except BaseException:
+            if self.checkpointing is not None:
+                self.checkpointing.abort_all()
             with anyio.CancelScope(shield=True):
                 await self.chain.close(suppress_errors=True)
             raise
         await self.chain.close()
+        if self.coordinator is not None:
+            self.coordinator.put(TaskFinished(self.task_id))
 
     async def run_loop(self) -> None:
         """Read input until it ends. Implemented by the task kinds."""
         raise NotImplementedError
 
+    async def before_end_of_output(self) -> None:
+        """Called after the last output was flushed, before the channels close."""
+
+    def spawn(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` in the background, within this task's life."""
+        assert self._group is not None, "spawn() outside run()"
+        self._group.start_soon(fn, *args)
+
+    # -- control --------------------------------------------------------------------------
+
     def handle_control(self, message: object) -> None:
         """Handle one control message. Subclasses extend this (checkpoint triggers...)."""
-        raise TypeError(f"task {self.name!r}: unexpected control message {message!r}")
+        match message:
+            case NotifyCheckpointComplete(checkpoint_id=checkpoint_id):
+                self.completed_checkpoint = max(self.completed_checkpoint, checkpoint_id)
+                for operator in self.chain.operators:
+                    operator.notify_checkpoint_complete(checkpoint_id)
+            case NotifyCheckpointAborted(checkpoint_id=checkpoint_id, reason=reason):
+                self.on_checkpoint_aborted(checkpoint_id, reason)
+                for operator in self.chain.operators:
+                    operator.notify_checkpoint_aborted(checkpoint_id)
+            case _:
+                raise TypeError(f"task {self.name!r}: unexpected control message {message!r}")
+
+    def on_checkpoint_aborted(self, checkpoint_id: CheckpointId, reason: str) -> None:
+        """The coordinator aborted ``checkpoint_id``: drop what is held for it."""
+        if self.checkpointing is not None:
+            self.checkpointing.abort(checkpoint_id)
 
     def poll_mailbox(self) -> None:
         """Handle every queued control message (they go before data)."""
         mailbox = self.mailbox
         while mailbox:
             self.handle_control(mailbox.poll())
+
+    def handle_urgent(self) -> None:
+        """Handle what must not wait for the outputs to drain (control messages)."""
+        if self.mailbox:
+            self.poll_mailbox()
+
+    # -- data -----------------------------------------------------------------------------
 
     async def process(self, batch: list[Any]) -> None:
         """Run one input buffer through the chain and send what it produced."""
@@ -88,10 +182,13 @@ class Task(Actor):
             await chain.process(batch)
         else:
             chain.process_sync(batch)
+        await self.after_buffer()
+
+    async def after_buffer(self) -> None:
+        """Send what a buffer produced; honour the buffer timeout; yield now and then."""
         await self.drain_outputs()
         now = time.perf_counter()
-        if self.buffer_timeout >= 0:
-            self.check_buffer_timeout(time.monotonic())
+        self.check_buffer_timeout(time.monotonic())
         if now - self._last_yield >= YIELD_INTERVAL:
             self._last_yield = now
             await asyncio.sleep(0)
@@ -113,8 +210,21 @@ class Task(Actor):
                     done = False
             if done:
                 return
-            await self.wait_backpressured()
-            self.poll_mailbox()
+            await self.wait_for(self.wait_backpressured)
+            self.handle_urgent()
+
+    async def wait_for(self, wait: Any) -> None:
+        """Wait on the waker with ``wait``, but no later than the task's deadline."""
+        deadline = self.deadline
+        if deadline == math.inf:
+            await wait()
+            return
+        with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+            await wait()
+        self.on_deadline(time.monotonic())
+
+    def on_deadline(self, now: float) -> None:
+        """The task's deadline (an alignment timeout) may have passed."""
 
     async def flush_all(self) -> None:
         """Send every buffer, partial ones too (idle, end of input)."""
@@ -122,6 +232,45 @@ class Task(Actor):
             writer.seal_partial()
         await self.drain_outputs()
 
-    def records_in(self) -> int:
-        """Records the chain's head took in."""
-        return self.chain.head.records_in
+    # -- barriers -------------------------------------------------------------------------
+
+    def forward_barrier(self, barrier: CheckpointBarrier, unaligned: bool) -> None:
+        """Send ``barrier`` on every output channel.
+
+        Aligned: after every buffer produced so far (forced past a full channel: the
+        overshoot is bounded by what the writer holds), followed by an announcement on
+        the priority lane when the barrier may time out. Unaligned: on the priority lane,
+        ahead of the queued buffers, which (with what the writer still holds) are
+        recorded as output channel state.
+        """
+        if not unaligned:
+            announce = barrier.options.aligned_timeout > 0
+            for writer in self.writers:
+                writer.broadcast_event(barrier)
+                if announce:
+                    announcement = BarrierAnnouncement(barrier)
+                    for channel in writer.channels:
+                        channel.send_priority(announcement)
+            return
+        checkpointing = self.checkpointing
+        for writer, (uid, targets) in zip(self.writers, self.output_targets, strict=False):
+            for index, channel in enumerate(writer.channels):
+                if checkpointing is not None:
+                    records: list[Any] = []
+                    for item in channel.queued():
+                        if item.__class__ is list:
+                            records.extend(item)
+                    for buffer in writer.pending_buffers(index):
+                        records.extend(buffer)
+                    checkpointing.add_channel_state(
+                        barrier.checkpoint_id, ("output", uid, targets[index]), records
+                    )
+                channel.send_priority(barrier)
+
+    def forward_cancel_marker(self, checkpoint_id: CheckpointId) -> None:
+        """Tell downstream that ``checkpoint_id`` was aborted (priority lane)."""
+        marker = CancelCheckpointMarker(checkpoint_id)
+        for writer in self.writers:
+            for channel in writer.channels:
+                if not channel.closed:
+                    channel.send_priority(marker)

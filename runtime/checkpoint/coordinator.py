@@ -1,0 +1,425 @@
+"""``CheckpointCoordinator``: the actor that triggers, tracks and completes checkpoints.
+
+It owns the pure bookkeeping (``TriggerRules``, ``PendingCheckpoint``s,
+``FailureCounter``, the ``CompletedCheckpointStore``, ``CheckpointStatsTracker``) and does
+only what they decide:
+
+* trigger: periodically (interval, min pause, max concurrent), on request
+  (``JobClient.trigger_checkpoint``), and once more when every source has read all of
+  its input (the final checkpoint, so that two-phase-commit sinks commit their last
+  data); triggering puts ``TriggerCheckpoint`` in every source task's mailbox;
+* collect ``CheckpointAcknowledged`` / ``CheckpointDeclined`` from the tasks' reports;
+* complete: write ``_metadata`` last and atomically (``CheckpointStorage.commit``),
+  discard what retention no longer keeps, abort older pending checkpoints (subsumed),
+  and tell every task ``NotifyCheckpointComplete``;
+* abort on timeout or decline: tell every task ``NotifyCheckpointAborted``, discard the
+  checkpoint's files, count the failure; past ``tolerable_failures`` the coordinator
+  raises ``CheckpointFailedError`` and the job fails.
+
+It ends when every task reported ``TaskFinished``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from actors import Actor, Mailbox
+from runtime.checkpoint.config import CheckpointConfig, CheckpointingMode
+from runtime.checkpoint.events import (
+    CheckpointAcknowledged,
+    CheckpointBarrier,
+    CheckpointDeclined,
+    CheckpointOptions,
+    NotifyCheckpointAborted,
+    NotifyCheckpointComplete,
+    SourceReachedEnd,
+    TaskFinished,
+    TriggerCheckpoint,
+)
+from runtime.checkpoint.failures import CheckpointFailureReason, FailureCounter
+from runtime.checkpoint.ids import CheckpointId, TaskId
+from runtime.checkpoint.pending import AckResult, PendingCheckpoint
+from runtime.checkpoint.stats import CheckpointStatistics, CheckpointStatsTracker
+from runtime.checkpoint.trigger_rules import TriggerRules
+from runtime.errors import WeirError
+from storage.checkpoint import (
+    METADATA_VERSION,
+    CheckpointMetadata,
+    CheckpointStorage,
+    CompletedCheckpointStore,
+    OperatorStateHandle,
+    SubtaskStateHandle,
+)
+
+
+class CheckpointError(WeirError):
+    """A checkpoint failed (returned to a manual trigger's caller).
+
+    Attributes:
+        checkpoint_id: the checkpoint, if one was triggered.
+        reason: why it failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        checkpoint_id: int | None = None,
+        reason: CheckpointFailureReason | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.checkpoint_id = checkpoint_id
+        self.reason = reason
+
+
+class CheckpointFailedError(CheckpointError):
+    """More checkpoints failed in a row than ``tolerable_failures`` allows: the job fails."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedCheckpoint:
+    """A completed checkpoint: its id and where it lives."""
+
+    checkpoint_id: CheckpointId
+    pointer: str
+    timestamp: float
+    is_savepoint: bool = False
+
+
+@dataclass(slots=True)
+class TriggerRequest:
+    """A manual trigger (checkpoint or savepoint) waiting for its outcome."""
+
+    future: asyncio.Future[CompletedCheckpoint]
+    options: CheckpointOptions
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorInfo:
+    """What the coordinator needs to know of an operator to write its metadata."""
+
+    uid: str
+    name: str
+    parallelism: int
+    max_parallelism: int
+
+
+class CheckpointCoordinator(Actor):
+    """The job's checkpoint coordinator actor.
+
+    Args:
+        config: the checkpointing options (validated).
+        storage: where checkpoints are written.
+        tasks: every task's control mailbox, by task id.
+        sources: the ids of the source tasks (they receive the triggers).
+        operators: every operator of the job, for the metadata.
+        job_id: the job's id.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        config: CheckpointConfig,
+        storage: CheckpointStorage,
+        tasks: Mapping[TaskId, Mailbox[object]],
+        sources: list[TaskId],
+        operators: list[OperatorInfo],
+        job_id: str,
+        *,
+        clock: Any = time.monotonic,
+        first_checkpoint_id: int = 1,
+    ) -> None:
+        super().__init__("checkpoint coordinator")
+        self.config = config
+        self.storage = storage
+        self.tasks = dict(tasks)
+        self.sources = list(sources)
+        self.operators = {op.uid: op for op in operators}
+        self.job_id = job_id
+        self.clock = clock
+        self.rules = (
+            TriggerRules(config.interval, config.min_pause, config.max_concurrent)
+            if config.interval is not None
+            else None
+        )
+        self.failures = FailureCounter(config.tolerable_failures)
+        self.store = CompletedCheckpointStore(config.retained)
+        self.stats = CheckpointStatsTracker()
+        self.pending: dict[CheckpointId, PendingCheckpoint] = {}
+        self.completed: list[CompletedCheckpoint] = []
+        self._next_id = first_checkpoint_id
+        self._requests: dict[CheckpointId, list[TriggerRequest]] = {}
+        self._queued_requests: deque[TriggerRequest] = deque()
+        self._sources_at_end: set[TaskId] = set()
+        self._finished: set[TaskId] = set()
+        self._final_id: CheckpointId | None = None
+        self._final_done = False
+        self._stopped = False
+
+    # -- public (called from other actors in the loop) ------------------------------------
+
+    def request_checkpoint(self, options: CheckpointOptions) -> asyncio.Future[CompletedCheckpoint]:
+        """Ask for a checkpoint (or savepoint) now; the future resolves when it completes.
+
+        Never blocks. The future fails with ``CheckpointError`` if the checkpoint fails.
+        """
+        future: asyncio.Future[CompletedCheckpoint] = asyncio.get_running_loop().create_future()
+        self.mailbox.put(TriggerRequest(future, options))
+        return future
+
+    def statistics_snapshot(self) -> CheckpointStatistics:
+        """The checkpoint statistics now."""
+        return self.stats.snapshot()
+
+    @property
+    def latest_completed(self) -> CompletedCheckpoint | None:
+        """The newest completed checkpoint."""
+        return self.completed[-1] if self.completed else None
+
+    def default_options(self) -> CheckpointOptions:
+        """The options of periodic checkpoints."""
+        config = self.config
+        return CheckpointOptions(
+            unaligned=config.unaligned and config.aligned_timeout == 0,
+            aligned_timeout=config.aligned_timeout if config.unaligned else 0.0,
+            exactly_once=config.mode is CheckpointingMode.EXACTLY_ONCE,
+        )
+
+    # -- the actor ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Trigger and complete checkpoints until every task has finished."""
+        await self.storage.initialize()
+        if self.rules is not None:
+            self.rules.start(self.clock())
+        try:
+            while len(self._finished) < len(self.tasks):
+                while self.mailbox:
+                    await self._handle(self.mailbox.poll())
+                if len(self._finished) >= len(self.tasks):
+                    break
+                now = self.clock()
+                await self._expire(now)
+                await self._maybe_trigger(now)
+                wake_at = self._next_wake(now)
+                if self.mailbox:
+                    continue
+                if wake_at is None:
+                    await self.waker.wait()
+                else:
+                    with anyio.move_on_after(max(0.0, wake_at - self.clock())):
+                        await self.waker.wait()
+        finally:
+            self._fail_requests("the job ended")
+
+    async def _handle(self, message: object) -> None:
+        match message:
+            case CheckpointAcknowledged():
+                await self._acknowledge(message)
+            case CheckpointDeclined():
+                await self._abort(
+                    message.checkpoint_id,
+                    CheckpointFailureReason.DECLINED,
+                    f"task {message.task} declined checkpoint {message.checkpoint_id}: "
+                    f"{message.reason}",
+                )
+            case TriggerRequest():
+                self._queued_requests.append(message)
+            case SourceReachedEnd():
+                self._sources_at_end.add(message.task)
+            case TaskFinished():
+                self._finished.add(message.task)
+            case _:
+                raise TypeError(f"checkpoint coordinator: unexpected message {message!r}")
+
+    def _next_wake(self, now: float) -> float | None:
+        times = [p.timestamp + self.config.timeout for p in self.pending.values()]
+        if self.rules is not None and not self._final_phase:
+            due = self.rules.next_trigger_time(now, len(self.pending))
+            if due is not None:
+                times.append(due)
+        return min(times) if times else None
+
+    @property
+    def _final_phase(self) -> bool:
+        return len(self._sources_at_end) >= len(self.sources)
+
+    async def _maybe_trigger(self, now: float) -> None:
+        limit = self.config.max_concurrent
+        while self._queued_requests and len(self.pending) < limit:
+            request = self._queued_requests.popleft()
+            if request.future.cancelled():
+                continue
+            checkpoint_id = self._trigger(now, request.options)
+            self._requests.setdefault(checkpoint_id, []).append(request)
+        if self._final_phase:
+            if not self._final_done and self._final_id is None and len(self.pending) < limit:
+                options = self.default_options()
+                self._final_id = self._trigger(
+                    now,
+                    CheckpointOptions(
+                        options.unaligned,
+                        options.aligned_timeout,
+                        options.exactly_once,
+                        is_final=True,
+                    ),
+                )
+            return
+        rules = self.rules
+        if rules is not None and rules.should_trigger(now, len(self.pending)):
+            self._trigger(now, self.default_options())
+
+    def _trigger(self, now: float, options: CheckpointOptions) -> CheckpointId:
+        checkpoint_id = CheckpointId(self._next_id)
+        self._next_id += 1
+        tasks = [t for t in self.tasks if t not in self._finished]
+        self.pending[checkpoint_id] = PendingCheckpoint.create(checkpoint_id, now, options, tasks)
+        self.stats.triggered(checkpoint_id, time.time(), options.is_savepoint)
+        if self.rules is not None:
+            self.rules.triggered(now)
+        barrier = CheckpointBarrier(checkpoint_id, now, options)
+        for source in self.sources:
+            if source not in self._finished:
+                self.tasks[source].put(TriggerCheckpoint(barrier))
+        return checkpoint_id
+
+    async def _acknowledge(self, ack: CheckpointAcknowledged) -> None:
+        pending = self.pending.get(ack.checkpoint_id)
+        if pending is None:
+            return  # late: the checkpoint was aborted or subsumed (AckResult.DISCARDED)
+        result = pending.acknowledge(ack.task, ack.state, ack.metrics)
+        if result is AckResult.SUCCESS:
+            self.stats.acknowledged(ack.checkpoint_id, ack.task, ack.metrics)
+        if pending.is_fully_acknowledged:
+            await self._complete(pending)
+
+    async def _complete(self, pending: PendingCheckpoint) -> None:
+        checkpoint_id = pending.checkpoint_id
+        metadata = self._metadata(pending)
+        try:
+            pointer = await self.storage.commit(metadata)
+        except Exception as error:
+            await self._abort(
+                checkpoint_id,
+                CheckpointFailureReason.WRITE_FAILURE,
+                f"writing the metadata of checkpoint {checkpoint_id} to "
+                f"{self.storage.description} failed: {error}",
+            )
+            return
+        pending.discard()
+        del self.pending[checkpoint_id]
+        now = self.clock()
+        completed = CompletedCheckpoint(
+            checkpoint_id, pointer, pending.timestamp, pending.options.is_savepoint
+        )
+        if not pending.options.is_savepoint:
+            self.completed.append(completed)
+            for subsumed in self.store.add(checkpoint_id, pointer):
+                with contextlib.suppress(Exception):
+                    await self.storage.discard(subsumed)
+        self.stats.completed(checkpoint_id, now - pending.timestamp, pointer)
+        self.failures.completed()
+        if self.rules is not None:
+            self.rules.finished(now)
+        # Completing n subsumes every older pending checkpoint (Flink aborts them).
+        for older in sorted(i for i in self.pending if i < checkpoint_id):
+            if not self.pending[older].options.is_savepoint:
+                await self._abort(
+                    older,
+                    CheckpointFailureReason.SUBSUMED,
+                    f"checkpoint {older} was subsumed by {checkpoint_id}",
+                )
+        for mailbox in self.tasks.values():
+            mailbox.put(NotifyCheckpointComplete(checkpoint_id))
+        if pending.options.is_final or checkpoint_id == self._final_id:
+            self._final_done = True
+        for request in self._requests.pop(checkpoint_id, []):
+            if not request.future.done():
+                request.future.set_result(completed)
+
+    def _metadata(self, pending: PendingCheckpoint) -> CheckpointMetadata:
+        subtasks: dict[str, list[SubtaskStateHandle]] = {}
+        for reports in pending.acknowledged.values():
+            for report in reports or ():
+                subtasks.setdefault(report.uid, []).append(report.subtask)
+        operators = []
+        for uid, handles in subtasks.items():
+            info = self.operators[uid]
+            operators.append(
+                OperatorStateHandle(
+                    uid=uid,
+                    name=info.name,
+                    parallelism=info.parallelism,
+                    max_parallelism=info.max_parallelism,
+                    subtasks=sorted(handles, key=lambda h: h.subtask_index),
+                )
+            )
+        return CheckpointMetadata(
+            version=METADATA_VERSION,
+            job_id=self.job_id,
+            checkpoint_id=pending.checkpoint_id,
+            timestamp=time.time(),
+            is_savepoint=pending.options.is_savepoint,
+            operators=operators,
+        )
+
+    async def _expire(self, now: float) -> None:
+        for checkpoint_id, pending in list(self.pending.items()):
+            if now - pending.timestamp >= self.config.timeout:
+                missing = ", ".join(sorted(pending.not_yet_acknowledged)[:5])
+                await self._abort(
+                    checkpoint_id,
+                    CheckpointFailureReason.EXPIRED,
+                    f"checkpoint {checkpoint_id} expired after {self.config.timeout:g} s "
+                    f"before every task acknowledged (waiting for: {missing})",
+                )
+
+    async def _abort(
+        self, checkpoint_id: CheckpointId, reason: CheckpointFailureReason, message: str
+    ) -> None:
+        pending = self.pending.pop(checkpoint_id, None)
+        if pending is None:
+            return
+        pending.discard()
+        now = self.clock()
+        self.stats.failed(checkpoint_id, now - pending.timestamp, message)
+        if self.rules is not None:
+            self.rules.finished(now)
+        for mailbox in self.tasks.values():
+            mailbox.put(NotifyCheckpointAborted(checkpoint_id, message))
+        with contextlib.suppress(Exception):
+            await self.storage.discard(checkpoint_id)
+        if checkpoint_id == self._final_id:
+            self._final_id = None  # trigger another final checkpoint
+        for request in self._requests.pop(checkpoint_id, []):
+            if not request.future.done():
+                request.future.set_exception(CheckpointError(message, checkpoint_id, reason))
+        if self.failures.failed(reason):
+            raise CheckpointFailedError(
+                f"{self.failures.consecutive} checkpoints failed in a row, more than "
+                f"tolerable_failures={self.config.tolerable_failures}; last: {message}",
+                checkpoint_id,
+                reason,
+            )
+
+    def _fail_requests(self, message: str) -> None:
+        for requests in self._requests.values():
+            for request in requests:
+                if not request.future.done():
+                    request.future.set_exception(CheckpointError(message))
+        self._requests.clear()
+        while self._queued_requests:
+            request = self._queued_requests.popleft()
+            if not request.future.done():
+                request.future.set_exception(CheckpointError(message))
+
+    def on_cancel(self) -> None:
+        """Fail waiting trigger requests: the job is stopping."""
+        self._fail_requests("the job was cancelled or failed")

@@ -1,0 +1,241 @@
+"""A subtask's snapshot: the synchronous part, the channel state, the asynchronous part.
+
+``TaskCheckpointing`` is the part of a task that takes checkpoints. The task calls it;
+it never calls back into the task's loop.
+
+* **Synchronous part** (``begin``): each operator's ``snapshot_state`` (user hooks,
+  then a copy-on-write snapshot of its keyed state and an encoded copy of its
+  operator state) and, for sources, the reader's split positions. Its cost does not
+  grow with the keyed state.
+* **Channel state** (unaligned checkpoints): records the task adds with ``add_input``
+  (input channel state, per input channel) and ``add_output`` (output channel state,
+  per output channel), until ``input_complete``.
+* **Asynchronous part** (``persist``): encode the state in chunks, yielding to the event
+  loop between chunks, write one state file through the ``CheckpointStorage``, release
+  the copy-on-write snapshots, and acknowledge to the coordinator (or decline, naming
+  the task and the path, if anything failed).
+
+State file frames (``storage.checkpoint.StateFrame``): ``keyed`` (operator uid, key
+group, blob), ``operator`` (operator uid, encoded ``OperatorStateSnapshot``), ``splits``
+(source uid, encoded splits), ``input`` (upstream uid, upstream subtask, records) and
+``output`` (downstream uid, downstream subtask, records).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors import Mailbox
+from runtime.checkpoint.events import (
+    CheckpointAcknowledged,
+    CheckpointBarrier,
+    CheckpointDeclined,
+    SubtaskCheckpointMetrics,
+)
+from runtime.checkpoint.ids import CheckpointId, TaskId
+from runtime.tasks.operators import OperatorSnapshot, StreamOperator
+from storage import serializer_for
+from storage.checkpoint import CheckpointStorage, StateFrame, encode_frame
+
+ENCODE_CHUNK = 4096
+"""Keyed state entries encoded between two yields to the event loop."""
+
+
+@dataclass(slots=True)
+class ChannelStateKey:
+    """Which channel a piece of channel state belongs to, in restore-stable terms.
+
+    Attributes:
+        kind: ``"input"`` or ``"output"``.
+        operator_uid: input: the producing operator's uid; output: the consuming one's.
+        subtask: the producing (input) or consuming (output) subtask's index.
+    """
+
+    kind: str
+    operator_uid: str
+    subtask: int
+
+
+@dataclass(slots=True)
+class PendingSnapshot:
+    """What a task holds for one checkpoint between its sync and async parts."""
+
+    barrier: CheckpointBarrier
+    unaligned: bool
+    alignment_duration: float
+    start_delay: float
+    sync_duration: float = 0.0
+    operators: list[OperatorSnapshot] = field(default_factory=list)
+    channel_state: dict[tuple[str, str, int], list[Any]] = field(default_factory=dict)
+    aborted: bool = False
+
+    @property
+    def checkpoint_id(self) -> CheckpointId:
+        """The checkpoint's id."""
+        return self.barrier.checkpoint_id
+
+    def release(self) -> None:
+        """Let the state backends fold their copy-on-write overlays back."""
+        for snapshot in self.operators:
+            snapshot.release()
+
+
+def _file_name(task_name: str, task: TaskId) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", task_name).strip("_")[:80]
+    return f"{safe}-{task.replace(':', '_')}.state"
+
+
+class TaskCheckpointing:
+    """Takes one subtask's snapshots and reports them to the coordinator.
+
+    Args:
+        task: the subtask's id.
+        task_name: the subtask's name (for file names and messages).
+        operators: the chain's operators, head first.
+        storage: where state files are written.
+        coordinator: the coordinator's mailbox.
+        allow_pickle: whether records without a msgspec encoding may be pickled.
+        spawn: starts a background job in the task's task group.
+    """
+
+    def __init__(
+        self,
+        task: TaskId,
+        task_name: str,
+        operators: list[StreamOperator],
+        storage: CheckpointStorage,
+        coordinator: Mailbox[object],
+        *,
+        allow_pickle: bool,
+        spawn: Callable[..., None],
+    ) -> None:
+        self.task = task
+        self.task_name = task_name
+        self.operators = operators
+        self.storage = storage
+        self.coordinator = coordinator
+        self.spawn = spawn
+        self.pending: dict[CheckpointId, PendingSnapshot] = {}
+        self._records = serializer_for(None, allow_pickle=allow_pickle, what="record")
+        self._file_name = _file_name(task_name, task)
+
+    def begin(
+        self,
+        barrier: CheckpointBarrier,
+        *,
+        unaligned: bool,
+        alignment_duration: float = 0.0,
+        start_delay: float = 0.0,
+    ) -> PendingSnapshot:
+        """The synchronous part: snapshot every operator now."""
+        started = time.perf_counter()
+        snapshot = PendingSnapshot(barrier, unaligned, alignment_duration, start_delay)
+        try:
+            for operator in self.operators:
+                snapshot.operators.append(operator.snapshot_state(barrier.checkpoint_id))
+        except BaseException:
+            snapshot.release()
+            raise
+        snapshot.sync_duration = time.perf_counter() - started
+        self.pending[barrier.checkpoint_id] = snapshot
+        return snapshot
+
+    def add_channel_state(
+        self, checkpoint_id: CheckpointId, key: tuple[str, str, int], records: list[Any]
+    ) -> None:
+        """Append ``records`` to the channel state ``key`` of ``checkpoint_id``."""
+        snapshot = self.pending.get(checkpoint_id)
+        if snapshot is not None and records:
+            snapshot.channel_state.setdefault(key, []).extend(records)
+
+    def complete(self, checkpoint_id: CheckpointId) -> None:
+        """The checkpoint's channel state is complete: start the asynchronous part."""
+        snapshot = self.pending.get(checkpoint_id)
+        if snapshot is not None:
+            self.spawn(self.persist, snapshot)
+
+    def abort(self, checkpoint_id: CheckpointId) -> None:
+        """Drop what is held for ``checkpoint_id`` (an in-flight persist will not ack)."""
+        snapshot = self.pending.pop(checkpoint_id, None)
+        if snapshot is not None:
+            snapshot.aborted = True
+            snapshot.release()
+
+    def abort_all(self) -> None:
+        """Drop every pending snapshot (the task is stopping)."""
+        for checkpoint_id in list(self.pending):
+            self.abort(checkpoint_id)
+
+    async def persist(self, snapshot: PendingSnapshot) -> None:
+        """The asynchronous part: encode, write, release, acknowledge (or decline)."""
+        started = time.perf_counter()
+        checkpoint_id = snapshot.checkpoint_id
+        try:
+            frames: list[bytes] = []
+            sizes: list[int] = []
+            for op_snapshot in snapshot.operators:
+                size = 0
+                if op_snapshot.keyed is not None:
+                    for chunk in op_snapshot.keyed.encode_chunks(ENCODE_CHUNK):
+                        for key_group, blob in chunk:
+                            frames.append(
+                                encode_frame(StateFrame("keyed", op_snapshot.uid, key_group, blob))
+                            )
+                            size += len(blob)
+                        # Yield between chunks: processing goes on while state is encoded.
+                        await asyncio.sleep(0)
+                        if snapshot.aborted:
+                            return
+                    op_snapshot.keyed.release()
+                for kind, data in op_snapshot.frames:
+                    frames.append(encode_frame(StateFrame(kind, op_snapshot.uid, -1, data)))
+                    size += len(data)
+                sizes.append(size)
+            state_size = sum(sizes)
+            in_flight = 0
+            for (kind, uid, subtask), records in snapshot.channel_state.items():
+                data = self._records.encode(records)
+                frames.append(encode_frame(StateFrame(kind, uid, subtask, data)))
+                in_flight += len(data)
+            handle = await self.storage.write_state(checkpoint_id, self._file_name, frames)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            snapshot.release()
+            self.pending.pop(checkpoint_id, None)
+            if not snapshot.aborted:
+                self.coordinator.put(
+                    CheckpointDeclined(
+                        checkpoint_id,
+                        self.task,
+                        f"subtask {self.task_name!r} could not write its state to "
+                        f"{self.storage.description} ({self._file_name}): "
+                        f"{type(error).__name__}: {error}",
+                    )
+                )
+            return
+        snapshot.release()
+        self.pending.pop(checkpoint_id, None)
+        if snapshot.aborted:
+            return
+        metrics = SubtaskCheckpointMetrics(
+            sync_duration=snapshot.sync_duration,
+            async_duration=time.perf_counter() - started,
+            alignment_duration=snapshot.alignment_duration,
+            start_delay=snapshot.start_delay,
+            state_size=state_size,
+            in_flight_bytes=in_flight,
+            unaligned=snapshot.unaligned,
+        )
+        # Every operator of the chain points at the task's one state file; the head
+        # carries the channel state's size.
+        reports = [
+            op_snapshot.report(handle, size, in_flight if index == 0 else 0)
+            for index, (op_snapshot, size) in enumerate(zip(snapshot.operators, sizes, strict=True))
+        ]
+        self.coordinator.put(CheckpointAcknowledged(checkpoint_id, self.task, metrics, reports))

@@ -1,0 +1,390 @@
+"""File-system checkpoint storage: checkpoints in a local (or mounted) directory.
+
+Chosen with ``storage="file:///dir"`` (or a plain path). The job master creates one per
+job and calls :meth:`FileCheckpointStorage.initialize`; the subtasks' checkpoint writers
+call :meth:`~FileCheckpointStorage.write_state`; the checkpoint coordinator commits and
+discards; restore loads and reads. The layout is Flink's
+(:mod:`storage.checkpoint.layout`): ``<dir>/<job id>/{shared, taskowned, chk-<n>}``, with
+``_metadata`` written last.
+
+How the I/O is done, and why (2-core VM, CPython 3.11, medians of a few hundred runs):
+
+* State files are written with aiofiles, the one module of Weir that uses it. Every
+  aiofiles call is a hop to a worker thread, so ``write_state`` opens the file once and
+  joins small chunks into writes of up to :data:`WRITE_BATCH_BYTES` (1 MiB): ``open``,
+  one ``write`` per MiB, ``flush``, ``fsync``, ``close`` (shielded from cancellation).
+  The joins and the crc32 run on the event loop, one batch at a time (well under a
+  millisecond each). For 64 MiB in 64 KiB chunks that gets ~0.6x the bandwidth of one
+  blocking loop of writes.
+* ``commit`` is one hop (``anyio.to_thread.run_sync``) that writes ``_metadata.tmp``,
+  fsyncs it, renames it to ``_metadata`` and fsyncs the checkpoint's folder and the job's
+  folder: ~0.5 ms, against ~0.95 ms for the same steps as five aiofiles calls and
+  ~0.35 ms blocking on the loop. ``asyncio.to_thread`` is ~0.05 ms faster but abandons
+  the thread when the caller is cancelled; anyio waits for it, so a cancelled commit has
+  finished (or failed) before the cancellation reaches the coordinator and never goes
+  on behind its back.
+* ``initialize``, ``discard`` and ``load`` are one ``anyio`` hop each, for the same
+  reasons; ``read_state`` is three aiofiles calls (``open``, ``read``, ``close``) and
+  checks the crc32 on the loop in steps of 4 MiB with a yield between them.
+
+State files are fsynced before ``write_state`` returns and the folders are fsynced on
+commit, so a completed checkpoint survives a power failure. An ``OSError`` while writing
+(permissions, a full disk) becomes a
+:class:`~storage.checkpoint.errors.StorageNotWritableError` naming the file, with the
+``OSError`` as its ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Final
+
+import aiofiles
+import aiofiles.os
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+from aiofiles.threadpool.binary import AsyncBufferedIOBase, AsyncBufferedReader
+
+from storage.checkpoint.errors import (
+    CheckpointNotFoundError,
+    StorageError,
+    StorageNotWritableError,
+)
+from storage.checkpoint.layout import (
+    METADATA_FILE,
+    METADATA_TMP_FILE,
+    SHARED_DIR,
+    TASK_OWNED_DIR,
+    checkpoint_dir_name,
+    checkpoint_folder,
+    state_file_path,
+    validate_job_id,
+    validate_state_name,
+)
+from storage.checkpoint.metadata import (
+    CheckpointMetadata,
+    StateHandle,
+    encode_metadata,
+    verify_state,
+)
+from storage.checkpoint.recovery import completed_checkpoint_ids, load_metadata_file
+from storage.checkpoint.storage import check_commit
+
+__all__ = ["WRITE_BATCH_BYTES", "FileCheckpointStorage"]
+
+WRITE_BATCH_BYTES: Final = 1 << 20
+"""Small chunks are joined into writes of up to this many bytes (larger ones go alone)."""
+
+_CRC_STEP: Final = 4 << 20
+"""Bytes checksummed on the event loop between two yields when reading a state file."""
+
+_fsync: Final = aiofiles.os.wrap(os.fsync)
+
+
+class FileCheckpointStorage:
+    """Checkpoint storage in ``<directory>/<job id>``, Flink's layout.
+
+    Attributes:
+        job_id: The job whose checkpoints it stores.
+        directory: The checkpoint directory (absolute).
+        job_dir: The job's folder, ``directory / job_id``.
+        description: The job's folder as a string, for messages.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], job_id: str) -> None:
+        """Describe the storage; nothing is created until :meth:`initialize`.
+
+        Args:
+            directory: The checkpoint directory; relative paths are made absolute now.
+            job_id: The job's id; names its folder.
+
+        Raises:
+            ValueError: If ``job_id`` cannot name a folder.
+        """
+        self.job_id = validate_job_id(job_id)
+        self.directory = Path(directory).absolute()
+        self.job_dir = self.directory / job_id
+        self.description = str(self.job_dir)
+
+    def __repr__(self) -> str:
+        return f"FileCheckpointStorage({str(self.directory)!r}, {self.job_id!r})"
+
+    def checkpoint_dir(self, checkpoint_id: int) -> Path:
+        """Return the folder of checkpoint ``checkpoint_id``: ``job_dir / chk-<n>``."""
+        return self.job_dir / checkpoint_dir_name(checkpoint_id)
+
+    async def initialize(self) -> None:
+        """Create ``<directory>/<job id>/{shared,taskowned}`` and check it is writable.
+
+        One worker-thread hop. Safe to call again (e.g. on restart).
+
+        Raises:
+            StorageNotWritableError: If a folder cannot be created, or the job's folder
+                cannot be written (a probe file is created and removed); names the path.
+        """
+        await anyio.to_thread.run_sync(_initialize, self.job_dir)
+
+    async def write_state(
+        self, checkpoint_id: int, name: str, chunks: Iterable[bytes]
+    ) -> StateHandle:
+        """Write ``chk-<n>/<name>`` from ``chunks``, fsync it, return its handle.
+
+        One aiofiles ``open`` (which creates ``chk-<n>`` if needed), one ``write`` per
+        :data:`WRITE_BATCH_BYTES`, a ``flush``, an ``fsync`` and a ``close``. Chunks are consumed
+        lazily, on the event loop. If cancelled, the file is closed and a partial file
+        remains until the checkpoint is discarded. A write racing with the ``discard`` of
+        its checkpoint (an abort) may create ``chk-<n>`` again: the coordinator discards
+        again when the late acknowledgement arrives, as Flink does, and a folder without
+        ``_metadata`` is never restored.
+
+        Args:
+            checkpoint_id: The pending checkpoint.
+            name: The file's name, unique within the checkpoint; an existing file of that
+                name is replaced.
+            chunks: The file's bytes, in order.
+
+        Returns:
+            The handle: ``name``, size, crc32.
+
+        Raises:
+            StorageNotWritableError: If the file cannot be written; names it.
+            ValueError: If ``name`` is not a plain file name.
+        """
+        validate_state_name(name)
+        path = self.checkpoint_dir(checkpoint_id) / name
+        size = 0
+        crc = 0
+        try:
+            # Buffered on purpose: a cancelled aiofiles call leaves its worker thread
+            # running, and the buffered file's lock makes the close below wait for that
+            # write; a raw file would close the descriptor under it (and the number could
+            # be reused by another open before the write lands).
+            f = await aiofiles.open(path, "wb", opener=_open_making_folder)
+            try:
+                for batch in _batches(chunks, WRITE_BATCH_BYTES):
+                    crc = zlib.crc32(batch, crc)
+                    size += len(batch)
+                    await f.write(batch)
+                await f.flush()
+                await _fsync(f.fileno())
+            finally:
+                await _close(f)
+        except OSError as error:
+            raise StorageNotWritableError(str(path), error) from error
+        return StateHandle(path=name, size=size, checksum=f"{crc:08x}")
+
+    async def commit(self, metadata: CheckpointMetadata) -> str:
+        """Write ``chk-<n>/_metadata`` atomically; the checkpoint is then complete.
+
+        One worker-thread hop: write ``_metadata.tmp``, fsync it, rename it to
+        ``_metadata``, fsync ``chk-<n>`` and the job's folder. Before the rename no
+        ``_metadata`` exists; a crash leaves at most a ``_metadata.tmp``, which nothing
+        reads. The outcome of a cancelled commit is always known: cancelled before its
+        thread starts, it raises the cancellation and nothing was written; cancelled
+        while in its thread, it runs to its end and returns (or raises) as usual, and
+        the cancellation is delivered at the caller's next checkpoint.
+
+        Args:
+            metadata: The checkpoint's metadata.
+
+        Returns:
+            The checkpoint's pointer: the path of its folder.
+
+        Raises:
+            StorageError: If ``chk-<n>/_metadata`` already exists (completed checkpoints
+                are immutable).
+            StorageNotWritableError: If the metadata cannot be written; names the file.
+            ValueError: If the metadata is of another job or format version.
+        """
+        check_commit(metadata, self.job_id)
+        data = encode_metadata(metadata)
+        folder = self.checkpoint_dir(metadata.checkpoint_id)
+        await anyio.to_thread.run_sync(_commit, folder, data)
+        return str(folder)
+
+    async def discard(self, checkpoint_id: int) -> None:
+        """Delete ``chk-<n>`` and everything in it. Idempotent; one worker-thread hop.
+
+        ``_metadata`` goes first, so a crash half way leaves an incomplete checkpoint
+        (never restored), not a complete one with missing files.
+
+        Raises:
+            StorageNotWritableError: If it cannot be deleted; names the folder.
+        """
+        await anyio.to_thread.run_sync(_discard, self.checkpoint_dir(checkpoint_id))
+
+    async def read_state(self, pointer: str, handle: StateHandle) -> bytes:
+        """Read one state file of a checkpoint or savepoint, verified by size and crc32.
+
+        Three aiofiles calls (open, read, close); the checksum is computed on the event
+        loop in steps of 4 MiB with a yield between them.
+
+        Args:
+            pointer: The checkpoint's folder (from ``commit``) or a savepoint's folder,
+                or its ``_metadata`` file, or either as a ``file://`` URI.
+            handle: The file's handle, from the metadata.
+
+        Returns:
+            The file's bytes.
+
+        Raises:
+            CheckpointNotFoundError: If the file does not exist; names it.
+            CorruptCheckpointError: If its size or checksum does not match the handle,
+                or the handle's path leaves the folder; names the file.
+            StorageError: If it cannot be read (e.g. permissions).
+        """
+        path = state_file_path(checkpoint_folder(pointer), handle.path)
+        try:
+            f = await aiofiles.open(path, "rb")  # buffered, for the reason in write_state
+            try:
+                data = await f.read()
+            finally:
+                await _close(f)
+        except (FileNotFoundError, NotADirectoryError) as error:
+            raise CheckpointNotFoundError(str(path), "checkpoint state file") from error
+        except OSError as error:
+            raise StorageError(
+                f"cannot read checkpoint state file {path}: {error.strerror or error}; "
+                f"fix its permissions or restore from another checkpoint"
+            ) from error
+        crc = 0
+        view = memoryview(data)
+        for start in range(0, len(view), _CRC_STEP):
+            if start:
+                await anyio.lowlevel.checkpoint()
+            crc = zlib.crc32(view[start : start + _CRC_STEP], crc)
+        verify_state(handle, len(data), f"{crc:08x}", str(path))
+        return data
+
+    async def load(self, pointer: str) -> CheckpointMetadata:
+        """Read and verify the metadata of a checkpoint or savepoint; one thread hop.
+
+        Args:
+            pointer: Its folder or ``_metadata`` file, or either as a ``file://`` URI.
+
+        Raises:
+            CheckpointNotFoundError: If there is no ``_metadata`` there.
+            CorruptCheckpointError: If it fails to decode or verify; names the file.
+            StorageError: If it cannot be read.
+        """
+        return await anyio.to_thread.run_sync(load_metadata_file, checkpoint_folder(pointer))
+
+    def list_completed(self) -> list[int]:
+        """Return the ids of the ``chk-<n>`` folders with a ``_metadata``, ascending.
+
+        Blocks on one directory scan: for startup and recovery, not the hot path.
+        """
+        return completed_checkpoint_ids(self.job_dir)
+
+
+async def _close(file: AsyncBufferedIOBase | AsyncBufferedReader) -> None:
+    """Close an aiofiles file even if the caller is being cancelled.
+
+    An anyio cancellation is delivered again at every await inside the cancelled scope,
+    so an unshielded close would itself be cancelled and leak the file.
+    """
+    with anyio.CancelScope(shield=True):
+        await file.close()
+
+
+def _batches(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """Join consecutive small chunks into batches of at most ``limit`` bytes.
+
+    A chunk of ``limit`` bytes or more is yielded alone, uncopied.
+    """
+    pending: list[bytes] = []
+    pending_size = 0
+    for chunk in chunks:
+        if pending and pending_size + len(chunk) > limit:
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, pending_size = [], 0
+        if len(chunk) >= limit:
+            yield chunk
+            continue
+        pending.append(chunk)
+        pending_size += len(chunk)
+    if pending:
+        yield pending[0] if len(pending) == 1 else b"".join(pending)
+
+
+def _open_making_folder(path: str, flags: int) -> int:
+    """``open`` for aiofiles that creates the checkpoint's folder on first use.
+
+    Runs in the worker thread of the ``open`` hop, so a new ``chk-<n>`` costs no hop.
+    """
+    try:
+        return os.open(path, flags | os.O_CLOEXEC, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, flags | os.O_CLOEXEC, 0o666)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _initialize(job_dir: Path) -> None:
+    """Create the job's folders and probe that the job's folder is writable."""
+    for name in (SHARED_DIR, TASK_OWNED_DIR):
+        folder = job_dir / name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageNotWritableError(str(folder), error) from error
+    # mkdir(exist_ok=True) succeeds on an existing read-only folder: probe it.
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=".write-probe-", dir=job_dir)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise StorageNotWritableError(str(job_dir), error) from error
+
+
+def _commit(folder: Path, data: bytes) -> None:
+    """Write ``folder/_metadata`` atomically and durably (runs in a worker thread)."""
+    final = folder / METADATA_FILE
+    temporary = folder / METADATA_TMP_FILE
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # a checkpoint may have no state files
+        if final.exists():
+            raise StorageError(
+                f"checkpoint {folder} is already complete ({final} exists); a completed "
+                f"checkpoint is immutable, commit under a new checkpoint id"
+            )
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, final)
+        _fsync_folder(folder)  # makes the rename durable
+        _fsync_folder(folder.parent)  # makes chk-<n> itself durable
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise StorageNotWritableError(str(final), error) from error
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint's folder, metadata first (runs in a worker thread)."""
+    try:
+        (folder / METADATA_FILE).unlink(missing_ok=True)
+        shutil.rmtree(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as error:
+        raise StorageNotWritableError(str(folder), error) from error

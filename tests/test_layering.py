@@ -1,0 +1,118 @@
+"""The package layering of DESIGN.md, enforced on the source: arrows never point up.
+
+``runtime`` may import ``actors`` and ``storage``; ``actors`` imports neither of the
+others and ``storage`` neither of the others. ``aiofiles`` belongs to the file-system
+checkpoint storage only: no module imports it except one under ``storage/`` whose name
+contains ``file``. Every import counts, including those under ``TYPE_CHECKING`` and
+inside functions; relative imports are resolved against the importing module.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("actors", "storage", "runtime")
+FORBIDDEN = {
+    "actors": {"storage", "runtime"},
+    "storage": {"actors", "runtime"},
+    "runtime": set(),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_in(source: str, module: str, *, is_package: bool) -> Iterator[tuple[int, str]]:
+    """``(line, absolute module name)`` of every import in ``source``, the text of ``module``."""
+    # The package a relative import starts from: the module itself for an __init__.
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                if node.level - 1 >= len(parts):
+                    raise AssertionError(f"{module}:{node.lineno}: relative import beyond the top")
+                base = ".".join(parts[: len(parts) - (node.level - 1)])
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                assert node.module is not None
+                target = node.module
+            yield node.lineno, target
+            # ``from runtime import tasks`` may import a submodule: count both names.
+            for alias in node.names:
+                yield node.lineno, f"{target}.{alias.name}"
+
+
+def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line, absolute module name)`` of every import in the file at ``path``."""
+    source = path.read_text(encoding="utf-8")
+    return imports_in(source, module_name(path), is_package=path.name == "__init__.py")
+
+
+def source_files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def top(module: str) -> str:
+    return module.partition(".")[0]
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "is_package", "expected"),
+    [
+        ("from .keygroups import x", "storage.state", False, "storage.keygroups"),
+        ("from ..errors import x", "runtime.api.result", False, "runtime.errors"),
+        ("from . import functions", "runtime.api", True, "runtime.api.functions"),
+        ("from .. import storage", "runtime.api", True, "runtime.storage"),
+        ("import storage.keygroups as kg", "actors.channel", False, "storage.keygroups"),
+        ("if TYPE_CHECKING:\n    from runtime import x", "actors.x", False, "runtime"),
+        ("def f():\n    import aiofiles", "storage.file_storage", False, "aiofiles"),
+    ],
+)
+def test_imports_are_found_and_resolved(
+    source: str, module: str, is_package: bool, expected: str
+) -> None:
+    assert expected in {m for _, m in imports_in(source, module, is_package=is_package)}
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_package_imports_only_what_the_layering_allows(package: str) -> None:
+    files = source_files(package)
+    assert files, f"no source files under {package}/"
+    violations = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in files
+        for line, module in imported_modules(path)
+        if top(module) in FORBIDDEN[package]
+    ]
+    assert not violations, "\n".join(violations)
+
+
+def test_the_checker_sees_the_allowed_arrows() -> None:
+    """Not vacuous: the imports of runtime on the lower packages are found."""
+    tops = {top(m) for path in source_files("runtime") for _, m in imported_modules(path)}
+    assert {"actors", "storage", "runtime"} <= tops
+
+
+def test_aiofiles_only_in_file_system_storage() -> None:
+    violations = []
+    for package in PACKAGES:
+        for path in source_files(package):
+            relative = path.relative_to(ROOT)
+            allowed = relative.parts[0] == "storage" and "file" in path.stem
+            for line, module in imported_modules(path):
+                if top(module) == "aiofiles" and not allowed:
+                    violations.append(f"{relative}:{line} imports {module}")
+    assert not violations, "\n".join(violations)
