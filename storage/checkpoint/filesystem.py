@@ -137,12 +137,12 @@ class FileCheckpointStorage:
         """Write ``chk-<n>/<name>`` from ``chunks``, fsync it, return its handle.
 
         One aiofiles ``open`` (which creates ``chk-<n>`` if needed), one ``write`` per
-        :data:`WRITE_BATCH_BYTES`, a ``flush``, an ``fsync`` and a ``close``. Chunks are consumed
-        lazily, on the event loop. If cancelled, the file is closed and a partial file
-        remains until the checkpoint is discarded. A write racing with the ``discard`` of
-        its checkpoint (an abort) may create ``chk-<n>`` again: the coordinator discards
-        again when the late acknowledgement arrives, as Flink does, and a folder without
-        ``_metadata`` is never restored.
+        :data:`WRITE_BATCH_BYTES`, a ``flush``, an ``fsync`` and a ``close``. Chunks are
+        consumed lazily, on the event loop. If cancelled, the file is still closed and a
+        partial file remains until the checkpoint is discarded. A write racing with the
+        ``discard`` of its checkpoint (an abort) may create ``chk-<n>`` again: the
+        coordinator discards again when the late acknowledgement arrives, as Flink does,
+        and a folder without ``_metadata`` is never restored.
 
         Args:
             checkpoint_id: The pending checkpoint.
@@ -166,7 +166,8 @@ class FileCheckpointStorage:
             # running, and the buffered file's lock makes the close below wait for that
             # write; a raw file would close the descriptor under it (and the number could
             # be reused by another open before the write lands).
-            f = await aiofiles.open(path, "wb", opener=_open_making_folder)
+            with anyio.CancelScope(shield=True):  # else a cancel could orphan the file
+                f = await aiofiles.open(path, "wb", opener=_open_making_folder)
             try:
                 for batch in _batches(chunks, WRITE_BATCH_BYTES):
                     crc = zlib.crc32(batch, crc)
@@ -242,7 +243,8 @@ class FileCheckpointStorage:
         """
         path = state_file_path(checkpoint_folder(pointer), handle.path)
         try:
-            f = await aiofiles.open(path, "rb")  # buffered, for the reason in write_state
+            with anyio.CancelScope(shield=True):  # as in write_state, and buffered too
+                f = await aiofiles.open(path, "rb")
             try:
                 data = await f.read()
             finally:
@@ -288,7 +290,9 @@ async def _close(file: AsyncBufferedIOBase | AsyncBufferedReader) -> None:
     """Close an aiofiles file even if the caller is being cancelled.
 
     An anyio cancellation is delivered again at every await inside the cancelled scope,
-    so an unshielded close would itself be cancelled and leak the file.
+    so an unshielded close would itself be cancelled and leak the file. (The ``open``
+    hop is shielded for the same reason: cancelled, it would leave the file it opens in
+    the worker thread with no owner.)
     """
     with anyio.CancelScope(shield=True):
         await file.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import re
 import stat
@@ -310,6 +311,7 @@ async def test_a_cancelled_write_leaves_a_partial_file_that_discard_removes(
 
         await file_storage.write_state(1, "count-0", chunks())
     assert scope.cancelled_caught
+    gc.collect()  # an unclosed file would warn (ResourceWarning, an error here) now
     assert names(file_storage.job_dir / "chk-1") == ["count-0"]
     assert file_storage.list_completed() == []
     await file_storage.discard(1)
@@ -347,3 +349,15 @@ async def test_a_commit_cancelled_before_its_thread_writes_nothing(
         await file_storage.commit(make_metadata(1, [None]))
     assert scope.cancelled_caught
     assert not (file_storage.job_dir / "chk-1").exists()
+
+
+async def test_a_cancelled_read_closes_its_file(
+    file_storage: FileCheckpointStorage, make_metadata: MakeMetadata
+) -> None:
+    handle = await file_storage.write_state(1, "count-0", [b"abc"])
+    pointer = await file_storage.commit(make_metadata(1, [handle]))
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await file_storage.read_state(pointer, handle)
+    assert scope.cancelled_caught
+    gc.collect()  # an unclosed file would warn (ResourceWarning, an error here) now
