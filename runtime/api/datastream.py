@@ -190,12 +190,18 @@ class DataStream:
         """Partition by key: records with equal keys go to the same subtask.
 
         Args:
-            key_selector: returns a record's key: None, bool, int, float, str, bytes or a
-                tuple of these (the types the stable hash encodes).
+            key_selector: returns a record's key: a bool, int, float, str, bytes or a
+                tuple of these (the types the stable hash encodes). As in Flink, None
+                is not a key.
             key_type: the keys' type, if known: checked now, so a key type the stable
                 hash cannot encode is an error when the job is built.
         """
         check_arity(key_selector, 1, "the key selector", "key_by")
+        if key_type is type(None):
+            raise ConfigError(
+                "key_by: key_type NoneType cannot be keyed: None is not a key (as in Flink); "
+                "map records without a key to a real key, e.g. '' or -1"
+            )
         if key_type is not None:
             sample = _sample_of(key_type)
             try:

@@ -339,6 +339,7 @@ class StreamEnvironment:
             ConfigError: the job is invalid (nothing was started).
         """
         execution = self._execution(job_name)
+        execution.deploy()  # so that the client sees every operator from the start
         task = asyncio.get_running_loop().create_task(execution.run(), name=job_name)
         # The client's wait() retrieves the result or error; a job nobody waits for
         # must not log "exception was never retrieved".

@@ -75,12 +75,16 @@ class JobExecution:
         self._operators: list[tuple[JobVertex, int, list[StreamOperator]]] = []
         self._supervisor: Supervisor | None = None
         self._assignments: dict[int, list[list[Any]]] = {}
+        self._deployed = False
         self._cancel_requested = False
 
     # -- deployment -----------------------------------------------------------------------
 
     def deploy(self) -> None:
-        """Create every channel and task actor (nothing runs yet)."""
+        """Create every channel and task actor (nothing runs yet). Idempotent."""
+        if self._deployed:
+            return
+        self._deployed = True
         for edge in self.graph.edges:
             self.channels[id(edge)] = self._make_channels(edge)
         for vertex in self.graph.vertices:

@@ -29,6 +29,9 @@ class RuntimeContext:
         max_parallelism: the number of key groups.
         job_name: the job's name.
         attempt: 0 for the first run, then the restart number.
+        is_restored: whether the subtask's state was restored from a checkpoint or
+            savepoint (``initialize_state`` reads it, as Flink's
+            ``FunctionInitializationContext.isRestored``).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class RuntimeContext:
         attempt: int = 0,
         keyed_backend: HeapKeyedStateBackend | None = None,
         operator_backend: OperatorStateBackend | None = None,
+        is_restored: bool = False,
     ) -> None:
         self.operator_name = operator_name
         self.subtask_index = subtask_index
@@ -51,6 +55,7 @@ class RuntimeContext:
         self.attempt = attempt
         self.keyed_backend = keyed_backend
         self.operator_backend = operator_backend
+        self.is_restored = is_restored
 
     @property
     def task_name(self) -> str:

@@ -118,6 +118,8 @@ class StreamTask(Task):
             await self.chain.process(batch[position : position + 1])
             if gate.has_priority or self.mailbox:
                 self.handle_urgent()
+            if self.deadline != math.inf:
+                self.on_deadline(time.monotonic())
         self._in_progress = None
         await self.after_buffer()
 

@@ -9,7 +9,9 @@ pending checkpoint (:meth:`~CheckpointStorage.write_state`, framed by
 keeps the newest ones (:class:`CompletedCheckpointStore`) and discards the rest; recovery
 finds the newest usable checkpoint on disk (:func:`find_latest_valid`), loads its
 metadata and reads the state back (:meth:`~CheckpointStorage.read_state`,
-:func:`iter_frames`). Errors are drawn in :mod:`storage.checkpoint.errors`.
+:func:`iter_frames`). Offline, without a job, :func:`read_checkpoint` verifies a completed
+checkpoint or savepoint and decodes its state for people and tests to inspect. Errors are
+drawn in :mod:`storage.checkpoint.errors`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ from storage.checkpoint.metadata import (
     decode_metadata,
     encode_metadata,
 )
+from storage.checkpoint.reader import (
+    ChannelKey,
+    CheckpointContents,
+    OperatorContents,
+    SubtaskContents,
+    read_checkpoint,
+)
 from storage.checkpoint.recovery import (
     CheckpointScan,
     completed_checkpoint_ids,
@@ -62,6 +71,8 @@ __all__ = [
     "SUPPORTED_METADATA_VERSIONS",
     "TASK_OWNED_DIR",
     "WRITE_BATCH_BYTES",
+    "ChannelKey",
+    "CheckpointContents",
     "CheckpointMetadata",
     "CheckpointNotFoundError",
     "CheckpointScan",
@@ -70,12 +81,14 @@ __all__ = [
     "CorruptCheckpointError",
     "FileCheckpointStorage",
     "MemoryCheckpointStorage",
+    "OperatorContents",
     "OperatorStateHandle",
     "RetainedCheckpoint",
     "StateFrame",
     "StateHandle",
     "StorageError",
     "StorageNotWritableError",
+    "SubtaskContents",
     "SubtaskStateHandle",
     "checkpoint_folder",
     "completed_checkpoint_ids",
@@ -86,5 +99,6 @@ __all__ = [
     "find_latest_valid",
     "iter_frames",
     "load_metadata_file",
+    "read_checkpoint",
     "resolve_storage",
 ]

@@ -100,7 +100,7 @@ async def test_in_flight_records_stay_within_the_channel_bound(
         source = client.metrics().get("source")  # absent until the job is deployed
         return 0 if source is None else source.records_out
 
-    waiting = asyncio.ensure_future(client.wait())
+    waiting = asyncio.get_running_loop().create_task(client.wait())
     while not waiting.done():
         samples.append(emitted() - received)
         await asyncio.sleep(0)
@@ -114,9 +114,7 @@ async def test_in_flight_records_stay_within_the_channel_bound(
     assert max(samples) >= capacity * buffer_size
     for name, stats in result.channels.items():
         assert stats.max_queued <= capacity, name
-    into_sink = [
-        s for name, s in result.channels.items() if name.endswith(")") and "-> sink" in name
-    ]
+    into_sink = [s for name, s in result.channels.items() if "-> sink (" in name]
     assert any(s.refused > 0 and s.max_queued == capacity for s in into_sink)
     sources = [t for t in result.tasks if t.name.startswith("source (")]
     assert len(sources) == topology.parallelism

@@ -221,27 +221,45 @@ def test_operator_name_used_twice() -> None:
         numbers.filter(bool, name="step")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the built-in sources and sinks pass their default name as an explicit "
-    "name (from_collection -> name or 'collection', collect -> name or 'collect', also "
-    "from_sequence, generate, print, write_text), so two of them without a name raise "
-    "\"operator name 'collect' is used twice\" instead of being named 'collect-2' like "
-    "map/filter are; e.g. env.from_collection(a).union(env.from_collection(b)) fails",
-)
-@pytest.mark.parametrize("twice", ["from_collection", "collect", "print"])
-async def test_unnamed_built_in_sources_and_sinks_get_unique_default_names(twice: str) -> None:
+@pytest.mark.parametrize("twice", ["from_collection", "from_sequence", "generate"])
+async def test_unnamed_built_in_sources_get_unique_default_names(twice: str) -> None:
     env = StreamEnvironment()
-    if twice == "from_collection":
-        env.from_collection([1]).union(env.from_collection([2])).collect()
-    else:
-        numbers = env.from_collection([1, 2])
-        getattr(numbers, twice)()
-        getattr(numbers.map(lambda x: -x), twice)()
+    make = {
+        "from_collection": lambda: env.from_collection([1, 2]),
+        "from_sequence": lambda: env.from_sequence(1, 2),
+        "generate": lambda: env.generate(lambda i: i + 1, 2),
+    }[twice]
+    make().union(make()).collect()
 
     result = await env.execute()
 
-    assert result.status.value == "finished"
+    default = {"from_collection": "collection", "from_sequence": "sequence"}.get(twice, "generator")
+    assert [v.name for v in env.get_job_graph().vertices][:2] == [default, f"{default}-2"]
+    assert sorted(result.collected["collect"]) == [1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("twice", ["collect", "print", "sink_to"])
+async def test_unnamed_built_in_sinks_get_unique_default_names(
+    twice: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = StreamEnvironment()
+    numbers = env.from_collection([1, 2])
+    attach = {
+        "collect": lambda s: s.collect(),
+        "print": lambda s: s.print(),
+        "sink_to": lambda s: s.sink_to(lambda x: None),
+    }[twice]
+    attach(numbers)
+    attach(numbers.map(lambda x: -x))
+
+    result = await env.execute()
+
+    default = "sink" if twice == "sink_to" else twice
+    assert {default, f"{default}-2"} <= set(result.operators)
+    if twice == "collect":
+        assert result.collected == {"collect": [1, 2], "collect-2": [-1, -2]}
+    if twice == "print":
+        assert sorted(capsys.readouterr().out.split()) == ["-1", "-2", "1", "2"]
 
 
 # -- user functions ---------------------------------------------------------------------

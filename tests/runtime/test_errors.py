@@ -117,22 +117,11 @@ async def test_every_operator_names_the_failing_record(attach: Callable[[Any], A
 # -- keys -------------------------------------------------------------------------------
 
 
-UNHASHABLE_KEY_IN_REDUCE = pytest.mark.xfail(
-    strict=True,
-    reason="bug: with one consumer subtask (no routing), KeyedReduceOperator reads the "
-    "key's state before it validates the key (operators.py: value_of() comes before "
-    "key_group(key)), so an unhashable key such as a list fails sum/reduce with a bare "
-    "TypeError 'unhashable type: list' instead of the KeyEncodingError naming key_by that "
-    "p > 1 and process() report",
-)
-
-
 @pytest.mark.parametrize(
     ("key", "p"),
     [
         *(pytest.param(lambda x: object(), p, id=f"object-p{p}") for p in (1, 2, 4)),
-        pytest.param(lambda x: [x], 1, id="list-p1", marks=UNHASHABLE_KEY_IN_REDUCE),
-        *(pytest.param(lambda x: [x], p, id=f"list-p{p}") for p in (2, 4)),
+        *(pytest.param(lambda x: [x], p, id=f"list-p{p}") for p in (1, 2, 4)),
     ],
 )
 async def test_a_key_the_stable_hash_cannot_encode_fails_the_job_naming_key_by(
@@ -267,23 +256,60 @@ async def test_a_source_that_cannot_create_its_reader_fails_the_job() -> None:
     assert isinstance(error.__cause__, Boom)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an exception of a source's user code (generate()'s generator, a custom "
-    "SourceReader.read) is not wrapped in OperatorError: SourceTask.run_loop calls "
-    "reader.read() unguarded, so JobFailedError.__cause__ is the bare exception and names "
-    "neither the source operator nor the subtask",
-)
-async def test_a_failing_generator_fails_the_job_naming_the_source() -> None:
-    env = StreamEnvironment(parallelism=2)
-    env.generate(lambda i: fail_on_42(i), 100, name="numbers").collect()
+class FailingReader:
+    """A custom reader whose read() fails on the batch holding record 42."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def add_splits(self, splits: Any) -> None:
+        pass
+
+    def read(self, max_records: int) -> list[int] | None:
+        batch = list(range(self.next, min(self.next + max_records, 100)))
+        self.next += len(batch)
+        for value in batch:
+            fail_on_42(value)
+        return batch or None
+
+    def snapshot_state(self) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class FailingSource:
+    max_source_parallelism = 1
+
+    def create_enumerator(self) -> Any:
+        return self
+
+    def assign_splits(self, parallelism: int) -> list[list[Any]]:
+        return [[] for _ in range(parallelism)]
+
+    def create_reader(self, subtask_index: int) -> FailingReader:
+        return FailingReader()
+
+
+@pytest.mark.parametrize("source", ["generate", "custom"])
+async def test_a_failing_source_fails_the_job_naming_the_source(source: str) -> None:
+    env = StreamEnvironment(parallelism=2, buffer_size=10)
+    if source == "generate":
+        env.generate(fail_on_42, 100, name="numbers").collect()
+    else:
+        env.from_source(FailingSource(), name="numbers").collect()
 
     error = await run_failing(env)
 
     cause = error.__cause__
     assert isinstance(cause, OperatorError)
     assert cause.operator == "numbers"
-    assert "(subtask 1/2) raised Boom: no 42 here" in str(cause)
+    p = 2 if source == "generate" else 1
+    assert str(cause) == (
+        f"operator 'numbers' (subtask 1/{p}) raised Boom: no 42 here during reading the source"
+    )
+    assert isinstance(cause.__cause__, Boom)
 
 
 # -- JobClient --------------------------------------------------------------------------
@@ -372,16 +398,8 @@ async def test_cancel_after_the_end_changes_nothing() -> None:
     assert await client.wait() is result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (in actors.Supervisor, seen through JobClient): cancel() right after "
-    "env.start(), before the job's task ran, still lets every actor run its body until "
-    "its first suspension: the group is cancelled before the actors' tasks took a step, "
-    "and anyio only cancels started tasks, so the source runs until its first yield "
-    "(YIELD_INTERVAL, ~2 ms: tens of thousands of records) although the job was "
-    "cancelled before it started",
-)
 async def test_cancel_before_the_job_started_runs_nothing() -> None:
+    """The job's actors have not taken a step yet: none of them may run its body."""
     env = StreamEnvironment()
     env.generate(lambda i: i, name="numbers").collect()
     client = await env.start()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 
@@ -21,6 +22,10 @@ def ranges_of(start: int, end: int, p: int) -> list[range]:
     """The numbers each subtask of ``from_sequence(start, end)`` reads."""
     total = end + 1 - start
     return [range(start + total * i // p, start + total * (i + 1) // p) for i in range(p)]
+
+
+def lines_of(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
 
 
 # -- collect ----------------------------------------------------------------------------
@@ -72,21 +77,29 @@ async def test_parallel_print_prefixes_each_line_with_its_subtask(
         assert mine == [f"{i + 1}> n={x}" for x in ranges_of(1, 20, p)[i]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: PrintSink(stream=...) never writes to the stream it is given: sink_to "
-    "deep-copies the sink object per subtask (api/datastream.py _per_subtask), so an "
-    "io.StringIO is copied and the caller's buffer stays empty (and sys.stderr or an open "
-    "file cannot be copied at all, a ConfigError at build)",
-)
-async def test_print_sink_writes_to_the_stream_it_is_given() -> None:
+@pytest.fixture
+def text_file(tmp_path: Path) -> Iterator[TextIO]:
+    """A file open for writing: a stream that cannot be deep-copied."""
+    with open(tmp_path / "out.txt", "w", encoding="utf-8") as file:
+        yield file
+
+
+@pytest.mark.parametrize("p", [1, 2], ids=lambda p: f"p{p}")
+async def test_print_sink_writes_to_the_stream_it_is_given(p: int, text_file: TextIO) -> None:
+    """Every subtask writes to the one stream, be it copyable (StringIO) or not (a file)."""
     buffer = io.StringIO()
-    env = StreamEnvironment()
-    env.from_collection([1, 2]).sink_to(PrintSink("> ", stream=buffer))
+    env = StreamEnvironment(parallelism=p)
+    numbers = env.from_sequence(1, 4)
+    numbers.sink_to(PrintSink("> ", stream=buffer), name="to-buffer")
+    numbers.sink_to(PrintSink("> ", stream=text_file), name="to-file")
 
     await env.execute()
 
-    assert buffer.getvalue() == "> 1\n> 2\n"
+    prefixes = [f"{i + 1}> " if p > 1 else "" for i in range(p)]
+    expected = [f"{prefixes[i]}> {x}" for i, r in enumerate(ranges_of(1, 4, p)) for x in r]
+    assert sorted(buffer.getvalue().splitlines()) == sorted(expected)
+    text_file.flush()
+    assert sorted(lines_of(Path(text_file.name))) == sorted(expected)
 
 
 # -- write_text -------------------------------------------------------------------------

@@ -16,18 +16,22 @@ from typing import Any
 import pytest
 
 from runtime import (
+    ConfigError,
     FilterFunction,
     FlatMapFunction,
+    JobFailedError,
     KeyedProcessFunction,
     ListStateDescriptor,
     MapFunction,
     MapStateDescriptor,
+    OperatorError,
     ReduceFunction,
     ReducingStateDescriptor,
     RuntimeContext,
     StreamEnvironment,
     ValueStateDescriptor,
 )
+from storage import KeyEncodingError
 
 each_parallelism = pytest.mark.parametrize("p", [1, 2, 4], ids=lambda p: f"p{p}")
 
@@ -358,26 +362,28 @@ async def test_keyed_process_plain_function(p: int) -> None:
     assert all(len({r[1] for r in g}) == 1 for g in by_key(out, lambda r: r[0]).values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: key_by documents None as a supported key type (and key_by(key_type=type("
-    "None)) passes its build-time check, the stable hash encodes None), but the keyed "
-    "state backend treats current_key None as 'no key', so every keyed operator fails "
-    "on a None key with StateError 'accessed with no current key ... None cannot be a key'",
-)
 @pytest.mark.parametrize("p", [1, 2], ids=lambda p: f"p{p}")
-async def test_none_is_a_key_like_any_other(p: int) -> None:
+@pytest.mark.parametrize("operator", ["sum", "process"])
+async def test_none_is_not_a_key(p: int, operator: str) -> None:
+    """As in Flink: a None key fails the job with an error that names key_by."""
     env = StreamEnvironment(parallelism=p)
-    (
-        env.from_collection([(None, 1), ("a", 2), (None, 3)])
-        .key_by(lambda t: t[0], key_type=type(None))
-        .sum(1)
-        .collect()
-    )
+    keyed = env.from_collection([("a", 1), (None, 2)]).key_by(lambda t: t[0])
+    (keyed.sum(1) if operator == "sum" else keyed.process(lambda v, ctx: [v])).collect()
 
-    result = await env.execute()
+    with pytest.raises(JobFailedError) as caught:
+        await env.execute()
 
-    assert Counter(result.collected["collect"]) == Counter([(None, 1), ("a", 2), (None, 4)])
+    cause = caught.value.__cause__
+    assert isinstance(cause, OperatorError)
+    assert isinstance(cause.__cause__, KeyEncodingError)
+    assert "the key selector of key_by returned None, and None cannot be a key" in str(cause)
+    assert cause.record == (None, 2)
+
+
+def test_a_none_key_type_is_rejected_when_the_job_is_built() -> None:
+    numbers = StreamEnvironment().from_collection([1])
+    with pytest.raises(ConfigError, match="key_by: key_type NoneType cannot be keyed"):
+        numbers.key_by(lambda x: None, key_type=type(None))
 
 
 # -- reduce and sum ---------------------------------------------------------------------

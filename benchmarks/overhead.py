@@ -1,0 +1,175 @@
+"""What checkpoints cost when nothing is backpressured, and the stall of a big snapshot.
+
+Part 1, throughput: the keyed count job of ``benchmarks.throughput`` (``--records``
+records over ``--keys`` keys, parallelism 1) with checkpoints off, every 1 s and every
+100 ms, aligned and unaligned, interleaved over ``--repeats`` rounds. Reported: median
+records/s per variant and its ratio to "off" in the same run. Goals (issue 3): >= 0.95x
+at 1 s, >= 0.90x at 100 ms, unaligned on vs off >= 0.95x.
+
+Part 2, stall: a job holding ``--stall-keys`` keys of in-memory keyed state takes a
+checkpoint (file storage) while records keep flowing; a probe task measures the longest
+time the event loop did not get to run it (the processing stall). Goal: <= 10 ms.
+
+    python -m benchmarks.overhead            # full run
+    python -m benchmarks.overhead --quick    # a smoke run of a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from typing import Any
+
+from benchmarks.harness import interleave, machine, machine_line, write_report
+from benchmarks.throughput import CountingSink, make_functions
+from runtime import StreamEnvironment
+
+VARIANTS: dict[str, dict[str, Any] | None] = {
+    "off": None,
+    "aligned 1 s": {"interval": 1.0, "unaligned": False},
+    "aligned 100 ms": {"interval": 0.1, "unaligned": False},
+    "unaligned 1 s": {"interval": 1.0, "unaligned": True},
+    "unaligned 100 ms": {"interval": 0.1, "unaligned": True},
+}
+
+
+def run_job(records: int, keys: int, checkpointing: dict[str, Any] | None) -> float:
+    """Records/s of the keyed count job with the given checkpointing."""
+    to_pair, key_of, add = make_functions(keys)
+
+    async def job() -> float:
+        env = StreamEnvironment(parallelism=1)
+        if checkpointing is not None:
+            env.enable_checkpointing(checkpointing["interval"],
+                                     unaligned=checkpointing["unaligned"])
+        (
+            env.from_sequence(0, records - 1)
+            .map(to_pair, name="map")
+            .key_by(key_of)
+            .reduce(add, name="count")
+            .sink_to(CountingSink(), name="sink")
+        )
+        start = time.perf_counter()
+        result = await env.execute("keyed count")
+        elapsed = time.perf_counter() - start
+        assert result.records_in("sink") == records
+        return records / elapsed
+
+    return asyncio.run(job())
+
+
+async def measure_stall(keys: int, directory: str) -> dict[str, float]:
+    """Run a job that builds ``keys`` keys of state, checkpoint it, probe the loop."""
+    env = StreamEnvironment(parallelism=1)
+    env.enable_checkpointing(3600.0, storage=f"file://{directory}")
+    (
+        env.generate(lambda i: (i % keys, 1), records_per_second=None)
+        .key_by(lambda r: r[0])
+        .sum(1, name="count")
+        .sink_to(CountingSink(), name="sink")
+    )
+    client = await env.start("stall")
+    # Fill the state: wait until every key has been seen at least once.
+    while client.metrics()["count"].records_in < keys * 1.2:
+        await asyncio.sleep(0.05)
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def probe() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    # Baseline: the loop's longest gap with the job running and no checkpoint.
+    probe_task = asyncio.create_task(probe())
+    await asyncio.sleep(1.0)
+    baseline = max(gaps)
+    gaps.clear()
+    started = time.perf_counter()
+    completed = await client.trigger_checkpoint()
+    checkpoint_seconds = time.perf_counter() - started
+    stop.set()
+    await probe_task
+    client.cancel()
+    result = await client.wait()
+    stats = result.checkpoints
+    assert stats is not None
+    latest = [s for s in stats.completed() if s.checkpoint_id == completed.checkpoint_id][0]
+    return {
+        "keys": keys,
+        "max_stall_during_checkpoint_s": max(gaps),
+        "max_stall_without_checkpoint_s": baseline,
+        "checkpoint_seconds": checkpoint_seconds,
+        "sync_s": latest.max_sync_duration,
+        "async_s": latest.max_async_duration,
+        "state_bytes": latest.state_size,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=3_000_000)
+    parser.add_argument("--keys", type=int, default=1_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--stall-keys", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 round")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.records, args.repeats, args.stall_keys = 300_000, 1, 50_000
+    series = interleave(
+        {
+            name: (lambda cfg=cfg: run_job(args.records, args.keys, cfg))
+            for name, cfg in VARIANTS.items()
+        },
+        repeats=args.repeats,
+    )
+    off = series["off"].median
+    with tempfile.TemporaryDirectory() as directory:
+        stall = asyncio.run(measure_stall(args.stall_keys, directory))
+    info = machine()
+    goals = {"aligned 1 s": 0.95, "aligned 100 ms": 0.90, "unaligned 1 s": 0.95,
+             "unaligned 100 ms": 0.90}
+    report = {
+        "benchmark": "overhead",
+        "machine": info,
+        "parameters": vars(args),
+        "records_per_s": {name: s.summary() for name, s in series.items()},
+        "ratio_to_off": {name: s.median / off for name, s in series.items()},
+        "goals": goals,
+        "stall": stall,
+    }
+    rows = [
+        f"Checkpoint overhead, keyed count, {args.records:,} records, {args.keys:,} keys, "
+        f"parallelism 1, medians of {args.repeats}; {machine_line(info)}",
+        "",
+        "| checkpoints | records/s (median) | min | max | ratio to off | goal |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in series.items():
+        goal = f">= {goals[name]:.2f}x" if name in goals else ""
+        rows.append(
+            f"| {name} | {s.median:,.0f} | {min(s.values):,.0f} | {max(s.values):,.0f} | "
+            f"{s.median / off:.3f}x | {goal} |"
+        )
+    rows += [
+        "",
+        f"Stall while {stall['keys']:,} keys of heap state are checkpointed to files: "
+        f"longest event-loop gap {stall['max_stall_during_checkpoint_s'] * 1e3:.1f} ms "
+        f"(without a checkpoint: {stall['max_stall_without_checkpoint_s'] * 1e3:.1f} ms; "
+        f"goal <= 10 ms); sync part {stall['sync_s'] * 1e3:.2f} ms, async part "
+        f"{stall['async_s'] * 1e3:,.0f} ms, {stall['state_bytes']:,} bytes.",
+    ]
+    markdown = "\n".join(rows)
+    if not args.quick:
+        write_report("overhead", report, markdown)
+    print(markdown)
+    return report
+
+
+if __name__ == "__main__":
+    main()
