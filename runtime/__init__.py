@@ -45,6 +45,14 @@ from runtime.connectors.sequence import GeneratorSource, NumberSequenceSource, R
 from runtime.connectors.sinks import CollectSink, PrintSink, TextFileSink
 from runtime.connectors.source import Source, SourceReader, SourceSplit, SplitEnumerator
 from runtime.errors import ConfigError, JobFailedError, OperatorError, WeirError
+from runtime.scheduler.executor import RestoreWarning
+from runtime.scheduler.restart import (
+    ExponentialDelayRestart,
+    FailureRateRestart,
+    FixedDelayRestart,
+    NoRestart,
+    RestartStrategy,
+)
 from runtime.tasks.context import RuntimeContext
 from storage import (
     ListStateDescriptor,
@@ -67,8 +75,11 @@ __all__ = [
     "DataStream",
     "DataStreamSink",
     "ExecutionConfig",
+    "ExponentialDelayRestart",
     "ExternalizedCheckpointRetention",
+    "FailureRateRestart",
     "FilterFunction",
+    "FixedDelayRestart",
     "FlatMapFunction",
     "Function",
     "GeneratorSource",
@@ -81,6 +92,7 @@ __all__ = [
     "ListStateDescriptor",
     "MapFunction",
     "MapStateDescriptor",
+    "NoRestart",
     "NumberSequenceSource",
     "OperatorError",
     "OperatorMetrics",
@@ -88,6 +100,8 @@ __all__ = [
     "RangeSplit",
     "ReduceFunction",
     "ReducingStateDescriptor",
+    "RestartStrategy",
+    "RestoreWarning",
     "RuntimeContext",
     "SinkFunction",
     "Source",

@@ -11,7 +11,10 @@ one is a ``ConfigError`` that names it.
 from __future__ import annotations
 
 import asyncio
+import copy
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from runtime.api.datastream import DataStream
@@ -36,6 +39,7 @@ from runtime.graph.job_graph import JobGraph, build_job_graph
 from runtime.graph.partitioning import Partitioning
 from runtime.graph.transformations import NodeKind, OperatorFactory, Transformation
 from runtime.scheduler.executor import JobExecution
+from runtime.scheduler.restart import RestartStrategy
 from storage import DEFAULT_MAX_PARALLELISM, UPPER_BOUND_MAX_PARALLELISM
 from storage.checkpoint import resolve_storage
 
@@ -94,6 +98,7 @@ class StreamEnvironment:
         self.config.validate()
         self.chaining = bool(chaining)
         self.checkpoint_config = CheckpointConfig()
+        self.restart_strategy: RestartStrategy | None = None
         self._nodes: list[Transformation] = []
         self._names: set[str] = set()
         self._uids: dict[str, str] = {}
@@ -313,13 +318,58 @@ class StreamEnvironment:
         """The job's plan as text: one line per chain with its parallelism and inputs."""
         return self.get_job_graph().describe()
 
-    def _execution(self, job_name: str) -> JobExecution:
+    def set_restart_strategy(self, strategy: RestartStrategy) -> StreamEnvironment:
+        """What to do when a task fails (``runtime.scheduler.restart``).
+
+        Flink's default applies if never set: exponential delay with checkpointing,
+        else no restart.
+        """
+        if not callable(getattr(strategy, "on_failure", None)):
+            raise ConfigError(
+                f"set_restart_strategy: {strategy!r} is not a restart strategy; use "
+                f"NoRestart(), FixedDelayRestart(), ExponentialDelayRestart() or "
+                f"FailureRateRestart()"
+            )
+        self.restart_strategy = strategy
+        return self
+
+    def _execution(
+        self,
+        job_name: str,
+        restore_from: str | os.PathLike[str] | None,
+        allow_non_restored_state: bool,
+    ) -> JobExecution:
         if not isinstance(job_name, str) or not job_name:
             raise ConfigError(f"job name must be a non-empty str, got {job_name!r}")
-        return JobExecution(self.get_job_graph(), self.config, job_name, self.checkpoint_config)
+        strategy = self.restart_strategy
+        if strategy is not None:
+            # A fresh copy per run: strategies remember the failures they saw.
+            strategy = copy.deepcopy(strategy)
+        return JobExecution(
+            self.get_job_graph(),
+            self.config,
+            job_name,
+            self.checkpoint_config,
+            restart_strategy=strategy,
+            restore_from=None if restore_from is None else Path(restore_from),
+            allow_non_restored_state=allow_non_restored_state,
+        )
 
-    async def execute(self, job_name: str = "weir job") -> JobResult:
+    async def execute(
+        self,
+        job_name: str = "weir job",
+        *,
+        restore_from: str | os.PathLike[str] | None = None,
+        allow_non_restored_state: bool = False,
+    ) -> JobResult:
         """Build, validate and run the job until it ends.
+
+        Args:
+            job_name: the job's name.
+            restore_from: start from this checkpoint: a ``chk-<n>`` folder, its
+                ``_metadata`` file, or a job's checkpoint folder (the newest valid
+                checkpoint in it is used; corrupt ones are skipped with a warning).
+            allow_non_restored_state: skip state of operators the job no longer has.
 
         Returns:
             The ``JobResult`` of a finished (or cancelled) job.
@@ -330,16 +380,25 @@ class StreamEnvironment:
                 ``error.__cause__`` the first failure (an ``OperatorError`` names the
                 operator, the subtask and the record).
         """
-        return await self._execution(job_name).run()
+        execution = self._execution(job_name, restore_from, allow_non_restored_state)
+        return await execution.run()
 
-    async def start(self, job_name: str = "weir job") -> JobClient:
+    async def start(
+        self,
+        job_name: str = "weir job",
+        *,
+        restore_from: str | os.PathLike[str] | None = None,
+        allow_non_restored_state: bool = False,
+    ) -> JobClient:
         """Build and validate the job, start it in the background, return its client.
+
+        Takes the same arguments as ``execute``.
 
         Raises:
             ConfigError: the job is invalid (nothing was started).
         """
-        execution = self._execution(job_name)
-        execution.deploy()  # so that the client sees every operator from the start
+        execution = self._execution(job_name, restore_from, allow_non_restored_state)
+        await execution.prepare()  # the client sees every operator from the start
         task = asyncio.get_running_loop().create_task(execution.run(), name=job_name)
         # The client's wait() retrieves the result or error; a job nobody waits for
         # must not log "exception was never retrieved".

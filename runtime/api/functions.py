@@ -117,6 +117,8 @@ class Adapted:
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
+    if inspect.isasyncgenfunction(fn):
+        return True
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )

@@ -75,6 +75,8 @@ class JobResult:
         channels: counters of every channel, by channel name.
         error: the failure's message, if the job failed.
         checkpoints: checkpoint statistics, if checkpointing was on.
+        restarts: how many times the job restarted after a failure.
+        failures: the failures that caused restarts (and the last one), oldest first.
     """
 
     job_name: str
@@ -87,6 +89,8 @@ class JobResult:
     channels: dict[str, ChannelStatistics]
     error: str | None = None
     checkpoints: CheckpointStatistics | None = None
+    restarts: int = 0
+    failures: list[str] = field(default_factory=list)
 
     def records_in(self, operator: str) -> int:
         """Records taken in by ``operator`` (all subtasks)."""
@@ -98,8 +102,9 @@ class JobResult:
 
     def summary(self) -> str:
         """A short table of the job: status, duration, records per operator."""
+        restarts = f", {self.restarts} restarts" if self.restarts else ""
         lines = [
-            f"job {self.job_name!r} {self.status.value} in {self.duration:.3f} s",
+            f"job {self.job_name!r} {self.status.value} in {self.duration:.3f} s{restarts}",
             f"  {'operator':<24} {'p':>3} {'records in':>12} {'records out':>12}",
         ]
         for metrics in self.operators.values():
@@ -139,6 +144,11 @@ class JobClient:
     def status(self) -> JobStatus:
         """The job's current status."""
         return self._execution.status
+
+    @property
+    def restarts(self) -> int:
+        """How many times the job restarted so far."""
+        return self._execution.restarts
 
     def cancel(self) -> None:
         """Cancel the job: every subtask is stopped. Never blocks; ``wait`` for the end."""

@@ -31,7 +31,7 @@ from typing import Any
 
 import anyio
 
-from actors import Actor, Mailbox
+from actors import Actor, Mailbox, Waker
 from runtime.checkpoint.config import CheckpointConfig, CheckpointingMode
 from runtime.checkpoint.events import (
     CheckpointAcknowledged,
@@ -162,6 +162,44 @@ class CheckpointCoordinator(Actor):
         self._final_id: CheckpointId | None = None
         self._final_done = False
         self._stopped = False
+
+    # -- attempts -------------------------------------------------------------------------
+
+    async def prepare_attempt(
+        self, tasks: Mapping[TaskId, Mailbox[object]], sources: list[TaskId]
+    ) -> None:
+        """Get ready for a new attempt of the job (after a restart) with new tasks.
+
+        Pending checkpoints of the failed attempt are aborted (their files discarded);
+        completed ones, the statistics and the checkpoint ids carry on.
+        """
+        for checkpoint_id, pending in list(self.pending.items()):
+            pending.discard()
+            self.stats.failed(
+                checkpoint_id,
+                self.clock() - pending.timestamp,
+                "aborted: a task failed and the job restarted",
+            )
+            with contextlib.suppress(Exception):
+                await self.storage.discard(checkpoint_id)
+            for request in self._requests.pop(checkpoint_id, []):
+                if not request.future.done():
+                    request.future.set_exception(
+                        CheckpointError(
+                            f"checkpoint {checkpoint_id} was aborted: the job restarted",
+                            checkpoint_id,
+                            CheckpointFailureReason.TASK_FAILURE,
+                        )
+                    )
+        self.pending.clear()
+        self.tasks = dict(tasks)
+        self.sources = list(sources)
+        self._sources_at_end = set()
+        self._finished = set()
+        self._final_id = None
+        self._final_done = False
+        self.waker = Waker()
+        self.mailbox = Mailbox(self.waker)
 
     # -- public (called from other actors in the loop) ------------------------------------
 

@@ -1,13 +1,21 @@
-"""``JobExecution``: deploys a ``JobGraph`` as actors on this event loop and runs it.
+"""``JobExecution``: the job master. Runs a job's attempts, restarts, and reports.
 
-Deployment, per job vertex and subtask: create the channels of every edge (a full
-producer x consumer matrix, or ``i -> i`` for forward edges), then per subtask the
-operators (through each node's factory, so every subtask has its own), their
-``RuntimeContext`` with state backends for keyed operators (the subtask's key-group
-range), the ``RecordWriter`` of each outgoing edge, the ``OperatorChain``, and the task
-actor: a ``SourceTask`` with its reader and assigned splits, or a ``StreamTask`` with an
-``InputGate`` over its input channels. All tasks run under one ``Supervisor``: the first
-failure cancels them all and fails the job.
+One ``JobExecution`` per ``execute`` / ``start``. It
+
+1. optionally loads the checkpoint or savepoint to start from (``restore_from``: a
+   ``chk-<n>`` or savepoint folder, its ``_metadata``, or a job's checkpoint folder, in
+   which case the newest valid checkpoint is used, falling back past corrupt ones with a
+   ``RestoreWarning`` that names each file skipped);
+2. deploys an attempt (``runtime.scheduler.deployment``) and runs its tasks and the
+   checkpoint coordinator under one ``Supervisor``;
+3. when a task fails: asks the restart strategy, waits its delay (status
+   ``RESTARTING``), and deploys a new attempt from the latest completed checkpoint
+   (channel state replayed first, sources seeking to their stored positions); or, if
+   the strategy gives up, fails the job with the first error;
+4. honours the checkpoint retention policy at the end, and builds the ``JobResult``.
+
+Job status follows Flink's: created, running, (failing, restarting,) and then
+finished, failed or canceled.
 """
 
 from __future__ import annotations
@@ -15,40 +23,46 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+import warnings
+from pathlib import Path
 from typing import Any
 
-from actors import Actor, ActorFailedError, Channel, InputGate, Supervisor
+import anyio
+
+from actors import Actor, ActorFailedError, Supervisor
 from runtime.api.result import JobResult, JobStatus, OperatorMetrics
 from runtime.checkpoint.config import CheckpointConfig, ExternalizedCheckpointRetention
-from runtime.checkpoint.coordinator import CheckpointCoordinator, OperatorInfo
-from runtime.checkpoint.ids import task_id
+from runtime.checkpoint.coordinator import CheckpointCoordinator
 from runtime.config import ExecutionConfig
-from runtime.connectors.sinks import CollectSink
-from runtime.errors import JobFailedError, OperatorError
-from runtime.graph.job_graph import JobEdge, JobGraph, JobVertex
-from runtime.graph.partitioning import PartitionKind
-from runtime.graph.transformations import NodeKind
-from runtime.tasks.chain import OperatorChain
-from runtime.tasks.context import RuntimeContext
-from runtime.tasks.operators import SinkOperator, StreamOperator
-from runtime.tasks.record_writer import RecordWriter
-from runtime.tasks.snapshot import TaskCheckpointing
-from runtime.tasks.source_task import SourceOperator, SourceTask
-from runtime.tasks.stream_task import StreamTask
-from runtime.tasks.task import Task
-from storage import HeapKeyedStateBackend, KeyGroupRange, OperatorStateBackend
-from storage.checkpoint import CheckpointStorage, resolve_storage
+from runtime.errors import ConfigError, JobFailedError
+from runtime.graph.job_graph import JobGraph
+from runtime.scheduler.deployment import Deployment, uid_of
+from runtime.scheduler.restart import RestartStrategy, default_restart_strategy
+from runtime.scheduler.restore import RestoredCheckpoint, load_checkpoint
+from storage.checkpoint import (
+    METADATA_FILE,
+    CheckpointStorage,
+    FileCheckpointStorage,
+    find_latest_valid,
+    resolve_storage,
+)
 
-ChannelMatrix = dict[tuple[int, int], Channel[Any]]
+
+class RestoreWarning(UserWarning):
+    """A checkpoint was skipped while looking for one to restore (names the file)."""
 
 
 class JobExecution:
-    """One run of a job graph.
+    """One run of a job graph, with its restarts.
 
     Args:
         graph: the validated plan.
         config: the record-path options.
         job_name: the job's name.
+        checkpoint_config: checkpointing options (used if enabled).
+        restart_strategy: what to do when a task fails; Flink's default if None.
+        restore_from: a checkpoint or savepoint to start from.
+        allow_non_restored_state: skip state of operators the job no longer has.
     """
 
     def __init__(
@@ -57,6 +71,10 @@ class JobExecution:
         config: ExecutionConfig,
         job_name: str,
         checkpoint_config: CheckpointConfig | None = None,
+        *,
+        restart_strategy: RestartStrategy | None = None,
+        restore_from: str | Path | None = None,
+        allow_non_restored_state: bool = False,
     ) -> None:
         self.graph = graph
         self.config = config
@@ -67,230 +85,122 @@ class JobExecution:
             if checkpoint_config is not None and checkpoint_config.enabled
             else None
         )
+        self.restart_strategy = restart_strategy or default_restart_strategy(
+            self.checkpoint_config is not None
+        )
+        self.restore_from = restore_from
+        self.allow_non_restored_state = allow_non_restored_state
+        self.status = JobStatus.CREATED
+        self.restarts = 0
+        self.failures: list[str] = []
         self.storage: CheckpointStorage | None = None
         self.coordinator: CheckpointCoordinator | None = None
-        self.status = JobStatus.CREATED
-        self.tasks: list[Task] = []
-        self.channels: dict[int, ChannelMatrix] = {}
-        self._operators: list[tuple[JobVertex, int, list[StreamOperator]]] = []
+        self.deployment: Deployment | None = None
+        self._restore: RestoredCheckpoint | None = None
         self._supervisor: Supervisor | None = None
-        self._assignments: dict[int, list[list[Any]]] = {}
-        self._deployed = False
         self._cancel_requested = False
+        self._cancel_event = anyio.Event()
+        self._prepared = False
+        self._metrics: dict[str, OperatorMetrics] = {}
+        self._collected: dict[str, list[Any]] = {}
 
-    # -- deployment -----------------------------------------------------------------------
+    @property
+    def tasks(self) -> list[Any]:
+        """The current attempt's task actors."""
+        return [] if self.deployment is None else self.deployment.tasks
 
-    def deploy(self) -> None:
-        """Create every channel and task actor (nothing runs yet). Idempotent."""
-        if self._deployed:
+    # -- preparing ------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Load the state to start from and deploy the first attempt. Idempotent.
+
+        Raises:
+            ConfigError: ``restore_from`` does not fit the job (names path and operator).
+            StorageError: ``restore_from`` cannot be read (names the file).
+        """
+        if self._prepared:
             return
-        self._deployed = True
-        for edge in self.graph.edges:
-            self.channels[id(edge)] = self._make_channels(edge)
-        for vertex in self.graph.vertices:
-            for subtask in range(vertex.parallelism):
-                self.tasks.append(self._make_task(vertex, subtask))
+        self._prepared = True
+        if self.restore_from is not None:
+            self._restore = await self._load_restore_from(Path(self.restore_from))
         if self.checkpoint_config is not None:
-            self._deploy_checkpointing(self.checkpoint_config)
+            first_id = 1 if self._restore is None else self._restore.checkpoint_id + 1
+            self.storage = resolve_storage(self.checkpoint_config.storage, self.job_id)
+            self.coordinator = CheckpointCoordinator(
+                self.checkpoint_config,
+                self.storage,
+                {},
+                [],
+                [],
+                self.job_id,
+                first_checkpoint_id=first_id,
+            )
+            if self._restore is not None:
+                self.coordinator.stats.restored(self._restore.pointer)
+        await self._deploy(0, self._restore)
 
-    def _deploy_checkpointing(self, config: CheckpointConfig) -> None:
-        storage = resolve_storage(config.storage, self.job_id)
-        self.storage = storage
-        mailboxes = {task.task_id: task.mailbox for task in self.tasks}
-        sources = [task.task_id for task in self.tasks if isinstance(task, SourceTask)]
-        operators = [
-            OperatorInfo(
-                node.uid or node.name, node.name, vertex.parallelism, self.graph.max_parallelism
-            )
-            for vertex in self.graph.vertices
-            for node in vertex.nodes
-        ]
-        coordinator = CheckpointCoordinator(
-            config, storage, mailboxes, sources, operators, self.job_id
-        )
-        self.coordinator = coordinator
-        for task, (vertex, subtask, ops) in zip(self.tasks, self._operators, strict=True):
-            checkpointing = TaskCheckpointing(
-                task.task_id,
-                task.name,
-                ops,
-                storage,
-                coordinator.mailbox,
-                allow_pickle=self.config.allow_pickle,
-                spawn=task.spawn,
-            )
-            targets = []
-            for edge in vertex.outputs:
-                matrix = self.channels[id(edge)]
-                consumers = [j for j in range(edge.target.parallelism) if (subtask, j) in matrix]
-                targets.append((edge.target.head.uid or edge.target.head.name, consumers))
-            task.enable_checkpointing(checkpointing, coordinator.mailbox, targets)
-
-    def _make_channels(self, edge: JobEdge) -> ChannelMatrix:
-        capacity = self.config.channel_capacity
-        up, down = edge.source, edge.target
-        matrix: ChannelMatrix = {}
-        for i in range(up.parallelism):
-            targets = (
-                [i] if edge.partitioning.kind is PartitionKind.FORWARD else range(down.parallelism)
-            )
-            for j in targets:
-                matrix[i, j] = Channel(
-                    capacity,
-                    name=f"{up.name} ({i + 1}/{up.parallelism}) -> "
-                    f"{down.name} ({j + 1}/{down.parallelism})",
+    async def _load_restore_from(self, path: Path) -> RestoredCheckpoint:
+        target = path
+        if target.name == METADATA_FILE:
+            target = target.parent
+        if not (target / METADATA_FILE).exists():
+            scan = await anyio.to_thread.run_sync(find_latest_valid, target)
+            for message in scan.skipped:
+                warnings.warn(message, RestoreWarning, stacklevel=2)
+            if scan.latest is None:
+                raise ConfigError(
+                    f"restore_from: no valid checkpoint at {path}: give a chk-<n> or "
+                    f"savepoint folder (with a _metadata file) or a job's checkpoint folder"
                 )
-        return matrix
+            target = scan.latest[0]
+        reader = FileCheckpointStorage(target.parent.parent, target.parent.name)
+        restored = await load_checkpoint(reader, str(target), allow_pickle=self.config.allow_pickle)
+        uids = {uid_of(node): node.name for vertex in self.graph.vertices for node in vertex.nodes}
+        restored.check_operators(uids, self.graph.max_parallelism, self.allow_non_restored_state)
+        return restored
 
-    def _make_task(self, vertex: JobVertex, subtask: int) -> Task:
-        graph, config = self.graph, self.config
-        p = vertex.parallelism
-        operators: list[StreamOperator] = []
-        for node in vertex.nodes:
-            uid = node.uid or node.name
-            keyed = None
-            if node.key_selector is not None:
-                keyed = HeapKeyedStateBackend(
-                    graph.max_parallelism,
-                    KeyGroupRange.for_operator(graph.max_parallelism, p, subtask),
-                )
-            ctx = RuntimeContext(
-                operator_name=node.name,
-                subtask_index=subtask,
-                parallelism=p,
-                max_parallelism=graph.max_parallelism,
-                job_name=self.job_name,
-                keyed_backend=keyed,
-                operator_backend=OperatorStateBackend(allow_pickle=config.allow_pickle),
+    async def _deploy(self, attempt: int, restore: RestoredCheckpoint | None) -> None:
+        deployment = Deployment(self.graph, self.config, self.job_name, attempt, restore)
+        if self.coordinator is not None and self.storage is not None:
+            await self.coordinator.prepare_attempt(
+                {task.task_id: task.mailbox for task in deployment.tasks},
+                deployment.source_task_ids(),
             )
-            if node.kind is NodeKind.SOURCE:
-                source_operator = SourceOperator(node.name, uid)
-                source_operator.allow_pickle = config.allow_pickle
-                operator: StreamOperator = source_operator
-            else:
-                assert node.factory is not None
-                operator = node.factory(node.name, uid)
-            operator.setup(ctx)
-            operators.append(operator)
-        self._operators.append((vertex, subtask, operators))
-
-        tail = operators[-1]
-        writers = []
-        for edge in vertex.outputs:
-            matrix = self.channels[id(edge)]
-            channels = [
-                matrix[subtask, j] for j in range(edge.target.parallelism) if (subtask, j) in matrix
-            ]
-
-            def key_error(
-                error: BaseException,
-                record: Any,
-                tail: StreamOperator = tail,
-                target: str = edge.target.name,
-            ) -> BaseException:
-                return OperatorError(
-                    f"key_by before {target!r}",
-                    subtask,
-                    p,
-                    error,
-                    record=record,
-                    has_record=True,
-                )
-
-            writers.append(
-                RecordWriter(
-                    channels,
-                    edge.partitioning,
-                    config.buffer_size,
-                    graph.max_parallelism,
-                    subtask,
-                    key_error,
-                )
-            )
-        chain = OperatorChain(operators, writers)
-        name = f"{vertex.name} ({subtask + 1}/{p})"
-        tid = task_id(vertex.id, subtask)
-        if vertex.is_source:
-            source = vertex.head.source
-            assert source is not None
-            splits = self._split_assignment(vertex)
-            reader = source.create_reader(subtask)
-            reader.add_splits(splits[subtask])
-            rate = getattr(source, "records_per_second", None)
-            return SourceTask(
-                name,
-                chain,
-                reader,
-                buffer_size=config.buffer_size,
-                buffer_timeout=config.buffer_timeout,
-                records_per_second=None if rate is None else rate / p,
-                task_id=tid,
-            )
-        inputs: list[Channel[Any]] = []
-        input_sources: list[tuple[str, int]] = []
-        for edge in vertex.inputs:
-            matrix = self.channels[id(edge)]
-            producer = edge.source.nodes[-1]
-            for i in range(edge.source.parallelism):
-                if (i, subtask) in matrix:
-                    inputs.append(matrix[i, subtask])
-                    input_sources.append((producer.uid or producer.name, i))
-        return StreamTask(
-            name,
-            chain,
-            InputGate(inputs),
-            buffer_timeout=config.buffer_timeout,
-            input_sources=input_sources,
-            task_id=tid,
-        )
-
-    def _split_assignment(self, vertex: JobVertex) -> list[list[Any]]:
-        cache = self._assignments
-        if vertex.id not in cache:
-            source = vertex.head.source
-            assert source is not None
-            cache[vertex.id] = source.create_enumerator().assign_splits(vertex.parallelism)
-        assignment: list[list[Any]] = cache[vertex.id]
-        return assignment
+            self.coordinator.operators = {op.uid: op for op in deployment.operator_infos()}
+            deployment.enable_checkpointing(self.coordinator, self.storage)
+        self.deployment = deployment
 
     # -- running --------------------------------------------------------------------------
 
     def cancel(self) -> None:
         """Cancel the job. Never blocks."""
         self._cancel_requested = True
-        if self.status is JobStatus.RUNNING:
+        self._cancel_event.set()
+        if not self.status.is_terminal:
             self.status = JobStatus.CANCELLING
         if self._supervisor is not None:
             self._supervisor.cancel()
 
     async def run(self) -> JobResult:
-        """Deploy and run the job to its end.
+        """Run the job, with restarts, to its end.
 
         Raises:
-            JobFailedError: a subtask failed; every other subtask was cancelled first.
+            JobFailedError: the job failed and the restart strategy gave up.
         """
         started = time.perf_counter()
         failure: BaseException | None = None
         try:
-            self.deploy()
-            actors: list[Actor] = list(self.tasks)
-            if self.coordinator is not None:
-                actors.append(self.coordinator)
-            self._supervisor = Supervisor(actors)
-            if self._cancel_requested:
-                self._supervisor.cancel()
-            if self.status is JobStatus.CREATED:
-                self.status = JobStatus.RUNNING
-            await self._supervisor.run()
-        except ActorFailedError as error:
-            failure = error.__cause__ or error
+            await self.prepare()
+            failure = await self._run_attempts()
         except Exception as error:
-            # Deployment errors: a reader that could not be created, a bad split...
+            # Deployment failed: a reader that could not be created, a checkpoint that
+            # cannot be restored...
             failure = error
-        if failure is not None:
+        if failure is not None and not self._cancel_requested:
             self.status = JobStatus.FAILED
         elif self._cancel_requested:
             self.status = JobStatus.CANCELED
+            failure = None
         else:
             self.status = JobStatus.FINISHED
         await self._clean_up_checkpoints()
@@ -298,6 +208,56 @@ class JobExecution:
         if failure is not None:
             raise JobFailedError(self.job_name, result, failure)
         return result
+
+    async def _run_attempts(self) -> BaseException | None:
+        while True:
+            failure = await self._run_attempt()
+            if failure is None or self._cancel_requested:
+                return None
+            self.failures.append(f"{type(failure).__name__}: {failure}")
+            self.status = JobStatus.FAILING
+            decision = self.restart_strategy.on_failure(time.monotonic())
+            if not decision.restart:
+                return failure
+            self.status = JobStatus.RESTARTING
+            self.restarts += 1
+            with anyio.move_on_after(decision.delay):
+                await self._cancel_event.wait()
+            if self._cancel_requested:
+                return None
+            restore = await self._latest_checkpoint() or self._restore
+            if restore is not None and self.coordinator is not None:
+                self.coordinator.stats.restored(restore.pointer)
+            await self._deploy(self.restarts, restore)
+
+    async def _run_attempt(self) -> BaseException | None:
+        deployment = self.deployment
+        assert deployment is not None
+        actors: list[Actor] = list(deployment.tasks)
+        if self.coordinator is not None:
+            actors.append(self.coordinator)
+        self._supervisor = Supervisor(actors)
+        if self._cancel_requested:
+            self._supervisor.cancel()
+        if self.status in (JobStatus.CREATED, JobStatus.RESTARTING):
+            self.status = JobStatus.RUNNING
+        failure: BaseException | None = None
+        try:
+            await self._supervisor.run()
+        except ActorFailedError as error:
+            failure = error.__cause__ or error
+        finally:
+            self._absorb(deployment)
+        return failure
+
+    async def _latest_checkpoint(self) -> RestoredCheckpoint | None:
+        coordinator, storage = self.coordinator, self.storage
+        if coordinator is None or storage is None:
+            return None
+        latest = coordinator.latest_completed
+        if latest is None:
+            return None
+        return await load_checkpoint(storage, latest.pointer, allow_pickle=self.config.allow_pickle)
 
     async def _clean_up_checkpoints(self) -> None:
         """Honour the retention policy (Flink's checkpoint properties per policy).
@@ -324,48 +284,64 @@ class JobExecution:
 
     # -- results --------------------------------------------------------------------------
 
-    def operator_metrics(self) -> dict[str, OperatorMetrics]:
-        """Records in and out per operator, summed over subtasks."""
-        metrics: dict[str, OperatorMetrics] = {}
-        for vertex, _subtask, operators in self._operators:
+    def _absorb(self, deployment: Deployment) -> None:
+        """Add an attempt's records and collected results to the job's totals."""
+        for name, items in deployment.collected().items():
+            self._collected.setdefault(name, []).extend(items)
+        for vertex, _subtask, operators in deployment.operators:
             for operator in operators:
-                m = metrics.get(operator.name)
-                if m is None:
-                    m = metrics[operator.name] = OperatorMetrics(
+                metrics = self._metrics.get(operator.name)
+                if metrics is None:
+                    metrics = self._metrics[operator.name] = OperatorMetrics(
                         operator.name, operator.uid, vertex.parallelism
                     )
-                m.records_in += operator.records_in
-                m.records_out += operator.records_out
-                m.subtasks.append((operator.records_in, operator.records_out))
-        return metrics
+                metrics.records_in += operator.records_in
+                metrics.records_out += operator.records_out
+                metrics.subtasks.append((operator.records_in, operator.records_out))
+        self._absorbed = deployment
 
-    def collected(self) -> dict[str, list[Any]]:
-        """The records of every collect sink, by sink name, subtask by subtask."""
-        out: dict[str, list[Any]] = {}
-        for _vertex, _subtask, operators in self._operators:
-            for operator in operators:
-                if isinstance(operator, SinkOperator):
-                    owner = operator.function.owner
-                    if isinstance(owner, CollectSink):
-                        out.setdefault(operator.name, []).extend(owner.items)
-        return out
+    def operator_metrics(self) -> dict[str, OperatorMetrics]:
+        """Records in and out per operator over every attempt so far."""
+        metrics = {
+            name: OperatorMetrics(
+                m.name, m.uid, m.parallelism, m.records_in, m.records_out, list(m.subtasks)
+            )
+            for name, m in self._metrics.items()
+        }
+        deployment = self.deployment
+        if deployment is not None and getattr(self, "_absorbed", None) is not deployment:
+            for vertex, _subtask, operators in deployment.operators:
+                for operator in operators:
+                    m = metrics.get(operator.name)
+                    if m is None:
+                        m = metrics[operator.name] = OperatorMetrics(
+                            operator.name, operator.uid, vertex.parallelism
+                        )
+                    m.records_in += operator.records_in
+                    m.records_out += operator.records_out
+        return metrics
 
     def _result(self, duration: float, failure: BaseException | None) -> JobResult:
         channels = {}
-        for matrix in self.channels.values():
-            for channel in matrix.values():
-                channels[channel.name] = channel.statistics()
+        tasks = []
+        if self.deployment is not None:
+            tasks = [task.statistics() for task in self.deployment.tasks]
+            for matrix in self.deployment.channels.values():
+                for channel in matrix.values():
+                    channels[channel.name] = channel.statistics()
         return JobResult(
             job_name=self.job_name,
             job_id=self.job_id,
             status=self.status,
             duration=duration,
             operators=self.operator_metrics(),
-            collected=self.collected(),
-            tasks=[task.statistics() for task in self.tasks],
+            collected=dict(self._collected),
+            tasks=tasks,
             channels=channels,
             error=None if failure is None else str(failure),
             checkpoints=None
             if self.coordinator is None
             else self.coordinator.statistics_snapshot(),
+            restarts=self.restarts,
+            failures=list(self.failures),
         )

@@ -327,7 +327,12 @@ class FlatMapOperator(UserFunctionOperator):
         record = None
         try:
             for record in batch:
-                result = await call(record)
+                result = call(record)
+                if hasattr(result, "__aiter__"):  # an async generator function
+                    async for item in result:
+                        out.append(item)
+                    continue
+                result = await result
                 if result is not None:
                     out.extend(result)
         except Exception as error:

@@ -181,6 +181,12 @@ class RecordWriter:
         self._full[channel].append(buffer)
         self._full_count += 1
 
+    def restore_pending(self, channel: int, records: list[Any]) -> None:
+        """Queue restored output channel state for ``channel``, ahead of any new output."""
+        size = self.buffer_size
+        for start in range(0, len(records), size):
+            self._queue_full(channel, list(records[start : start + size]))
+
     # -- sending --------------------------------------------------------------------------
 
     def seal_partial(self) -> None:

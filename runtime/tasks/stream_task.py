@@ -74,11 +74,33 @@ class StreamTask(Task):
         self.barriers = BarrierHandler(gate.num_channels)
         self.input_sources = input_sources or [("", i) for i in range(gate.num_channels)]
         self._recording: dict[int, CheckpointId] = {}
+        # Restored input channel state: (channel, records), processed before any input.
+        self.restored_input: list[tuple[int, list[Any]]] = []
+        self._replaying = False
         # The buffer being processed, for an async chain interrupted by a barrier.
         self._in_progress: tuple[int, list[Any], int] | None = None
 
+    async def replay_restored_input(self) -> None:
+        """Process restored input channel state, per channel in order, before any input.
+
+        Priority events wait meanwhile: a snapshot taken in the middle of the replay
+        would have to record the rest of it as channel state again.
+        """
+        if not self.restored_input:
+            return
+        self._replaying = True
+        size = 512
+        try:
+            for _channel, records in self.restored_input:
+                for start in range(0, len(records), size):
+                    await self.process(records[start : start + size])
+        finally:
+            self._replaying = False
+            self.restored_input = []
+
     async def run_loop(self) -> None:
         """Read the gate until every input channel ended."""
+        await self.replay_restored_input()
         gate = self.gate
         mailbox = self.mailbox
         process = self.process
@@ -127,6 +149,8 @@ class StreamTask(Task):
         """Control messages, then priority events (unaligned barriers, announcements)."""
         if self.mailbox:
             self.poll_mailbox()
+        if self._replaying:
+            return
         gate = self.gate
         while gate.has_priority:
             polled = gate.poll_priority()

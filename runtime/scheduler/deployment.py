@@ -1,0 +1,287 @@
+"""``Deployment``: one attempt of a job, as actors on this event loop.
+
+Per job vertex and subtask: the channels of every edge (a full producer x consumer
+matrix, or ``i -> i`` for forward edges); the operators (through each node's factory, so
+every subtask has its own) with their ``RuntimeContext`` and state backends (keyed ones
+for the subtask's key-group range); the ``RecordWriter`` of each outgoing edge; the
+``OperatorChain``; and the task actor: a ``SourceTask`` with its reader and splits, or a
+``StreamTask`` with an ``InputGate`` over its input channels.
+
+With a ``RestoredCheckpoint``, each subtask gets its part before it runs: keyed state by
+key-group range, operator state, source splits (instead of the enumerator's
+assignment), output channel state queued ahead of any new output, and input channel
+state that the task processes before it reads its inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors import Channel, InputGate
+from runtime.checkpoint.coordinator import CheckpointCoordinator, OperatorInfo
+from runtime.checkpoint.ids import task_id
+from runtime.config import ExecutionConfig
+from runtime.connectors.sinks import CollectSink
+from runtime.errors import OperatorError
+from runtime.graph.job_graph import JobEdge, JobGraph, JobVertex
+from runtime.graph.partitioning import PartitionKind
+from runtime.graph.transformations import NodeKind, Transformation
+from runtime.scheduler.restore import RestoredCheckpoint, TaskRestoreState
+from runtime.tasks.chain import OperatorChain
+from runtime.tasks.context import RuntimeContext
+from runtime.tasks.operators import SinkOperator, StreamOperator
+from runtime.tasks.record_writer import RecordWriter
+from runtime.tasks.snapshot import TaskCheckpointing
+from runtime.tasks.source_task import SourceOperator, SourceTask
+from runtime.tasks.stream_task import StreamTask
+from runtime.tasks.task import Task
+from storage import HeapKeyedStateBackend, KeyGroupRange, OperatorStateBackend
+from storage.checkpoint import CheckpointStorage
+
+ChannelMatrix = dict[tuple[int, int], Channel[Any]]
+
+
+def uid_of(node: Transformation) -> str:
+    """The uid that matches an operator's state across runs (its name if none given)."""
+    return node.uid or node.name
+
+
+class Deployment:
+    """The channels and task actors of one attempt.
+
+    Args:
+        graph: the validated plan.
+        config: the record-path options.
+        job_name: the job's name.
+        attempt: 0 for the first attempt, then the restart number.
+        restore: the checkpoint to start from, if any.
+    """
+
+    def __init__(
+        self,
+        graph: JobGraph,
+        config: ExecutionConfig,
+        job_name: str,
+        attempt: int = 0,
+        restore: RestoredCheckpoint | None = None,
+    ) -> None:
+        self.graph = graph
+        self.config = config
+        self.job_name = job_name
+        self.attempt = attempt
+        self.restore = restore
+        self.tasks: list[Task] = []
+        self.operators: list[tuple[JobVertex, int, list[StreamOperator]]] = []
+        self.channels: dict[int, ChannelMatrix] = {}
+        self._assignments: dict[int, list[list[Any]]] = {}
+        for edge in graph.edges:
+            self.channels[id(edge)] = self._make_channels(edge)
+        for vertex in graph.vertices:
+            for subtask in range(vertex.parallelism):
+                self.tasks.append(self._make_task(vertex, subtask))
+
+    # -- checkpointing --------------------------------------------------------------------
+
+    def operator_infos(self) -> list[OperatorInfo]:
+        """Every operator, for the checkpoint metadata."""
+        return [
+            OperatorInfo(uid_of(node), node.name, vertex.parallelism, self.graph.max_parallelism)
+            for vertex in self.graph.vertices
+            for node in vertex.nodes
+        ]
+
+    def source_task_ids(self) -> list[Any]:
+        """The ids of the source tasks."""
+        return [task.task_id for task in self.tasks if isinstance(task, SourceTask)]
+
+    def enable_checkpointing(
+        self, coordinator: CheckpointCoordinator, storage: CheckpointStorage
+    ) -> None:
+        """Let every task take part in checkpoints coordinated by ``coordinator``."""
+        for task, (vertex, subtask, ops) in zip(self.tasks, self.operators, strict=True):
+            checkpointing = TaskCheckpointing(
+                task.task_id,
+                task.name,
+                ops,
+                storage,
+                coordinator.mailbox,
+                allow_pickle=self.config.allow_pickle,
+                spawn=task.spawn,
+            )
+            targets = []
+            for edge in vertex.outputs:
+                matrix = self.channels[id(edge)]
+                consumers = [j for j in range(edge.target.parallelism) if (subtask, j) in matrix]
+                targets.append((uid_of(edge.target.head), consumers))
+            task.enable_checkpointing(checkpointing, coordinator.mailbox, targets)
+
+    # -- building -------------------------------------------------------------------------
+
+    def _make_channels(self, edge: JobEdge) -> ChannelMatrix:
+        capacity = self.config.channel_capacity
+        up, down = edge.source, edge.target
+        matrix: ChannelMatrix = {}
+        forward = edge.partitioning.kind is PartitionKind.FORWARD
+        for i in range(up.parallelism):
+            for j in [i] if forward else range(down.parallelism):
+                matrix[i, j] = Channel(
+                    capacity,
+                    name=f"{up.name} ({i + 1}/{up.parallelism}) -> "
+                    f"{down.name} ({j + 1}/{down.parallelism})",
+                )
+        return matrix
+
+    def _make_task(self, vertex: JobVertex, subtask: int) -> Task:
+        graph, config = self.graph, self.config
+        p = vertex.parallelism
+        restored: TaskRestoreState | None = None
+        key_groups = KeyGroupRange.for_operator(graph.max_parallelism, p, subtask)
+        if self.restore is not None:
+            keyed = any(node.key_selector is not None for node in vertex.nodes)
+            restored = self.restore.for_task(
+                [uid_of(node) for node in vertex.nodes],
+                subtask,
+                key_groups if keyed else None,
+                uid_of(vertex.head),
+            )
+        operators: list[StreamOperator] = []
+        for node in vertex.nodes:
+            operators.append(self._make_operator(node, subtask, p, key_groups, restored))
+        self.operators.append((vertex, subtask, operators))
+
+        writers = []
+        for edge in vertex.outputs:
+            matrix = self.channels[id(edge)]
+            channels = [
+                matrix[subtask, j] for j in range(edge.target.parallelism) if (subtask, j) in matrix
+            ]
+            target = edge.target.name
+
+            def key_error(error: BaseException, record: Any, target: str = target) -> BaseException:
+                return OperatorError(
+                    f"key_by before {target!r}", subtask, p, error, record=record, has_record=True
+                )
+
+            writer = RecordWriter(
+                channels,
+                edge.partitioning,
+                config.buffer_size,
+                graph.max_parallelism,
+                subtask,
+                key_error,
+            )
+            if restored is not None:
+                consumers = [j for j in range(edge.target.parallelism) if (subtask, j) in matrix]
+                for index, consumer in enumerate(consumers):
+                    records = restored.output_channels.get((uid_of(edge.target.head), consumer))
+                    if records:
+                        writer.restore_pending(index, records)
+            writers.append(writer)
+        chain = OperatorChain(operators, writers)
+        name = f"{vertex.name} ({subtask + 1}/{p})"
+        tid = task_id(vertex.id, subtask)
+        if vertex.is_source:
+            source = vertex.head.source
+            assert source is not None
+            reader = source.create_reader(subtask)
+            splits = None if restored is None else restored.splits.get(uid_of(vertex.head))
+            if splits is None:
+                splits = self._split_assignment(vertex)[subtask]
+            reader.add_splits(splits)
+            rate = getattr(source, "records_per_second", None)
+            return SourceTask(
+                name,
+                chain,
+                reader,
+                buffer_size=config.buffer_size,
+                buffer_timeout=config.buffer_timeout,
+                records_per_second=None if rate is None else rate / p,
+                task_id=tid,
+            )
+        inputs: list[Channel[Any]] = []
+        input_sources: list[tuple[str, int]] = []
+        for edge in vertex.inputs:
+            matrix = self.channels[id(edge)]
+            producer = uid_of(edge.source.nodes[-1])
+            for i in range(edge.source.parallelism):
+                if (i, subtask) in matrix:
+                    inputs.append(matrix[i, subtask])
+                    input_sources.append((producer, i))
+        task = StreamTask(
+            name,
+            chain,
+            InputGate(inputs),
+            buffer_timeout=config.buffer_timeout,
+            input_sources=input_sources,
+            task_id=tid,
+        )
+        if restored is not None:
+            task.restored_input = [
+                (index, restored.input_channels[source])
+                for index, source in enumerate(input_sources)
+                if restored.input_channels.get(source)
+            ]
+        return task
+
+    def _make_operator(
+        self,
+        node: Transformation,
+        subtask: int,
+        parallelism: int,
+        key_groups: KeyGroupRange,
+        restored: TaskRestoreState | None,
+    ) -> StreamOperator:
+        graph, config = self.graph, self.config
+        uid = uid_of(node)
+        keyed = None
+        if node.key_selector is not None:
+            keyed = HeapKeyedStateBackend(
+                graph.max_parallelism, key_groups, allow_pickle=config.allow_pickle
+            )
+            if restored is not None and uid in restored.keyed:
+                keyed.restore(restored.keyed[uid])
+        operator_backend = OperatorStateBackend(allow_pickle=config.allow_pickle)
+        if restored is not None and uid in restored.operator:
+            operator_backend.restore(restored.operator[uid])
+        ctx = RuntimeContext(
+            operator_name=node.name,
+            subtask_index=subtask,
+            parallelism=parallelism,
+            max_parallelism=graph.max_parallelism,
+            job_name=self.job_name,
+            attempt=self.attempt,
+            keyed_backend=keyed,
+            operator_backend=operator_backend,
+            is_restored=restored is not None,
+        )
+        if node.kind is NodeKind.SOURCE:
+            source_operator = SourceOperator(node.name, uid)
+            source_operator.allow_pickle = config.allow_pickle
+            operator: StreamOperator = source_operator
+        else:
+            assert node.factory is not None
+            operator = node.factory(node.name, uid)
+        operator.setup(ctx)
+        return operator
+
+    def _split_assignment(self, vertex: JobVertex) -> list[list[Any]]:
+        if vertex.id not in self._assignments:
+            source = vertex.head.source
+            assert source is not None
+            self._assignments[vertex.id] = source.create_enumerator().assign_splits(
+                vertex.parallelism
+            )
+        return self._assignments[vertex.id]
+
+    # -- results --------------------------------------------------------------------------
+
+    def collected(self) -> dict[str, list[Any]]:
+        """The records of every collect sink, by sink name, subtask by subtask."""
+        out: dict[str, list[Any]] = {}
+        for _vertex, _subtask, operators in self.operators:
+            for operator in operators:
+                if isinstance(operator, SinkOperator):
+                    owner = operator.function.owner
+                    if isinstance(owner, CollectSink):
+                        out.setdefault(operator.name, []).extend(owner.items)
+        return out
