@@ -42,8 +42,9 @@ def run_job(records: int, keys: int, checkpointing: dict[str, Any] | None) -> fl
     async def job() -> float:
         env = StreamEnvironment(parallelism=1)
         if checkpointing is not None:
-            env.enable_checkpointing(checkpointing["interval"],
-                                     unaligned=checkpointing["unaligned"])
+            env.enable_checkpointing(
+                checkpointing["interval"], unaligned=checkpointing["unaligned"]
+            )
         (
             env.from_sequence(0, records - 1)
             .map(to_pair, name="map")
@@ -99,7 +100,7 @@ async def measure_stall(keys: int, directory: str) -> dict[str, float]:
     result = await client.wait()
     stats = result.checkpoints
     assert stats is not None
-    latest = [s for s in stats.completed() if s.checkpoint_id == completed.checkpoint_id][0]
+    latest = next(s for s in stats.completed() if s.checkpoint_id == completed.checkpoint_id)
     return {
         "keys": keys,
         "max_stall_during_checkpoint_s": max(gaps),
@@ -132,8 +133,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         stall = asyncio.run(measure_stall(args.stall_keys, directory))
     info = machine()
-    goals = {"aligned 1 s": 0.95, "aligned 100 ms": 0.90, "unaligned 1 s": 0.95,
-             "unaligned 100 ms": 0.90}
+    goals = {
+        "aligned 1 s": 0.95,
+        "aligned 100 ms": 0.90,
+        "unaligned 1 s": 0.95,
+        "unaligned 100 ms": 0.90,
+    }
     report = {
         "benchmark": "overhead",
         "machine": info,
