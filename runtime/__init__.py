@@ -41,9 +41,11 @@ from runtime.checkpoint import (
 )
 from runtime.config import ExecutionConfig
 from runtime.connectors.collection import CollectionSource
+from runtime.connectors.file_sink import FileSink, FileTransaction, read_committed
 from runtime.connectors.sequence import GeneratorSource, NumberSequenceSource, RangeSplit
 from runtime.connectors.sinks import CollectSink, PrintSink, TextFileSink
 from runtime.connectors.source import Source, SourceReader, SourceSplit, SplitEnumerator
+from runtime.connectors.two_phase_commit import TwoPhaseCommitSink
 from runtime.errors import ConfigError, JobFailedError, OperatorError, WeirError
 from runtime.scheduler.executor import RestoreWarning
 from runtime.scheduler.restart import (
@@ -78,6 +80,8 @@ __all__ = [
     "ExponentialDelayRestart",
     "ExternalizedCheckpointRetention",
     "FailureRateRestart",
+    "FileSink",
+    "FileTransaction",
     "FilterFunction",
     "FixedDelayRestart",
     "FlatMapFunction",
@@ -110,6 +114,8 @@ __all__ = [
     "SplitEnumerator",
     "StreamEnvironment",
     "TextFileSink",
+    "TwoPhaseCommitSink",
     "ValueStateDescriptor",
     "WeirError",
+    "read_committed",
 ]

@@ -34,6 +34,10 @@ class Function:
         """Called once per subtask before the first record. May be ``async``."""
         return None
 
+    def finish(self) -> Awaitable[None] | None:
+        """Called once per subtask when its input ended (not after a failure)."""
+        return None
+
     def close(self) -> Awaitable[None] | None:
         """Called once per subtask after the last record (not after a failure)."""
         return None

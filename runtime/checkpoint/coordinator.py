@@ -302,10 +302,14 @@ class CheckpointCoordinator(Actor):
                 options = self.default_options()
                 self._final_id = self._trigger(
                     now,
+                    # Always aligned: the sources emit nothing after it, so the barrier
+                    # follows every record and each subtask's final snapshot holds the
+                    # effects of all of them (an unaligned one would leave the records it
+                    # overtook in channel state, never to be committed by a sink).
                     CheckpointOptions(
-                        options.unaligned,
-                        options.aligned_timeout,
-                        options.exactly_once,
+                        unaligned=False,
+                        aligned_timeout=0.0,
+                        exactly_once=options.exactly_once,
                         is_final=True,
                     ),
                 )

@@ -55,6 +55,7 @@ class Deployment:
         job_name: the job's name.
         attempt: 0 for the first attempt, then the restart number.
         restore: the checkpoint to start from, if any.
+        checkpointing: whether the job takes checkpoints.
     """
 
     def __init__(
@@ -64,8 +65,11 @@ class Deployment:
         job_name: str,
         attempt: int = 0,
         restore: RestoredCheckpoint | None = None,
+        *,
+        checkpointing: bool = False,
     ) -> None:
         self.graph = graph
+        self.checkpointing = checkpointing
         self.config = config
         self.job_name = job_name
         self.attempt = attempt
@@ -253,6 +257,7 @@ class Deployment:
             keyed_backend=keyed,
             operator_backend=operator_backend,
             is_restored=restored is not None,
+            checkpointing_enabled=self.checkpointing,
         )
         if node.kind is NodeKind.SOURCE:
             source_operator = SourceOperator(node.name, uid)

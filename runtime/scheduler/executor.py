@@ -160,7 +160,14 @@ class JobExecution:
         return restored
 
     async def _deploy(self, attempt: int, restore: RestoredCheckpoint | None) -> None:
-        deployment = Deployment(self.graph, self.config, self.job_name, attempt, restore)
+        deployment = Deployment(
+            self.graph,
+            self.config,
+            self.job_name,
+            attempt,
+            restore,
+            checkpointing=self.checkpoint_config is not None,
+        )
         if self.coordinator is not None and self.storage is not None:
             await self.coordinator.prepare_attempt(
                 {task.task_id: task.mailbox for task in deployment.tasks},

@@ -74,6 +74,7 @@ class OperatorChain:
                     batch = downstream.process_batch(batch)
             if batch:
                 self._write(batch)
+            await operator.finish()
 
     async def close(self, *, suppress_errors: bool = False) -> None:
         """Close every operator, head first, even if one of them fails to close.

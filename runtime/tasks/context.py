@@ -32,6 +32,7 @@ class RuntimeContext:
         is_restored: whether the subtask's state was restored from a checkpoint or
             savepoint (``initialize_state`` reads it, as Flink's
             ``FunctionInitializationContext.isRestored``).
+        checkpointing_enabled: whether the job takes checkpoints.
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class RuntimeContext:
         keyed_backend: HeapKeyedStateBackend | None = None,
         operator_backend: OperatorStateBackend | None = None,
         is_restored: bool = False,
+        checkpointing_enabled: bool = False,
     ) -> None:
         self.operator_name = operator_name
         self.subtask_index = subtask_index
@@ -56,6 +58,7 @@ class RuntimeContext:
         self.keyed_backend = keyed_backend
         self.operator_backend = operator_backend
         self.is_restored = is_restored
+        self.checkpointing_enabled = checkpointing_enabled
 
     @property
     def task_name(self) -> str:

@@ -149,6 +149,9 @@ class StreamOperator:
         """All input has ended; return any last records to emit."""
         return []
 
+    async def finish(self) -> None:
+        """After ``end_input`` and after the records it emitted went downstream."""
+
     async def close(self) -> None:
         """Release resources after the last record (calls the user function's ``close``)."""
 
@@ -173,6 +176,9 @@ class StreamOperator:
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` was aborted."""
 
+    def after_acknowledge(self, checkpoint_id: int) -> None:
+        """The subtask acknowledged ``checkpoint_id`` (a hook for failure injection)."""
+
 
 class UserFunctionOperator(StreamOperator):
     """An operator around one adapted user function with ``open`` / ``close`` hooks."""
@@ -195,6 +201,15 @@ class UserFunctionOperator(StreamOperator):
                 await maybe_await(owner.open(self.context))
             except Exception as error:
                 raise self.phase_error(error, "open()") from error
+
+    async def finish(self) -> None:
+        """Call the function object's ``finish()`` (end of input), if it has one."""
+        owner = self.function.owner
+        if owner is not None and hasattr(owner, "finish"):
+            try:
+                await maybe_await(owner.finish())
+            except Exception as error:
+                raise self.phase_error(error, "finish()") from error
 
     async def close(self) -> None:
         """Call the function object's ``close()``, if it has one."""
@@ -225,6 +240,15 @@ class UserFunctionOperator(StreamOperator):
                 raise self.phase_error(
                     error, f"notify_checkpoint_complete({checkpoint_id})"
                 ) from error
+
+    def after_acknowledge(self, checkpoint_id: int) -> None:
+        """Forward to the user function's ``after_acknowledge``, if any."""
+        owner = self.function.owner
+        if owner is not None and hasattr(owner, "after_acknowledge"):
+            try:
+                owner.after_acknowledge(checkpoint_id)
+            except Exception as error:
+                raise self.phase_error(error, f"after_acknowledge({checkpoint_id})") from error
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         """Forward to the user function's ``notify_checkpoint_aborted``, if any."""

@@ -239,3 +239,5 @@ class TaskCheckpointing:
             for index, (op_snapshot, size) in enumerate(zip(snapshot.operators, sizes, strict=True))
         ]
         self.coordinator.put(CheckpointAcknowledged(checkpoint_id, self.task, metrics, reports))
+        for operator in self.operators:
+            operator.after_acknowledge(checkpoint_id)
