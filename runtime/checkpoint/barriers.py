@@ -97,10 +97,15 @@ class InputStateComplete(msgspec.Struct, frozen=True, tag=True):
 
 
 class AbortCheckpoint(msgspec.Struct, frozen=True, tag=True):
-    """Drop what this subtask holds for ``checkpoint_id`` and tell downstream."""
+    """Drop what this subtask holds for ``checkpoint_id`` and tell downstream.
+
+    ``decline`` asks the task to tell the coordinator too: the abort started here (a
+    newer barrier arrived first), so nobody else will.
+    """
 
     checkpoint_id: CheckpointId
     reason: str
+    decline: bool = False
 
 
 Action = (
@@ -290,7 +295,12 @@ class BarrierHandler:
         if n == self.latest_id and current is None:
             return None  # checkpoint n already done here; a late duplicate
         if current is not None:
-            self._abort_current(current, f"checkpoint {n} started before it completed", actions)
+            self._abort_current(
+                current,
+                f"barrier {n} arrived before checkpoint {current.checkpoint_id} completed here",
+                actions,
+                decline=True,
+            )
         self.latest_id = n
         self.aborted = {a for a in self.aborted if a >= n}
         self.current = _Alignment(barrier, first_seen=now)
@@ -355,12 +365,14 @@ class BarrierHandler:
             actions.append(InputStateComplete(current.checkpoint_id))
             self.current = None
 
-    def _abort_current(self, current: _Alignment, reason: str, actions: list[Action]) -> None:
+    def _abort_current(
+        self, current: _Alignment, reason: str, actions: list[Action], *, decline: bool = False
+    ) -> None:
         self.aborted.add(current.checkpoint_id)
         if self.blocked:
             self.blocked.clear()
             actions.append(UnblockAll())
-        actions.append(AbortCheckpoint(current.checkpoint_id, reason))
+        actions.append(AbortCheckpoint(current.checkpoint_id, reason, decline))
         self.current = None
 
 

@@ -264,7 +264,9 @@ class CheckpointCoordinator(Actor):
             case CheckpointDeclined():
                 await self._abort(
                     message.checkpoint_id,
-                    CheckpointFailureReason.DECLINED,
+                    CheckpointFailureReason.SUBSUMED
+                    if message.subsumed
+                    else CheckpointFailureReason.DECLINED,
                     f"task {message.task} declined checkpoint {message.checkpoint_id}: "
                     f"{message.reason}",
                 )

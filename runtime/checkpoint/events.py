@@ -134,11 +134,15 @@ class CheckpointAcknowledged(msgspec.Struct, frozen=True):
 
 
 class CheckpointDeclined(msgspec.Struct, frozen=True):
-    """Report: ``task`` could not take checkpoint ``checkpoint_id``, and why."""
+    """Report: ``task`` could not take checkpoint ``checkpoint_id``, and why.
+
+    ``subsumed``: a newer checkpoint overtook it at the task (does not count as a failure).
+    """
 
     checkpoint_id: CheckpointId
     task: TaskId
     reason: str
+    subsumed: bool = False
 
 
 class SourceReachedEnd(msgspec.Struct, frozen=True):

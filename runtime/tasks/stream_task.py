@@ -38,6 +38,7 @@ from runtime.checkpoint.events import (
     BarrierAnnouncement,
     CancelCheckpointMarker,
     CheckpointBarrier,
+    CheckpointDeclined,
 )
 from runtime.checkpoint.ids import CheckpointId
 from runtime.tasks.chain import OperatorChain
@@ -217,7 +218,11 @@ class StreamTask(Task):
                 case InputStateComplete(checkpoint_id=checkpoint_id):
                     if checkpointing is not None:
                         checkpointing.complete(checkpoint_id)
-                case AbortCheckpoint(checkpoint_id=checkpoint_id):
+                case AbortCheckpoint(checkpoint_id=checkpoint_id, reason=reason, decline=decline):
+                    if decline and self.coordinator is not None:
+                        self.coordinator.put(
+                            CheckpointDeclined(checkpoint_id, self.task_id, reason, subsumed=True)
+                        )
                     for recorded_channel, recorded in list(self._recording.items()):
                         if recorded == checkpoint_id:
                             del self._recording[recorded_channel]
