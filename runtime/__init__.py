@@ -28,7 +28,13 @@ from runtime.api.functions import (
     ReduceFunction,
     SinkFunction,
 )
-from runtime.api.result import JobClient, JobResult, JobStatus, OperatorMetrics
+from runtime.api.result import (
+    JobClient,
+    JobResult,
+    JobStatus,
+    OperatorMetrics,
+    SavepointFormat,
+)
 from runtime.checkpoint import (
     CheckpointConfig,
     CheckpointError,
@@ -107,6 +113,7 @@ __all__ = [
     "RestartStrategy",
     "RestoreWarning",
     "RuntimeContext",
+    "SavepointFormat",
     "SinkFunction",
     "Source",
     "SourceReader",

@@ -14,7 +14,6 @@ import asyncio
 import copy
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from runtime.api.datastream import DataStream
@@ -351,7 +350,7 @@ class StreamEnvironment:
             job_name,
             self.checkpoint_config,
             restart_strategy=strategy,
-            restore_from=None if restore_from is None else Path(restore_from),
+            restore_from=None if restore_from is None else os.fspath(restore_from),
             allow_non_restored_state=allow_non_restored_state,
         )
 

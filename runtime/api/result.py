@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,20 @@ from actors import ActorStatistics, ChannelStatistics
 from runtime.checkpoint.stats import CheckpointStatistics
 
 if TYPE_CHECKING:
-    from runtime.checkpoint.coordinator import CompletedCheckpoint
+    from runtime.checkpoint.coordinator import CheckpointCoordinator, CompletedCheckpoint
     from runtime.scheduler.executor import JobExecution
+
+
+class SavepointFormat(enum.Enum):
+    """How a savepoint stores state.
+
+    ``CANONICAL``: msgspec only, independent of the state backend, readable without
+    running user code or unpickling. ``NATIVE``: the state backend's own format (the
+    one its checkpoints use), fastest to write and restore.
+    """
+
+    CANONICAL = "canonical"
+    NATIVE = "native"
 
 
 class JobStatus(enum.Enum):
@@ -166,22 +179,72 @@ class JobClient:
         """Records in and out per operator so far."""
         return self._execution.operator_metrics()
 
-    async def trigger_checkpoint(self) -> CompletedCheckpoint:
-        """Trigger a checkpoint now and wait until it completes.
-
-        Raises:
-            CheckpointError: checkpointing is off, or this checkpoint failed (the error
-                says why).
-        """
+    def _coordinator(self) -> CheckpointCoordinator:
         from runtime.checkpoint.coordinator import CheckpointError
 
         coordinator = self._execution.coordinator
-        if coordinator is None:
-            raise CheckpointError(
-                "checkpointing is not enabled for this job; call "
-                "env.enable_checkpointing(interval) before starting it"
-            )
+        if coordinator is None or self.status.is_terminal:
+            raise CheckpointError(f"job {self.job_name!r} is {self.status.value}")
+        return coordinator
+
+    async def trigger_checkpoint(self) -> CompletedCheckpoint:
+        """Trigger a checkpoint now and wait until it completes.
+
+        Works without periodic checkpoints too (into the configured storage).
+
+        Raises:
+            CheckpointError: the job is over, or this checkpoint failed (says why).
+        """
+        coordinator = self._coordinator()
         return await coordinator.request_checkpoint(coordinator.default_options())
+
+    async def trigger_savepoint(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        format: SavepointFormat = SavepointFormat.CANONICAL,
+    ) -> str:
+        """Take a savepoint into a new folder under ``directory``; return its path.
+
+        A savepoint is aligned, self-contained (relative paths: the folder can be
+        moved), never deleted by the runtime, and restorable with ``restore_from``.
+
+        Raises:
+            CheckpointError: the job is over, or the savepoint failed (says why).
+        """
+        coordinator = self._coordinator()
+        completed = await coordinator.request_savepoint(
+            os.fspath(directory), canonical=format is SavepointFormat.CANONICAL
+        )
+        return completed.pointer
+
+    async def stop_with_savepoint(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        drain: bool = False,
+        format: SavepointFormat = SavepointFormat.CANONICAL,
+    ) -> str:
+        """Stop the job with a savepoint; return the savepoint's path.
+
+        Without ``drain`` the sources stop right after the savepoint and the job ends
+        without ending its input (resume it later from the savepoint). With ``drain``
+        the sources end their input first, every pending result is flushed, and the
+        savepoint is the job's final checkpoint. ``wait()`` returns the finished job.
+
+        Raises:
+            CheckpointError: the savepoint failed; the job goes on running.
+        """
+        coordinator = self._coordinator()
+        target = os.fspath(directory)
+        canonical = format is SavepointFormat.CANONICAL
+        if drain:
+            completed = await coordinator.request_drain_savepoint(target, canonical=canonical)
+        else:
+            completed = await coordinator.request_savepoint(
+                target, canonical=canonical, terminate=True
+            )
+        return completed.pointer
 
     def checkpoint_stats(self) -> CheckpointStatistics | None:
         """Checkpoint counts and history so far (None if checkpointing is off)."""

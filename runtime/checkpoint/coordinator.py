@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import msgspec
 
 from actors import Actor, Mailbox, Waker
 from runtime.checkpoint.config import CheckpointConfig, CheckpointingMode
@@ -41,6 +42,7 @@ from runtime.checkpoint.events import (
     NotifyCheckpointAborted,
     NotifyCheckpointComplete,
     SourceReachedEnd,
+    StopSource,
     TaskFinished,
     TriggerCheckpoint,
 )
@@ -56,7 +58,9 @@ from storage.checkpoint import (
     CheckpointStorage,
     CompletedCheckpointStore,
     OperatorStateHandle,
+    SavepointStorage,
     SubtaskStateHandle,
+    new_savepoint_folder,
 )
 
 
@@ -162,6 +166,8 @@ class CheckpointCoordinator(Actor):
         self._final_id: CheckpointId | None = None
         self._final_done = False
         self._stopped = False
+        self._drain: TriggerRequest | None = None
+        self._savepoint_storages: dict[CheckpointId, CheckpointStorage] = {}
 
     # -- attempts -------------------------------------------------------------------------
 
@@ -210,6 +216,40 @@ class CheckpointCoordinator(Actor):
         """
         future: asyncio.Future[CompletedCheckpoint] = asyncio.get_running_loop().create_future()
         self.mailbox.put(TriggerRequest(future, options))
+        return future
+
+    def request_savepoint(
+        self, directory: str, *, canonical: bool = True, terminate: bool = False
+    ) -> asyncio.Future[CompletedCheckpoint]:
+        """Ask for a savepoint in a new folder under ``directory``.
+
+        Savepoints are always aligned and exactly-once. With ``terminate`` the sources
+        stop after it and the job ends without ending its input (stop-with-savepoint).
+        """
+        folder = new_savepoint_folder(directory, self.job_id)
+        options = CheckpointOptions(
+            is_savepoint=True, target=str(folder), canonical=canonical, terminate=terminate
+        )
+        return self.request_checkpoint(options)
+
+    def request_drain_savepoint(
+        self, directory: str, *, canonical: bool = True
+    ) -> asyncio.Future[CompletedCheckpoint]:
+        """Stop-with-savepoint with drain.
+
+        Every source ends its input; the final checkpoint, once everything drained, is a
+        savepoint in a new folder under ``directory``.
+        """
+        future: asyncio.Future[CompletedCheckpoint] = asyncio.get_running_loop().create_future()
+        folder = new_savepoint_folder(directory, self.job_id)
+        self._drain = TriggerRequest(
+            future,
+            CheckpointOptions(is_savepoint=True, target=str(folder), canonical=canonical),
+        )
+        for source in self.sources:
+            if source not in self._finished:
+                self.tasks[source].put(StopSource())
+        self.waker.wake()
         return future
 
     def statistics_snapshot(self) -> CheckpointStatistics:
@@ -297,10 +337,14 @@ class CheckpointCoordinator(Actor):
             request = self._queued_requests.popleft()
             if request.future.cancelled():
                 continue
-            checkpoint_id = self._trigger(now, request.options)
-            self._requests.setdefault(checkpoint_id, []).append(request)
+            await self._trigger_request(now, request)
         if self._final_phase:
             if not self._final_done and self._final_id is None and len(self.pending) < limit:
+                drain = self._drain
+                if drain is not None:
+                    options = msgspec.structs.replace(drain.options, is_final=True)
+                    self._final_id = await self._trigger_request(now, drain, options)
+                    return
                 options = self.default_options()
                 self._final_id = self._trigger(
                     now,
@@ -319,6 +363,29 @@ class CheckpointCoordinator(Actor):
         rules = self.rules
         if rules is not None and rules.should_trigger(now, len(self.pending)):
             self._trigger(now, self.default_options())
+
+    async def _trigger_request(
+        self, now: float, request: TriggerRequest, options: CheckpointOptions | None = None
+    ) -> CheckpointId | None:
+        options = options or request.options
+        storage: CheckpointStorage | None = None
+        if options.target is not None:
+            storage = SavepointStorage(options.target, self.job_id)
+            try:
+                await storage.initialize()
+            except Exception as error:
+                if not request.future.done():
+                    request.future.set_exception(
+                        CheckpointError(f"cannot write the savepoint: {error}")
+                    )
+                if request is self._drain:
+                    self._drain = None
+                return None
+        checkpoint_id = self._trigger(now, options)
+        if storage is not None:
+            self._savepoint_storages[checkpoint_id] = storage
+        self._requests.setdefault(checkpoint_id, []).append(request)
+        return checkpoint_id
 
     def _trigger(self, now: float, options: CheckpointOptions) -> CheckpointId:
         checkpoint_id = CheckpointId(self._next_id)
@@ -347,16 +414,18 @@ class CheckpointCoordinator(Actor):
     async def _complete(self, pending: PendingCheckpoint) -> None:
         checkpoint_id = pending.checkpoint_id
         metadata = self._metadata(pending)
+        storage = self._savepoint_storages.get(checkpoint_id, self.storage)
         try:
-            pointer = await self.storage.commit(metadata)
+            pointer = await storage.commit(metadata)
         except Exception as error:
             await self._abort(
                 checkpoint_id,
                 CheckpointFailureReason.WRITE_FAILURE,
                 f"writing the metadata of checkpoint {checkpoint_id} to "
-                f"{self.storage.description} failed: {error}",
+                f"{storage.description} failed: {error}",
             )
             return
+        self._savepoint_storages.pop(checkpoint_id, None)
         pending.discard()
         del self.pending[checkpoint_id]
         now = self.clock()
@@ -387,6 +456,8 @@ class CheckpointCoordinator(Actor):
         for request in self._requests.pop(checkpoint_id, []):
             if not request.future.done():
                 request.future.set_result(completed)
+            if request is self._drain:
+                self._drain = None
 
     def _metadata(self, pending: PendingCheckpoint) -> CheckpointMetadata:
         subtasks: dict[str, list[SubtaskStateHandle]] = {}
@@ -438,8 +509,9 @@ class CheckpointCoordinator(Actor):
             self.rules.finished(now)
         for mailbox in self.tasks.values():
             mailbox.put(NotifyCheckpointAborted(checkpoint_id, message))
+        storage = self._savepoint_storages.pop(checkpoint_id, self.storage)
         with contextlib.suppress(Exception):
-            await self.storage.discard(checkpoint_id)
+            await storage.discard(checkpoint_id)
         if checkpoint_id == self._final_id:
             self._final_id = None  # trigger another final checkpoint
         for request in self._requests.pop(checkpoint_id, []):
@@ -454,6 +526,9 @@ class CheckpointCoordinator(Actor):
             )
 
     def _fail_requests(self, message: str) -> None:
+        if self._drain is not None and not self._drain.future.done():
+            self._drain.future.set_exception(CheckpointError(message))
+        self._drain = None
         for requests in self._requests.values():
             for request in requests:
                 if not request.future.done():

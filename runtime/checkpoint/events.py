@@ -35,6 +35,10 @@ class CheckpointOptions(msgspec.Struct, frozen=True):
         exactly_once: align (or capture in-flight data); False is at-least-once.
         is_savepoint: a savepoint (always aligned, never subsumed).
         is_final: the last checkpoint of a job whose sources all ended.
+        target: a savepoint's own folder (its files go there, not to ``chk-<n>``).
+        canonical: a savepoint in the canonical (msgspec only) format, else native.
+        terminate: stop-with-savepoint: sources stop after it, and no operator ends its
+            input (the job is suspended, to be resumed from the savepoint).
     """
 
     unaligned: bool = False
@@ -42,6 +46,9 @@ class CheckpointOptions(msgspec.Struct, frozen=True):
     exactly_once: bool = True
     is_savepoint: bool = False
     is_final: bool = False
+    target: str | None = None
+    canonical: bool = False
+    terminate: bool = False
 
 
 class CheckpointBarrier(msgspec.Struct, frozen=True):
@@ -82,6 +89,10 @@ class NotifyCheckpointComplete(msgspec.Struct, frozen=True):
     """Command to every task: checkpoint ``checkpoint_id`` completed (commit side effects)."""
 
     checkpoint_id: CheckpointId
+
+
+class StopSource(msgspec.Struct, frozen=True):
+    """Command to a source task: end the input now (stop-with-savepoint with drain)."""
 
 
 class NotifyCheckpointAborted(msgspec.Struct, frozen=True):

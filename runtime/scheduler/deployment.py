@@ -141,12 +141,25 @@ class Deployment:
         restored: TaskRestoreState | None = None
         key_groups = KeyGroupRange.for_operator(graph.max_parallelism, p, subtask)
         if self.restore is not None:
+            restore = self.restore
             keyed = any(node.key_selector is not None for node in vertex.nodes)
-            restored = self.restore.for_task(
+            input_key_selectors = {
+                uid_of(edge.source.nodes[-1]): edge.partitioning.key_selector
+                for edge in vertex.inputs
+            }
+            output_rescaled = {
+                uid_of(edge.target.head): restore.old_parallelism(uid_of(edge.target.head))
+                not in (None, edge.target.parallelism)
+                for edge in vertex.outputs
+            }
+            restored = restore.for_task(
                 [uid_of(node) for node in vertex.nodes],
                 subtask,
+                p,
                 key_groups if keyed else None,
-                uid_of(vertex.head),
+                input_key_selectors,
+                output_rescaled,
+                graph.max_parallelism,
             )
         operators: list[StreamOperator] = []
         for node in vertex.nodes:
@@ -175,11 +188,15 @@ class Deployment:
                 key_error,
             )
             if restored is not None:
+                consumer_uid = uid_of(edge.target.head)
                 consumers = [j for j in range(edge.target.parallelism) if (subtask, j) in matrix]
                 for index, consumer in enumerate(consumers):
-                    records = restored.output_channels.get((uid_of(edge.target.head), consumer))
+                    records = restored.output_channels.get((consumer_uid, consumer))
                     if records:
                         writer.restore_pending(index, records)
+                again = restored.output_records.get(consumer_uid)
+                if again:
+                    writer.write(again)  # partitioned again for the new parallelism
             writers.append(writer)
         chain = OperatorChain(operators, writers)
         name = f"{vertex.name} ({subtask + 1}/{p})"
@@ -220,11 +237,7 @@ class Deployment:
             task_id=tid,
         )
         if restored is not None:
-            task.restored_input = [
-                (index, restored.input_channels[source])
-                for index, source in enumerate(input_sources)
-                if restored.input_channels.get(source)
-            ]
+            task.restored_input = [records for records in restored.input_records if records]
         return task
 
     def _make_operator(

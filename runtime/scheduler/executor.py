@@ -33,6 +33,7 @@ from actors import Actor, ActorFailedError, Supervisor
 from runtime.api.result import JobResult, JobStatus, OperatorMetrics
 from runtime.checkpoint.config import CheckpointConfig, ExternalizedCheckpointRetention
 from runtime.checkpoint.coordinator import CheckpointCoordinator
+from runtime.checkpoint.stats import CheckpointStatistics
 from runtime.config import ExecutionConfig
 from runtime.errors import ConfigError, JobFailedError
 from runtime.graph.job_graph import JobGraph
@@ -41,11 +42,15 @@ from runtime.scheduler.restart import RestartStrategy, default_restart_strategy
 from runtime.scheduler.restore import RestoredCheckpoint, load_checkpoint
 from storage.checkpoint import (
     METADATA_FILE,
+    CheckpointNotFoundError,
     CheckpointStorage,
+    CorruptCheckpointError,
     FileCheckpointStorage,
-    find_latest_valid,
+    checkpoint_folder,
+    completed_checkpoint_ids,
     resolve_storage,
 )
+from storage.checkpoint.layout import checkpoint_dir_name
 
 
 class RestoreWarning(UserWarning):
@@ -73,7 +78,7 @@ class JobExecution:
         checkpoint_config: CheckpointConfig | None = None,
         *,
         restart_strategy: RestartStrategy | None = None,
-        restore_from: str | Path | None = None,
+        restore_from: str | None = None,
         allow_non_restored_state: bool = False,
     ) -> None:
         self.graph = graph
@@ -122,39 +127,58 @@ class JobExecution:
             return
         self._prepared = True
         if self.restore_from is not None:
-            self._restore = await self._load_restore_from(Path(self.restore_from))
-        if self.checkpoint_config is not None:
-            first_id = 1 if self._restore is None else self._restore.checkpoint_id + 1
-            self.storage = resolve_storage(self.checkpoint_config.storage, self.job_id)
-            self.coordinator = CheckpointCoordinator(
-                self.checkpoint_config,
-                self.storage,
-                {},
-                [],
-                [],
-                self.job_id,
-                first_checkpoint_id=first_id,
-            )
-            if self._restore is not None:
-                self.coordinator.stats.restored(self._restore.pointer)
+            self._restore = await self._load_restore_from(self.restore_from)
+        # A coordinator always runs: without periodic checkpoints it still takes
+        # savepoints and manual checkpoints.
+        config = self.checkpoint_config or CheckpointConfig()
+        first_id = 1 if self._restore is None else self._restore.checkpoint_id + 1
+        self.storage = resolve_storage(config.storage, self.job_id)
+        self.coordinator = CheckpointCoordinator(
+            config,
+            self.storage,
+            {},
+            [],
+            [],
+            self.job_id,
+            first_checkpoint_id=first_id,
+        )
+        if self._restore is not None:
+            self.coordinator.stats.restored(self._restore.pointer)
         await self._deploy(0, self._restore)
 
-    async def _load_restore_from(self, path: Path) -> RestoredCheckpoint:
-        target = path
-        if target.name == METADATA_FILE:
-            target = target.parent
-        if not (target / METADATA_FILE).exists():
-            scan = await anyio.to_thread.run_sync(find_latest_valid, target)
-            for message in scan.skipped:
-                warnings.warn(message, RestoreWarning, stacklevel=2)
-            if scan.latest is None:
-                raise ConfigError(
-                    f"restore_from: no valid checkpoint at {path}: give a chk-<n> or "
-                    f"savepoint folder (with a _metadata file) or a job's checkpoint folder"
+    async def _load_restore_from(self, pointer: str) -> RestoredCheckpoint:
+        """Load what ``restore_from`` names, falling back past broken checkpoints.
+
+        A ``chk-<n>`` or savepoint folder (or its ``_metadata``, or a ``file://`` URI of
+        either) is loaded as is: if it is broken, that is an error naming the file. A
+        job's checkpoint folder is searched newest first; a checkpoint whose metadata or
+        state files fail to verify is skipped with a ``RestoreWarning`` naming the file.
+        """
+        try:
+            target = checkpoint_folder(pointer)
+        except ValueError as error:
+            raise ConfigError(f"restore_from: {error}") from None
+        if (target / METADATA_FILE).exists():
+            return await self._load_one(target)
+        ids = await anyio.to_thread.run_sync(completed_checkpoint_ids, target)
+        for checkpoint_id in reversed(ids):
+            folder = target / checkpoint_dir_name(checkpoint_id)
+            try:
+                return await self._load_one(folder)
+            except (CorruptCheckpointError, CheckpointNotFoundError) as error:
+                warnings.warn(
+                    f"skipping checkpoint {folder}: {error}; trying an older one",
+                    RestoreWarning,
+                    stacklevel=2,
                 )
-            target = scan.latest[0]
-        reader = FileCheckpointStorage(target.parent.parent, target.parent.name)
-        restored = await load_checkpoint(reader, str(target), allow_pickle=self.config.allow_pickle)
+        raise ConfigError(
+            f"restore_from: no valid checkpoint at {pointer}: give a chk-<n> or savepoint "
+            f"folder (with a _metadata file) or a job's checkpoint folder"
+        )
+
+    async def _load_one(self, folder: Path) -> RestoredCheckpoint:
+        reader = FileCheckpointStorage(folder.parent.parent, folder.parent.name or "job")
+        restored = await load_checkpoint(reader, str(folder), allow_pickle=self.config.allow_pickle)
         uids = {uid_of(node): node.name for vertex in self.graph.vertices for node in vertex.nodes}
         restored.check_operators(uids, self.graph.max_parallelism, self.allow_non_restored_state)
         return restored
@@ -168,6 +192,9 @@ class JobExecution:
             restore,
             checkpointing=self.checkpoint_config is not None,
         )
+        if self.checkpoint_config is not None:
+            for task in deployment.tasks:
+                task.wait_for_final = True
         if self.coordinator is not None and self.storage is not None:
             await self.coordinator.prepare_attempt(
                 {task.task_id: task.mailbox for task in deployment.tasks},
@@ -328,6 +355,15 @@ class JobExecution:
                     m.records_out += operator.records_out
         return metrics
 
+    def _checkpoint_statistics(self) -> CheckpointStatistics | None:
+        coordinator = self.coordinator
+        if coordinator is None:
+            return None
+        statistics = coordinator.statistics_snapshot()
+        if self.checkpoint_config is None and statistics.counts.triggered == 0:
+            return None  # checkpointing off and no savepoint taken
+        return statistics
+
     def _result(self, duration: float, failure: BaseException | None) -> JobResult:
         channels = {}
         tasks = []
@@ -346,9 +382,7 @@ class JobExecution:
             tasks=tasks,
             channels=channels,
             error=None if failure is None else str(failure),
-            checkpoints=None
-            if self.coordinator is None
-            else self.coordinator.statistics_snapshot(),
+            checkpoints=self._checkpoint_statistics(),
             restarts=self.restarts,
             failures=list(self.failures),
         )

@@ -5,11 +5,14 @@ verified by size and checksum), once, and indexes the frames. ``RestoredCheckpoi
 for_task`` then gives a subtask of the new run (same job graph) its ``TaskRestoreState``:
 
 * keyed state: the key-group blobs of each of its operators that fall in its key-group
-  range, from whichever old subtask wrote them;
-* operator state: what the same subtask index wrote for each operator;
-* source splits: what the same source subtask wrote (the enumerator is not run again);
-* channel state: input channel state it recorded (by producing operator uid and
-  subtask) and output channel state (by consuming operator uid and subtask).
+  range, from whichever old subtask wrote them (this is what makes rescaling work);
+* operator state: what the same subtask index wrote, or, after a change of
+  parallelism, its share (list state split evenly, union list state to all);
+* source splits: what the same source subtask wrote, or a round-robin share of every
+  split after a change of parallelism (the enumerator is not run again);
+* channel state: the input channel state to process first (after a rescale, split by
+  key group on keyed edges, else by old subtask) and output channel state to send
+  first (after a rescale of either side, through the partitioner again).
 
 Operators are matched by ``uid``. A checkpoint that names an operator the job does not
 have, or whose max parallelism differs, is an error naming the operator.
@@ -18,13 +21,20 @@ have, or whose max parallelism differs, is an error naming the operator.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from runtime.errors import ConfigError
-from storage import KeyGroupRange, OperatorStateSnapshot, serializer_for
+from storage import (
+    KeyGroupRange,
+    OperatorStateSnapshot,
+    assign_to_key_group,
+    redistribute,
+    serializer_for,
+)
 from storage.checkpoint import CheckpointMetadata, CheckpointStorage, StateFrame, iter_frames
 
 _operator_state_decoder = msgspec.msgpack.Decoder(OperatorStateSnapshot)
@@ -32,13 +42,26 @@ _operator_state_decoder = msgspec.msgpack.Decoder(OperatorStateSnapshot)
 
 @dataclass(slots=True)
 class TaskRestoreState:
-    """What one subtask restores."""
+    """What one subtask restores.
+
+    Attributes:
+        keyed: per operator uid, the key-group blobs in the subtask's range.
+        operator: per operator uid, its operator state (redistributed on rescale).
+        splits: per source uid, its splits with their positions.
+        input_records: input channel state to process before any input, in order per
+            original channel.
+        output_channels: per (consuming uid, consuming subtask), output channel state to
+            queue on that channel before any new output (same parallelism on both sides).
+        output_records: per consuming uid, output channel state to send through the
+            partitioner again (after a rescale of either side).
+    """
 
     keyed: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
     operator: dict[str, OperatorStateSnapshot] = field(default_factory=dict)
     splits: dict[str, list[Any]] = field(default_factory=dict)
-    input_channels: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
+    input_records: list[list[Any]] = field(default_factory=list)
     output_channels: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
+    output_records: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -67,6 +90,13 @@ class RestoredCheckpoint:
     def checkpoint_id(self) -> int:
         """The restored checkpoint's id."""
         return self.metadata.checkpoint_id
+
+    def old_parallelism(self, uid: str) -> int | None:
+        """The parallelism operator ``uid`` had when the checkpoint was taken."""
+        for operator in self.metadata.operators:
+            if operator.uid == uid:
+                return operator.parallelism
+        return None
 
     def check_operators(
         self, uids: dict[str, str], max_parallelism: int, allow_non_restored_state: bool
@@ -103,50 +133,136 @@ class RestoredCheckpoint:
         self,
         uids: list[str],
         subtask: int,
+        parallelism: int,
         key_group_range: KeyGroupRange | None,
-        head_uid: str,
+        input_key_selectors: dict[str, Callable[[Any], Any] | None],
+        output_rescaled: dict[str, bool],
+        max_parallelism: int,
     ) -> TaskRestoreState:
         """The part of the checkpoint that subtask ``subtask`` of a chain restores.
 
         Args:
-            uids: the uids of the chain's operators.
+            uids: the uids of the chain's operators, head first.
             subtask: the subtask's index.
+            parallelism: the chain's (new) parallelism.
             key_group_range: its key groups (keyed chains), or None.
-            head_uid: the uid of the chain's head (owner of its channel state).
+            input_key_selectors: per producing uid of an input edge, the edge's key
+                selector (None if not keyed): input channel state is split by key group
+                when the job was rescaled.
+            output_rescaled: per consuming uid of an output edge, whether either side's
+                parallelism changed (then output channel state is partitioned again).
+            max_parallelism: the job's number of key groups.
         """
         state = TaskRestoreState()
-        wanted = set(uids)
+        head = uids[0]
+        old_p = self.old_parallelism(head)
+        rescaled = old_p is not None and old_p != parallelism
         records = serializer_for(None, allow_pickle=self.allow_pickle, what="record")
+        for uid in uids:
+            self._assign_operator_state(uid, subtask, parallelism, state)
         for file in self.files:
-            mine = (head_uid, subtask) in file.owners
+            old_subtasks = [k for (owner, k) in file.owners if owner == head]
+            old_subtask = old_subtasks[0] if old_subtasks else None
             for frame in file.frames:
-                uid = frame.operator_uid
                 kind = frame.kind
                 if kind == "keyed":
                     if (
-                        uid in wanted
+                        frame.operator_uid in uids
                         and key_group_range is not None
                         and frame.key_group in key_group_range
                     ):
-                        state.keyed.setdefault(uid, []).append((frame.key_group, frame.data))
-                elif kind == "operator":
-                    if uid in wanted and (uid, subtask) in file.owners:
-                        state.operator[uid] = _operator_state_decoder.decode(frame.data)
-                elif kind == "splits":
-                    if uid in wanted and (uid, subtask) in file.owners:
-                        splits = serializer_for(
-                            None, allow_pickle=self.allow_pickle, what="source split"
-                        ).decode(frame.data)
-                        state.splits[uid] = list(splits)
-                elif kind == "input" and mine:
-                    state.input_channels.setdefault((uid, frame.key_group), []).extend(
-                        records.decode(frame.data)
+                        state.keyed.setdefault(frame.operator_uid, []).append(
+                            (frame.key_group, frame.data)
+                        )
+                elif old_subtask is None:
+                    continue
+                elif kind == "input":
+                    self._assign_input(
+                        frame,
+                        records.decode(frame.data),
+                        old_subtask,
+                        subtask,
+                        parallelism,
+                        rescaled,
+                        input_key_selectors,
+                        key_group_range,
+                        max_parallelism,
+                        state,
                     )
-                elif kind == "output" and mine:
-                    state.output_channels.setdefault((uid, frame.key_group), []).extend(
-                        records.decode(frame.data)
-                    )
+                elif kind == "output":
+                    consumer = frame.operator_uid
+                    if output_rescaled.get(consumer, False) or rescaled:
+                        if old_subtask % parallelism == subtask:
+                            state.output_records.setdefault(consumer, []).extend(
+                                records.decode(frame.data)
+                            )
+                    elif old_subtask == subtask:
+                        state.output_channels.setdefault((consumer, frame.key_group), []).extend(
+                            records.decode(frame.data)
+                        )
         return state
+
+    def _assign_input(
+        self,
+        frame: StateFrame,
+        decoded: list[Any],
+        old_subtask: int,
+        subtask: int,
+        parallelism: int,
+        rescaled: bool,
+        input_key_selectors: dict[str, Callable[[Any], Any] | None],
+        key_group_range: KeyGroupRange | None,
+        max_parallelism: int,
+        state: TaskRestoreState,
+    ) -> None:
+        if not rescaled:
+            if old_subtask == subtask:
+                state.input_records.append(list(decoded))
+            return
+        selector = input_key_selectors.get(frame.operator_uid)
+        if selector is not None and key_group_range is not None:
+            mine = [
+                r
+                for r in decoded
+                if assign_to_key_group(selector(r), max_parallelism) in key_group_range
+            ]
+            if mine:
+                state.input_records.append(mine)
+        elif old_subtask % parallelism == subtask:
+            state.input_records.append(list(decoded))
+
+    def _assign_operator_state(
+        self, uid: str, subtask: int, parallelism: int, state: TaskRestoreState
+    ) -> None:
+        """Operator state and source splits of ``uid``, redistributed on rescale."""
+        snapshots: dict[int, OperatorStateSnapshot] = {}
+        splits: dict[int, list[Any]] = {}
+        split_decoder = serializer_for(None, allow_pickle=self.allow_pickle, what="source split")
+        for file in self.files:
+            for owner, old_subtask in file.owners:
+                if owner != uid:
+                    continue
+                for frame in file.frames:
+                    if frame.operator_uid != uid:
+                        continue
+                    if frame.kind == "operator":
+                        snapshots[old_subtask] = _operator_state_decoder.decode(frame.data)
+                    elif frame.kind == "splits":
+                        splits[old_subtask] = list(split_decoder.decode(frame.data))
+        old_p = self.old_parallelism(uid)
+        if snapshots:
+            if old_p == parallelism:
+                if subtask in snapshots:
+                    state.operator[uid] = snapshots[subtask]
+            else:
+                ordered = [snapshots[k] for k in sorted(snapshots)]
+                state.operator[uid] = redistribute(ordered, parallelism)[subtask]
+        if splits:
+            if old_p == parallelism:
+                state.splits[uid] = splits.get(subtask, [])
+            else:
+                every = [split for k in sorted(splits) for split in splits[k]]
+                state.splits[uid] = every[subtask::parallelism]
 
 
 async def load_checkpoint(

@@ -40,7 +40,7 @@ from runtime.checkpoint.events import (
 from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from storage import serializer_for
-from storage.checkpoint import CheckpointStorage, StateFrame, encode_frame
+from storage.checkpoint import CheckpointStorage, SavepointStorage, StateFrame, encode_frame
 
 ENCODE_CHUNK = 4096
 """Keyed state entries encoded between two yields to the event loop."""
@@ -171,6 +171,13 @@ class TaskCheckpointing:
         for checkpoint_id in list(self.pending):
             self.abort(checkpoint_id)
 
+    def _storage_for(self, barrier: CheckpointBarrier) -> CheckpointStorage:
+        target = barrier.options.target
+        if target is None:
+            return self.storage
+        # A savepoint: its files go into its own folder (created by the coordinator).
+        return SavepointStorage(target, self.storage.job_id)
+
     async def persist(self, snapshot: PendingSnapshot) -> None:
         """The asynchronous part: encode, write, release, acknowledge (or decline)."""
         started = time.perf_counter()
@@ -202,7 +209,8 @@ class TaskCheckpointing:
                 data = self._records.encode(records)
                 frames.append(encode_frame(StateFrame(kind, uid, subtask, data)))
                 in_flight += len(data)
-            handle = await self.storage.write_state(checkpoint_id, self._file_name, frames)
+            storage = self._storage_for(snapshot.barrier)
+            handle = await storage.write_state(checkpoint_id, self._file_name, frames)
         except asyncio.CancelledError:
             raise
         except Exception as error:

@@ -28,7 +28,7 @@ from typing import Any
 
 import anyio
 
-from runtime.checkpoint.events import SourceReachedEnd, TriggerCheckpoint
+from runtime.checkpoint.events import SourceReachedEnd, StopSource, TriggerCheckpoint
 from runtime.connectors.source import SourceReader
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
@@ -95,6 +95,7 @@ class SourceTask(Task):
         self.records_per_second = records_per_second
         self.end_of_input = False
         self._final_checkpoint: int | None = None
+        self._stop_requested = False
 
     async def run_loop(self) -> None:
         """Read until the reader reports the end of its input."""
@@ -112,6 +113,19 @@ class SourceTask(Task):
             while True:
                 if mailbox:
                     self.poll_mailbox()
+                if self.suspend_after is not None:
+                    # Stop-with-savepoint: read nothing more until it completes (then
+                    # end without ending the input) or is aborted (then go on).
+                    await self.flush_all()
+                    while self.suspend_after is not None and not self.suspended:
+                        await self.wait_idle()
+                        self.poll_mailbox()
+                    if self.suspended:
+                        return
+                    continue
+                if self._stop_requested:
+                    self.end_of_input = True
+                    return
                 try:
                     batch = reader.read(batch_size)
                     if inspect.isawaitable(batch):
@@ -136,7 +150,7 @@ class SourceTask(Task):
 
     async def before_end_of_output(self) -> None:
         """With checkpoints on, take part in checkpoints until the final one completed."""
-        if self.coordinator is None:
+        if self.coordinator is None or not self.wait_for_final or self.suspended:
             return
         self.coordinator.put(SourceReachedEnd(self.task_id))
         while self._final_checkpoint is None or self.completed_checkpoint < self._final_checkpoint:
@@ -156,6 +170,11 @@ class SourceTask(Task):
         """Checkpoint triggers, then the common control messages."""
         if isinstance(message, TriggerCheckpoint):
             self.trigger_checkpoint(message)
+        elif isinstance(message, StopSource):
+            # Stop-with-savepoint with drain: end the input now; the final checkpoint
+            # (a savepoint) follows once everything drained.
+            self._stop_requested = True
+            self.wait_for_final = True
         else:
             super().handle_control(message)
 
@@ -167,6 +186,8 @@ class SourceTask(Task):
         barrier = trigger.barrier
         if barrier.options.is_final:
             self._final_checkpoint = barrier.checkpoint_id
+        if barrier.options.terminate:
+            self.suspend_after = barrier.checkpoint_id
         unaligned = barrier.options.unaligned and barrier.options.exactly_once
         start_delay = max(0.0, time.monotonic() - barrier.timestamp)
         checkpointing.begin(barrier, unaligned=unaligned, start_delay=start_delay)

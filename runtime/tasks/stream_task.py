@@ -75,8 +75,9 @@ class StreamTask(Task):
         self.barriers = BarrierHandler(gate.num_channels)
         self.input_sources = input_sources or [("", i) for i in range(gate.num_channels)]
         self._recording: dict[int, CheckpointId] = {}
-        # Restored input channel state: (channel, records), processed before any input.
-        self.restored_input: list[tuple[int, list[Any]]] = []
+        # Restored input channel state: records per original channel, in order,
+        # processed before any input.
+        self.restored_input: list[list[Any]] = []
         self._replaying = False
         # The buffer being processed, for an async chain interrupted by a barrier.
         self._in_progress: tuple[int, list[Any], int] | None = None
@@ -92,7 +93,7 @@ class StreamTask(Task):
         self._replaying = True
         size = 512
         try:
-            for _channel, records in self.restored_input:
+            for records in self.restored_input:
                 for start in range(0, len(records), size):
                     await self.process(records[start : start + size])
         finally:
@@ -239,6 +240,8 @@ class StreamTask(Task):
             # No checkpointing configured here: still forward, so downstream aligns.
             self.forward_barrier(barrier, action.unaligned)
             return
+        if barrier.options.terminate:
+            self.suspend_after = barrier.checkpoint_id
         checkpointing.begin(
             barrier,
             unaligned=action.unaligned,

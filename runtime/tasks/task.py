@@ -75,6 +75,11 @@ class Task(Actor):
         # Per writer: the consuming operator's uid and the subtask of each channel.
         self.output_targets: list[tuple[str, list[int]]] = []
         self.completed_checkpoint: CheckpointId = CheckpointId(0)
+        # Whether sources wait for a final checkpoint at the end of their input.
+        self.wait_for_final = False
+        # Stop-with-savepoint (no drain): the savepoint after which this task ends
+        # without ending its input; cleared if that savepoint is aborted.
+        self.suspend_after: CheckpointId | None = None
         self.deadline = math.inf
         self._last_yield = time.perf_counter()
         self._group: TaskGroup | None = None
@@ -113,7 +118,8 @@ class Task(Actor):
                 self._group = group
                 await self.chain.open()
                 await self.run_loop()
-                await self.chain.end_input()
+                if not self.suspended:
+                    await self.chain.end_input()
                 await self.flush_all()
                 await self.before_end_of_output()
                 for writer in self.writers:
@@ -128,6 +134,11 @@ class Task(Actor):
         await self.chain.close()
         if self.coordinator is not None:
             self.coordinator.put(TaskFinished(self.task_id))
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the task stops for a completed stop-with-savepoint (no end of input)."""
+        return self.suspend_after is not None and self.completed_checkpoint >= self.suspend_after
 
     async def run_loop(self) -> None:
         """Read input until it ends. Implemented by the task kinds."""
@@ -159,6 +170,8 @@ class Task(Actor):
 
     def on_checkpoint_aborted(self, checkpoint_id: CheckpointId, reason: str) -> None:
         """The coordinator aborted ``checkpoint_id``: drop what is held for it."""
+        if self.suspend_after == checkpoint_id:
+            self.suspend_after = None  # the stop-with-savepoint failed: carry on
         if self.checkpointing is not None:
             self.checkpointing.abort(checkpoint_id)
 

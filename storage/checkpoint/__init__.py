@@ -58,10 +58,20 @@ from storage.checkpoint.recovery import (
     load_metadata_file,
 )
 from storage.checkpoint.resolve import resolve_storage
+from storage.checkpoint.savepoint import (
+    SAVEPOINT_PREFIX,
+    SavepointStorage,
+    dispose_savepoint,
+    new_savepoint_folder,
+)
 from storage.checkpoint.state_file import NO_KEY_GROUP, StateFrame, encode_frame, iter_frames
 from storage.checkpoint.storage import CheckpointStorage
 
 __all__ = [
+    "SAVEPOINT_PREFIX",
+    "SavepointStorage",
+    "dispose_savepoint",
+    "new_savepoint_folder",
     "CHECKPOINT_DIR_PREFIX",
     "METADATA_FILE",
     "METADATA_TMP_FILE",
