@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from runtime.api.datastream import DataStream
+from runtime.api.overrides import JOBS, OVERRIDES
 from runtime.api.result import JobClient, JobResult
 from runtime.checkpoint.config import (
     CheckpointConfig,
@@ -62,7 +63,7 @@ class StreamEnvironment:
     """The context in which a streaming job is built and executed.
 
     Args:
-        parallelism: default number of subtasks per operator.
+        parallelism: default number of subtasks per operator (1, or ``weir run -p``).
         max_parallelism: number of key groups; the most subtasks a keyed operator can
             ever be rescaled to. Fixed for the life of a job's state.
         buffer_size: records per buffer between actors.
@@ -77,7 +78,7 @@ class StreamEnvironment:
 
     def __init__(
         self,
-        parallelism: int = 1,
+        parallelism: int | None = None,
         max_parallelism: int = DEFAULT_MAX_PARALLELISM,
         *,
         buffer_size: int = DEFAULT_BUFFER_SIZE,
@@ -86,6 +87,8 @@ class StreamEnvironment:
         chaining: bool = True,
         allow_pickle: bool = True,
     ) -> None:
+        if parallelism is None:
+            parallelism = OVERRIDES.parallelism or 1
         self.parallelism = check_positive_int("parallelism", parallelism)
         self.max_parallelism = _check_max_parallelism(max_parallelism)
         if parallelism > max_parallelism:
@@ -288,7 +291,15 @@ class StreamEnvironment:
             aligned_timeout=config.aligned_timeout if aligned_timeout is None else aligned_timeout,
             retention=config.retention if retention is None else retention,
             retained=config.retained if retained is None else retained,
-            storage=config.storage if storage is None else storage,
+            storage=(
+                storage
+                if storage is not None
+                else (
+                    f"file://{os.path.abspath(OVERRIDES.checkpoint_dir)}"
+                    if OVERRIDES.checkpoint_dir and config.storage == "memory"
+                    else config.storage
+                )
+            ),
         )
         updated.validate()
         _check_storage(updated.storage)
@@ -340,6 +351,11 @@ class StreamEnvironment:
     ) -> JobExecution:
         if not isinstance(job_name, str) or not job_name:
             raise ConfigError(f"job name must be a non-empty str, got {job_name!r}")
+        if restore_from is None and OVERRIDES.restore_from is not None:
+            restore_from = OVERRIDES.restore_from
+            allow_non_restored_state = (
+                allow_non_restored_state or OVERRIDES.allow_non_restored_state
+            )
         strategy = self.restart_strategy
         if strategy is not None:
             # A fresh copy per run: strategies remember the failures they saw.
@@ -380,6 +396,7 @@ class StreamEnvironment:
                 operator, the subtask and the record).
         """
         execution = self._execution(job_name, restore_from, allow_non_restored_state)
+        JOBS.register(execution)
         return await execution.run()
 
     async def start(
@@ -397,6 +414,7 @@ class StreamEnvironment:
             ConfigError: the job is invalid (nothing was started).
         """
         execution = self._execution(job_name, restore_from, allow_non_restored_state)
+        JOBS.register(execution)
         await execution.prepare()  # the client sees every operator from the start
         task = asyncio.get_running_loop().create_task(execution.run(), name=job_name)
         # The client's wait() retrieves the result or error; a job nobody waits for

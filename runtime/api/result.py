@@ -139,7 +139,7 @@ class JobClient:
     once; ``wait`` returns the ``JobResult`` when the job is over.
     """
 
-    def __init__(self, execution: JobExecution, task: asyncio.Task[JobResult]) -> None:
+    def __init__(self, execution: JobExecution, task: asyncio.Task[JobResult] | None = None):
         self._execution = execution
         self._task = task
 
@@ -173,7 +173,13 @@ class JobClient:
         Raises:
             JobFailedError: the job failed (the error carries the result).
         """
-        return await asyncio.shield(self._task)
+        if self._task is not None:
+            return await asyncio.shield(self._task)
+        await self._execution.done.wait()
+        if self._execution.error is not None:
+            raise self._execution.error
+        assert self._execution.result is not None
+        return self._execution.result
 
     def metrics(self) -> dict[str, OperatorMetrics]:
         """Records in and out per operator so far."""

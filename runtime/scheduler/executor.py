@@ -106,6 +106,9 @@ class JobExecution:
         self._cancel_requested = False
         self._cancel_event = anyio.Event()
         self._prepared = False
+        self.result: JobResult | None = None
+        self.error: BaseException | None = None
+        self.done = anyio.Event()
         self._metrics: dict[str, OperatorMetrics] = {}
         self._collected: dict[str, list[Any]] = {}
 
@@ -239,8 +242,11 @@ class JobExecution:
             self.status = JobStatus.FINISHED
         await self._clean_up_checkpoints()
         result = self._result(time.perf_counter() - started, failure)
+        self.result = result
+        self.done.set()
         if failure is not None:
-            raise JobFailedError(self.job_name, result, failure)
+            self.error = JobFailedError(self.job_name, result, failure)
+            raise self.error
         return result
 
     async def _run_attempts(self) -> BaseException | None:
