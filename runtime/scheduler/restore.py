@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from runtime.connectors.split_codec import decode_splits
 from runtime.errors import ConfigError
 from storage import (
     KeyGroupRange,
@@ -237,7 +238,6 @@ class RestoredCheckpoint:
         """Operator state and source splits of ``uid``, redistributed on rescale."""
         snapshots: dict[int, OperatorStateSnapshot] = {}
         splits: dict[int, list[Any]] = {}
-        split_decoder = serializer_for(None, allow_pickle=self.allow_pickle, what="source split")
         for file in self.files:
             for owner, old_subtask in file.owners:
                 if owner != uid:
@@ -248,7 +248,7 @@ class RestoredCheckpoint:
                     if frame.kind == "operator":
                         snapshots[old_subtask] = _operator_state_decoder.decode(frame.data)
                     elif frame.kind == "splits":
-                        splits[old_subtask] = list(split_decoder.decode(frame.data))
+                        splits[old_subtask] = decode_splits(frame.data, self.allow_pickle)
         old_p = self.old_parallelism(uid)
         if snapshots:
             if old_p == parallelism:

@@ -30,10 +30,10 @@ import anyio
 
 from runtime.checkpoint.events import SourceReachedEnd, StopSource, TriggerCheckpoint
 from runtime.connectors.source import SourceReader
+from runtime.connectors.split_codec import encode_splits
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from runtime.tasks.task import Task
-from storage import serializer_for
 
 IDLE_POLL_INTERVAL = 0.01
 """Seconds between two polls of a reader that had nothing to give."""
@@ -58,8 +58,7 @@ class SourceOperator(StreamOperator):
         snapshot = super().snapshot_state(checkpoint_id)
         if self.reader is not None:
             splits = self.reader.snapshot_state()
-            serializer = serializer_for(None, allow_pickle=self.allow_pickle, what="source split")
-            snapshot.frames.append(("splits", serializer.encode(splits)))
+            snapshot.frames.append(("splits", encode_splits(splits, self.allow_pickle)))
         return snapshot
 
 

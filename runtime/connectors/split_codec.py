@@ -1,0 +1,48 @@
+"""How source splits are stored in checkpoints: msgspec, with their type's name.
+
+A split that is a ``msgspec.Struct`` (all built-in splits are) is stored as msgpack of
+``[[type name, fields], ...]``: no pickle, readable offline as plain data, and turned
+back into its type on restore (``module:QualName``, imported). Any other split needs
+pickle, which a job can forbid (``allow_pickle=False``): then the checkpoint says which
+split type to make a ``msgspec.Struct``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import msgspec
+
+from storage import serializer_for
+
+_MARK = b"WSPL1"
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode_splits(splits: list[Any], allow_pickle: bool) -> bytes:
+    """Encode a reader's splits for a checkpoint."""
+    if all(isinstance(split, msgspec.Struct) for split in splits):
+        entries = [
+            (f"{type(split).__module__}:{type(split).__qualname__}", msgspec.to_builtins(split))
+            for split in splits
+        ]
+        return _MARK + _encoder.encode(entries)
+    return serializer_for(None, allow_pickle=allow_pickle, what="source split").encode(splits)
+
+
+def _type_of(name: str) -> Any:
+    module, _, qualname = name.partition(":")
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def decode_splits(data: bytes, allow_pickle: bool) -> list[Any]:
+    """Decode splits written by ``encode_splits`` (importing their Struct types)."""
+    if data.startswith(_MARK):
+        entries = msgspec.msgpack.decode(data[len(_MARK) :])
+        return [msgspec.convert(fields, _type_of(name)) for name, fields in entries]
+    decoded = serializer_for(None, allow_pickle=allow_pickle, what="source split").decode(data)
+    return list(decoded)
