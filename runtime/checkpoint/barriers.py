@@ -240,7 +240,13 @@ class BarrierHandler:
         current = self.current
         if checkpoint_id > self.latest_id:
             if current is not None:
-                self._abort_current(current, f"superseded by the abort of {checkpoint_id}", actions)
+                # Nobody else tells the coordinator that this older one will not come.
+                self._abort_current(
+                    current,
+                    f"superseded by the abort of {checkpoint_id}",
+                    actions,
+                    decline=True,
+                )
             self.latest_id = checkpoint_id
             actions.append(AbortCheckpoint(checkpoint_id, reason))
             return actions

@@ -108,6 +108,10 @@ class CheckpointConfig:
         _count("max_concurrent", self.max_concurrent, 1)
         _count("tolerable_failures", self.tolerable_failures, 0)
         _seconds("aligned_timeout", self.aligned_timeout)
+        if not isinstance(self.unaligned, bool):
+            raise ConfigError(
+                f"checkpointing: unaligned must be True or False, got {self.unaligned!r}"
+            )
         _count("retained", self.retained, 1)
         if not isinstance(self.retention, ExternalizedCheckpointRetention):
             raise ConfigError(

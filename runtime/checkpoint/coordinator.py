@@ -296,6 +296,19 @@ class CheckpointCoordinator(Actor):
                         await self.waker.wait()
         finally:
             self._fail_requests("the job ended")
+        # Every task finished: checkpoints still pending can never complete.
+        for checkpoint_id in sorted(self.pending):
+            pending = self.pending.pop(checkpoint_id)
+            pending.discard()
+            self.stats.failed(
+                checkpoint_id,
+                self.clock() - pending.timestamp,
+                f"checkpoint {checkpoint_id} was aborted: "
+                f"{CheckpointFailureReason.JOB_ENDED.value}",
+            )
+            storage = self._savepoint_storages.pop(checkpoint_id, self.storage)
+            with contextlib.suppress(Exception):
+                await storage.discard(checkpoint_id)
 
     async def _handle(self, message: object) -> None:
         match message:
@@ -441,16 +454,24 @@ class CheckpointCoordinator(Actor):
         self.failures.completed()
         if self.rules is not None:
             self.rules.finished(now)
-        # Completing n subsumes every older pending checkpoint (Flink aborts them).
-        for older in sorted(i for i in self.pending if i < checkpoint_id):
-            if not self.pending[older].options.is_savepoint:
-                await self._abort(
-                    older,
-                    CheckpointFailureReason.SUBSUMED,
-                    f"checkpoint {older} was subsumed by {checkpoint_id}",
-                )
-        for mailbox in self.tasks.values():
-            mailbox.put(NotifyCheckpointComplete(checkpoint_id))
+        options = pending.options
+        # A plain savepoint is never restored by the job itself: it neither subsumes
+        # pending checkpoints nor lets sinks commit (their transactions stay pending
+        # until the next checkpoint completes; Flink notifies only for checkpoints and
+        # synchronous savepoints).
+        notify = not options.is_savepoint or options.terminate or options.is_final
+        if not options.is_savepoint:
+            # Completing n subsumes every older pending checkpoint (Flink aborts them).
+            for older in sorted(i for i in self.pending if i < checkpoint_id):
+                if not self.pending[older].options.is_savepoint:
+                    await self._abort(
+                        older,
+                        CheckpointFailureReason.SUBSUMED,
+                        f"checkpoint {older} was subsumed by {checkpoint_id}",
+                    )
+        if notify:
+            for mailbox in self.tasks.values():
+                mailbox.put(NotifyCheckpointComplete(checkpoint_id))
         if pending.options.is_final or checkpoint_id == self._final_id:
             self._final_done = True
         for request in self._requests.pop(checkpoint_id, []):
@@ -514,6 +535,7 @@ class CheckpointCoordinator(Actor):
             await storage.discard(checkpoint_id)
         if checkpoint_id == self._final_id:
             self._final_id = None  # trigger another final checkpoint
+            self._drain = None  # ... a plain one: the stop-with-savepoint failed
         for request in self._requests.pop(checkpoint_id, []):
             if not request.future.done():
                 request.future.set_exception(CheckpointError(message, checkpoint_id, reason))

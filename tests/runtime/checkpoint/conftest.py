@@ -40,8 +40,11 @@ from storage.checkpoint import CheckpointStorage, MemoryCheckpointStorage, Subta
 DEADLINE_SECONDS = 5.0
 """How long any one async test in this directory may run before it fails."""
 
-SPIN_LIMIT = 500
-"""Event-loop turns a harness waits for a condition before it declares a hang."""
+SPIN_LIMIT = 20_000
+"""Event-loop turns a harness waits for a condition before it declares a hang.
+
+Generous because savepoints write files in worker threads; each turn is microseconds.
+"""
 
 JOB_ID = "job"
 
@@ -116,8 +119,18 @@ class CoordinatorHarness:
 
     # -- driving ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Run the coordinator in a task and wait until it read the clock (it started)."""
+        before = self.clock.readings
         self.run_task = asyncio.create_task(self.coordinator.run())
+        await self.until(lambda: self.clock.readings > before, "the coordinator started")
+
+    async def next_attempt(self) -> None:
+        """After ``run`` returned: new task mailboxes, ``prepare_attempt``, run again."""
+        self.mailboxes = {t: Mailbox(Waker()) for t in self.tasks}
+        self.received = {t: [] for t in self.tasks}
+        await self.coordinator.prepare_attempt(self.mailboxes, self.sources)
+        await self.start()
 
     def send(self, message: object) -> None:
         self.coordinator.mailbox.put(message)
@@ -186,7 +199,8 @@ class CoordinatorHarness:
         """Wait until the coordinator went around its loop once more.
 
         Each turn reads the clock; with in-memory storage the coordinator suspends only
-        in its wait, so once the reading count moved, that turn's decisions are made.
+        in its wait, so once the reading count moved, that turn's decisions are made
+        (not so with file I/O, e.g. savepoints: wait for what it produces instead).
         """
         before = self.clock.readings
         self.coordinator.waker.wake()
@@ -199,12 +213,13 @@ class CoordinatorHarness:
         assert self.run_task is not None
         await self.run_task
 
-    async def failure(self) -> BaseException:
-        """Wait for ``run`` to raise and return what it raised."""
+    async def stopped(self) -> None:
+        """Wait for ``run`` to end; returns or raises as it did."""
         assert self.run_task is not None
-        with pytest.raises(Exception) as caught:
-            await self.run_task
-        return caught.value
+        await self.run_task
+
+    def pointer(self, checkpoint_id: int) -> str:
+        return f"memory://{JOB_ID}/{checkpoint_id}"
 
 
 @pytest.fixture
