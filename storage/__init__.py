@@ -25,7 +25,7 @@ from storage.errors import (
     StateError,
     WeirStorageError,
 )
-from storage.key_hash import encode_key, stable_hash
+from storage.key_hash import encode_key, stable_hash, stable_hashes
 from storage.keyed_snapshot import (
     KEYED_STATE_FORMAT_VERSION,
     HeapSnapshot,
@@ -106,6 +106,7 @@ __all__ = [
     "restore_key_groups",
     "serializer_for",
     "stable_hash",
+    "stable_hashes",
     "validate_max_parallelism",
     "validate_parallelism",
 ]

@@ -6,6 +6,10 @@ Each handle belongs to one :class:`~storage.keyed_state.HeapKeyedStateBackend` a
 With no snapshot in flight an access is the attribute reads plus one or two dict
 operations; during a snapshot it goes through the table's copy-on-write methods.
 A key of None cannot hold state: None means "no current key".
+
+:class:`HeapValueState` also has ``get_for(key)`` / ``put_for(key, value)``, which act on
+an explicit key, for runtime operators that know each record's key (no ``current_key``
+round trip; the caller validates the key).
 """
 
 from __future__ import annotations
@@ -90,6 +94,33 @@ class HeapValueState(ValueState):
         if key is None:
             raise _no_current_key(self.descriptor)
         self._table.remove(key)
+
+    def get_for(self, key: Hashable, default: Any = None) -> Any:
+        """Return the value of ``key`` (not the current key), or ``default`` if it has none.
+
+        The runtime's hot path for operators that know each record's key (a keyed
+        reduce): no ``current_key`` write or read and no None check, and with no snapshot
+        in flight one dict lookup. The caller guarantees that ``key`` is a valid key (not
+        None; hashable by the stable hash); the descriptor's default is not used. During
+        a snapshot it goes through copy-on-write like :meth:`value`, so the value
+        returned may be mutated in place like any value read from state.
+        """
+        table = self._table
+        if table.overlay is None:
+            return table.base.get(key, default)
+        return table.get(key, default)
+
+    def put_for(self, key: Hashable, value: Any) -> None:
+        """Set the value of ``key`` (not the current key); see :meth:`get_for`.
+
+        With no snapshot in flight one dict store; during a snapshot a copy-on-write
+        write like :meth:`update`. The state owns ``value`` from now on.
+        """
+        table = self._table
+        if table.overlay is None:
+            table.base[key] = value
+        else:
+            table.put(key, value)
 
 
 class HeapListState(ListState):

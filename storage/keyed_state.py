@@ -11,14 +11,16 @@ At a checkpoint the subtask calls :meth:`~HeapKeyedStateBackend.snapshot` (synch
 O(number of states), see :mod:`storage.state_table`) and hands the
 :class:`~storage.keyed_snapshot.HeapSnapshot` to its asynchronous writer. On recovery it
 calls :meth:`~HeapKeyedStateBackend.restore` with the key group blobs of the checkpoint,
-before any record; states that the operator has not registered yet are kept encoded
-until it does, and are carried into later snapshots unchanged if it never does.
+before any record; each batch of entries is decoded with one call per column and loaded
+with one dict update. States that the operator has not registered yet are kept as their
+encoded batches until it does, and are carried into later snapshots unchanged if it
+never does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
-from typing import Any, overload
+from typing import overload
 
 from storage.descriptors import (
     ListStateDescriptor,
@@ -28,18 +30,19 @@ from storage.descriptors import (
     StateKind,
     ValueStateDescriptor,
 )
-from storage.errors import SerializationError, StateError
+from storage.entry_columns import ValueColumns
+from storage.errors import StateError
 from storage.heap_state import HeapListState, HeapMapState, HeapReducingState, HeapValueState
 from storage.keyed_snapshot import (
+    Carried,
     HeapSnapshot,
+    KeyedStateEntries,
     SnapshotState,
+    decode_columns,
     decode_key_group,
-    identity_serializer,
-    key_serializer,
-    stored_value_serializer,
+    value_columns,
 )
 from storage.keygroups import KeyGroupRange, validate_max_parallelism
-from storage.serializers import Serializer
 from storage.state import ListState, MapState, ReducingState, State, ValueState
 from storage.state_table import StateTable, TableView
 
@@ -47,19 +50,31 @@ __all__ = ["HeapKeyedStateBackend", "restore_key_groups"]
 
 
 class _Registered:
-    __slots__ = ("descriptor", "handle", "serializer", "table")
+    __slots__ = ("columns", "descriptor", "handle", "table")
 
     def __init__(
         self,
         descriptor: StateDescriptor,
         handle: State,
-        serializer: Serializer[Any],
+        columns: ValueColumns,
         table: StateTable,
     ) -> None:
         self.descriptor = descriptor
         self.handle = handle
-        self.serializer = serializer
+        self.columns = columns
         self.table = table
+
+
+class _Stashed:
+    """A restored state not registered yet: its encoded batches, by key group."""
+
+    __slots__ = ("batches", "count", "kind")
+
+    def __init__(self, kind: StateKind) -> None:
+        self.kind = kind
+        # Appended to only; a snapshot takes a copy of the list (not of the batches).
+        self.batches: list[tuple[int, KeyedStateEntries]] = []
+        self.count = 0
 
 
 class HeapKeyedStateBackend:
@@ -100,9 +115,8 @@ class HeapKeyedStateBackend:
         self.allow_pickle = allow_pickle
         self.current_key: Hashable | None = None
         self._registered: dict[str, _Registered] = {}
-        # Restored states not registered yet: name -> (kind, {key: encoded value}).
-        # The dicts are replaced, never mutated, as in-flight snapshots may share them.
-        self._restored: dict[str, tuple[StateKind, dict[Hashable, bytes]]] = {}
+        # Restored states not registered yet, as their encoded batches.
+        self._restored: dict[str, _Stashed] = {}
 
     def set_current_key(self, key: Hashable | None) -> None:
         """Set the key that state handles act on (the hot path: an attribute write)."""
@@ -140,19 +154,20 @@ class HeapKeyedStateBackend:
                 )
             return registered.handle
         restored = self._restored.get(descriptor.name)
-        if restored is not None and restored[0] != descriptor.kind:
+        if restored is not None and restored.kind != descriptor.kind:
             raise StateError(
-                f"state {descriptor.name!r} was restored as {restored[0]} state but is "
+                f"state {descriptor.name!r} was restored as {restored.kind} state but is "
                 f"registered as {descriptor.kind} state; register it with its old kind, or "
                 "give the new state another name"
             )
-        serializer = stored_value_serializer(descriptor, self.allow_pickle)
+        columns = value_columns(descriptor, self.allow_pickle)
         table = StateTable(descriptor.name)
         handle = _make_handle(self, table, descriptor)
         if restored is not None:
-            _load(table, descriptor, serializer, restored[1].items())
+            for _, batch in restored.batches:
+                table.put_all(*decode_columns(batch, columns))
             del self._restored[descriptor.name]
-        self._registered[descriptor.name] = _Registered(descriptor, handle, serializer, table)
+        self._registered[descriptor.name] = _Registered(descriptor, handle, columns, table)
         return handle
 
     @property
@@ -183,80 +198,84 @@ class HeapKeyedStateBackend:
             if registered is not None:
                 return len(registered.table)
             restored = self._restored.get(state_name)
-            return 0 if restored is None else len(restored[1])
+            return 0 if restored is None else restored.count
         return sum(len(r.table) for r in self._registered.values()) + sum(
-            len(entries) for _, entries in self._restored.values()
+            stashed.count for stashed in self._restored.values()
         )
 
     def snapshot(self) -> HeapSnapshot:
         """Freeze all state and return the snapshot: the synchronous part of a checkpoint.
 
         O(number of states) when no other snapshot is in flight (see
-        :mod:`storage.state_table`). The caller must ``release()`` the snapshot.
+        :mod:`storage.state_table`), plus O(batches) of restored states not registered
+        again. The caller must ``release()`` the snapshot.
         """
-        states: list[tuple[SnapshotState, Serializer[Any], TableView]] = []
+        states: list[tuple[SnapshotState, ValueColumns, TableView]] = []
         tables: list[StateTable] = []
         for name, registered in self._registered.items():
             view = registered.table.freeze()
             tables.append(registered.table)
             states.append(
-                (SnapshotState(name, registered.descriptor.kind), registered.serializer, view)
+                (SnapshotState(name, registered.descriptor.kind), registered.columns, view)
             )
-        for name, (kind, entries) in self._restored.items():
-            view = TableView(name, entries, None)  # never mutated: replaced on restore
-            states.append((SnapshotState(name, kind, encoded=True), identity_serializer(), view))
+        carried: list[Carried] = [
+            (SnapshotState(name, stashed.kind, encoded=True), list(stashed.batches))
+            for name, stashed in self._restored.items()
+        ]
         return HeapSnapshot(
-            self.max_parallelism, self.key_group_range, states, tables, self.allow_pickle
+            self.max_parallelism,
+            self.key_group_range,
+            states,
+            tables,
+            self.allow_pickle,
+            carried,
         )
 
     def restore(self, key_group_blobs: Iterable[tuple[int, bytes]]) -> None:
         """Load the key groups of this backend's range; others are skipped undecoded.
 
         Call before any record is processed. Entries overwrite entries of the same key.
+        A key group written as several blobs (parts) needs all of them, in any order and
+        over any number of calls.
 
         Args:
             key_group_blobs: ``(key group, blob)`` pairs from ``HeapSnapshot.encode_chunks``
                 of one or more subtasks of the previous run.
 
         Raises:
-            SerializationError: If a blob is corrupt or a value does not decode.
+            SerializationError: If a blob is corrupt or a value does not decode; the
+                message names the state and, where one is to blame, the key.
             StateError: If a state comes back with a kind other than its registered one.
         """
-        decode_key = key_serializer(self.allow_pickle).decode
         key_group_range = self.key_group_range
         for key_group, blob in key_group_blobs:
             if key_group not in key_group_range:
                 continue
             data = decode_key_group(key_group, blob)
-            for state in data.states:
-                keys = [decode_key(k) for k in state.keys]
-                registered = self._registered.get(state.name)
+            for batch in data.states:
+                registered = self._registered.get(batch.name)
                 if registered is None:
-                    self._stash(state.name, state.kind, zip(keys, state.values, strict=True))
+                    self._stash(key_group, batch)
                     continue
-                if registered.descriptor.kind != state.kind:
+                if registered.descriptor.kind != batch.kind:
                     raise StateError(
-                        f"state {state.name!r} was restored as {state.kind} state but is "
+                        f"state {batch.name!r} was restored as {batch.kind} state but is "
                         f"registered as {registered.descriptor.kind} state; register it with "
                         "its old kind, or give the new state another name"
                     )
-                _load(
-                    registered.table,
-                    registered.descriptor,
-                    registered.serializer,
-                    zip(keys, state.values, strict=True),
-                )
+                registered.table.put_all(*decode_columns(batch, registered.columns))
 
-    def _stash(self, name: str, kind: StateKind, entries: Iterable[tuple[Hashable, bytes]]) -> None:
-        old = self._restored.get(name)
-        if old is not None and old[0] != kind:
+    def _stash(self, key_group: int, batch: KeyedStateEntries) -> None:
+        stashed = self._restored.get(batch.name)
+        if stashed is None:
+            stashed = self._restored[batch.name] = _Stashed(batch.kind)
+        elif stashed.kind != batch.kind:
             raise StateError(
-                f"state {name!r} was restored both as {old[0]} and as {kind} state; the "
-                "checkpoint mixes snapshots of different jobs"
+                f"state {batch.name!r} was restored both as {stashed.kind} and as "
+                f"{batch.kind} state; the checkpoint mixes snapshots of different jobs"
             )
-        merged = {} if old is None else dict(old[1])
-        merged.update(entries)
-        self._restored[name] = (kind, merged)
+        stashed.batches.append((key_group, batch))
+        stashed.count += batch.count
 
 
 def _make_handle(
@@ -274,22 +293,6 @@ def _make_handle(
         f"unknown state descriptor type {type(descriptor).__name__} for state "
         f"{descriptor.name!r}; use a Value/List/Map/ReducingStateDescriptor"
     )
-
-
-def _load(
-    table: StateTable,
-    descriptor: StateDescriptor,
-    serializer: Serializer[Any],
-    entries: Iterable[tuple[Hashable, bytes]],
-) -> None:
-    for key, data in entries:
-        try:
-            value = serializer.decode(data)
-        except SerializationError as exc:
-            raise type(exc)(
-                f"cannot restore {descriptor.kind} state {descriptor.name!r} for key {key!r}: {exc}"
-            ) from exc
-        table.put(key, value)
 
 
 def restore_key_groups(

@@ -209,6 +209,45 @@ class UntypedSerializer:
             "or was not written by an untyped serializer"
         )
 
+    def encode_many(self, values: list[Any]) -> bytes | None:
+        """Return the msgpack array of ``values`` (extension types, no envelope tag).
+
+        One encoder call for the whole list: the batched form of :meth:`encode` used by
+        keyed state snapshots. Read it back with :meth:`decode_many`.
+
+        Returns:
+            The bytes, or None if a value needs pickle (encode that value alone with
+            :meth:`encode` to get the error that names its type).
+
+        Raises:
+            SerializationError: If msgpack cannot encode a value.
+        """
+        try:
+            plain = [self._to_msgpack(v) for v in values]
+        except _NeedsPickle:
+            return None
+        try:
+            return self._encoder.encode(plain)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(f"cannot encode {self.what}: {exc}") from exc
+
+    def decode_many(self, data: bytes | memoryview | msgspec.Raw) -> list[Any]:
+        """Return the list that :meth:`encode_many` encoded in ``data``.
+
+        Raises:
+            SerializationError: If ``data`` is not such a msgpack array.
+        """
+        try:
+            values = self._decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise SerializationError(f"cannot decode {self.what}: {exc}") from exc
+        if type(values) is not list:
+            raise SerializationError(
+                f"cannot decode {self.what}: expected an array of values, got "
+                f"{type(values).__name__}; the data is corrupt"
+            )
+        return values
+
     def _to_msgpack(self, value: Any) -> Any:
         t = type(value)
         if t in _SCALARS:

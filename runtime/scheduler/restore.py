@@ -27,7 +27,6 @@ from typing import Any
 
 import msgspec
 
-from runtime.connectors.split_codec import decode_splits
 from runtime.errors import ConfigError
 from storage import (
     KeyGroupRange,
@@ -37,6 +36,7 @@ from storage import (
     serializer_for,
 )
 from storage.checkpoint import CheckpointMetadata, CheckpointStorage, StateFrame, iter_frames
+from storage.checkpoint.splits import decode_splits
 
 _operator_state_decoder = msgspec.msgpack.Decoder(OperatorStateSnapshot)
 

@@ -465,11 +465,11 @@ class KeyedReduceOperator(UserFunctionOperator):
 
     def process_batch(self, batch: list[Any]) -> list[Any]:
         """Fold every record into its key's running value and emit the new value."""
-        backend = self.context.keyed_backend
-        assert backend is not None and self._assigner is not None
+        assert self._assigner is not None
+
         state = self._state
-        value_of = state.value
-        update = state.update
+        get_for = state.get_for
+        put_for = state.put_for
         key_group = self._assigner.key_group
         key_selector = self.key_selector
         reduce = self.function.call
@@ -480,14 +480,16 @@ class KeyedReduceOperator(UserFunctionOperator):
             for record in batch:
                 key = _NO_KEY
                 key = key_selector(record)
-                backend.current_key = key
-                current = value_of()
+                current = get_for(key)
                 if current is None:
-                    key_group(key)  # validate each key once, when it is first seen
+                    # A key seen for the first time: validate it (None is no key).
+                    key_group(key)
+                    if key is None:
+                        raise explain_key_error(ValueError(), None)
                     current = record
                 else:
                     current = reduce(current, record)
-                update(current)
+                put_for(key, current)
                 append(current)
         except Exception as error:
             cause = explain_key_error(error, key)

@@ -30,10 +30,10 @@ import anyio
 
 from runtime.checkpoint.events import SourceReachedEnd, StopSource, TriggerCheckpoint
 from runtime.connectors.source import SourceReader
-from runtime.connectors.split_codec import encode_splits
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from runtime.tasks.task import Task
+from storage.checkpoint.splits import encode_splits
 
 IDLE_POLL_INTERVAL = 0.01
 """Seconds between two polls of a reader that had nothing to give."""

@@ -68,15 +68,12 @@ from storage.checkpoint.state_file import NO_KEY_GROUP, StateFrame, encode_frame
 from storage.checkpoint.storage import CheckpointStorage
 
 __all__ = [
-    "SAVEPOINT_PREFIX",
-    "SavepointStorage",
-    "dispose_savepoint",
-    "new_savepoint_folder",
     "CHECKPOINT_DIR_PREFIX",
     "METADATA_FILE",
     "METADATA_TMP_FILE",
     "METADATA_VERSION",
     "NO_KEY_GROUP",
+    "SAVEPOINT_PREFIX",
     "SHARED_DIR",
     "SUPPORTED_METADATA_VERSIONS",
     "TASK_OWNED_DIR",
@@ -94,6 +91,7 @@ __all__ = [
     "OperatorContents",
     "OperatorStateHandle",
     "RetainedCheckpoint",
+    "SavepointStorage",
     "StateFrame",
     "StateHandle",
     "StorageError",
@@ -104,11 +102,13 @@ __all__ = [
     "completed_checkpoint_ids",
     "crc32_hex",
     "decode_metadata",
+    "dispose_savepoint",
     "encode_frame",
     "encode_metadata",
     "find_latest_valid",
     "iter_frames",
     "load_metadata_file",
+    "new_savepoint_folder",
     "read_checkpoint",
     "resolve_storage",
 ]

@@ -25,17 +25,19 @@ record once. If the metadata names no single such operator (the runtime never wr
 that), they go to the first operator of the file in metadata order.
 
 **Decoding without the job's code.** Keys, records and source splits are written by the
-untyped serializer (:class:`~storage.serializers.UntypedSerializer`). A state value is
-written by its state's serializer, which the metadata does not record; its bytes tell
-which one, without ambiguity:
+untyped serializer (:class:`~storage.serializers.UntypedSerializer`). Keyed state is
+written in columns that record their codec (:mod:`storage.entry_columns`), and read with
+:func:`~storage.keyed_snapshot.decode_entries` without a descriptor: values of a declared
+msgspec type come back as plain msgpack values (a ``msgspec.Struct`` as a dict, or a list
+if ``array_like``; a tuple as a list); give them their type again with
+``msgspec.convert(value, type)``. An element of operator list state is written by its
+state's serializer, which nothing records; its bytes tell which one, without ambiguity:
 
-* an untyped envelope, ``b"M"`` or ``b"P"`` and at least one byte more (a msgpack value
+* an untyped envelope: ``b"M"`` or ``b"P"`` and at least one byte more (a msgpack value
   of a declared type that starts with either byte is that one-byte integer);
-* a pickle of a declared type that msgspec cannot encode, byte ``0x80`` and a protocol
+* a pickle of a declared type that msgspec cannot encode: byte ``0x80`` and a protocol
   byte (in msgpack, ``0x80`` alone is the empty map);
-* else plain msgpack of a declared type, decoded without its type: a ``msgspec.Struct``
-  comes back as a dict (or a list, if ``array_like``), a tuple as a list. Give it its
-  type again with ``msgspec.convert(value, type)``.
+* else plain msgpack of a declared type, read as above.
 
 Pickle runs code named in the file, so the reader unpickles nothing unless called with
 ``allow_pickle=True``; a value that needs it is a
@@ -74,10 +76,11 @@ from storage.checkpoint.metadata import (
     verify_state,
 )
 from storage.checkpoint.recovery import load_metadata_file
+from storage.checkpoint.splits import decode_splits_raw, is_struct_splits
 from storage.checkpoint.state_file import StateFrame, iter_frames
 from storage.descriptors import StateKind
 from storage.errors import PickleForbiddenError, SerializationError
-from storage.keyed_snapshot import decode_key_group
+from storage.keyed_snapshot import decode_entries, decode_key_group
 from storage.operator_state import OPERATOR_STATE_FORMAT_VERSION, OperatorStateSnapshot
 from storage.serializers import PickleSerializer, UntypedSerializer
 
@@ -225,6 +228,14 @@ class CheckpointContents:
                 yield uid, subtask
 
 
+def _pickle_forbidden(what: str) -> PickleForbiddenError:
+    return PickleForbiddenError(
+        f"{what} was written with pickle, and the reader does not unpickle unless asked: "
+        f"pass allow_pickle=True to read_checkpoint (unpickling runs code the file names; "
+        f"do it only for checkpoints you trust)"
+    )
+
+
 class _ValueDecoder:
     """Decodes keys, records, splits and stored values, with or without pickle."""
 
@@ -235,18 +246,15 @@ class _ValueDecoder:
         self._untyped = UntypedSerializer(allow_pickle=True)
         self._pickle = PickleSerializer()
 
-    def _forbid(self, what: str) -> None:
+    def check_pickle(self, what: str) -> None:
+        """Raise a PickleForbiddenError for ``what`` unless pickle is allowed."""
         if not self.allow_pickle:
-            raise PickleForbiddenError(
-                f"{what} was written with pickle, and the reader does not unpickle unless "
-                f"asked: pass allow_pickle=True to read_checkpoint (unpickling runs code "
-                f"the file names; do it only for checkpoints you trust)"
-            )
+            raise _pickle_forbidden(what)
 
     def untyped(self, data: bytes, what: str) -> Any:
         """Decode an untyped envelope (keys, records, splits)."""
         if data[:1] == b"P":
-            self._forbid(what)
+            self.check_pickle(what)
         try:
             return self._untyped.decode(data)
         except SerializationError as error:
@@ -257,7 +265,7 @@ class _ValueDecoder:
         if len(data) >= 2 and data[0] in _ENVELOPE_TAGS:
             return self.untyped(data, what)
         if len(data) >= 2 and data[0] == _PICKLE_PROTOCOL_OPCODE:
-            self._forbid(what)
+            self.check_pickle(what)
             try:
                 return self._pickle.decode(data)
             except SerializationError as error:
@@ -459,6 +467,18 @@ def _dispatch(frame: StateFrame, builder: _Builder, decoder: _ValueDecoder, wher
                 elements = [decoder.stored(value, what) for value in entry.values]
                 builder.operator.setdefault(name, []).extend(elements)
         case "splits":
+            if is_struct_splits(frame.data):
+                # msgspec splits: shown as {"type": name, **fields}, no type imported.
+                builder.splits = [
+                    *(builder.splits or []),
+                    *(
+                        {"type": name, **fields}
+                        if isinstance(fields, dict)
+                        else {"type": name, "fields": fields}
+                        for name, fields in decode_splits_raw(frame.data)
+                    ),
+                ]
+                return
             splits = decoder.untyped(frame.data, f"source splits of {where}")
             if not isinstance(splits, list):
                 raise SerializationError(f"source splits are a {type(splits).__name__}, not a list")
@@ -502,23 +522,23 @@ def _add_key_group(
         raise SerializationError(
             f"key group {key_group} is outside the subtask's key groups {start}-{end}"
         )
+    # One frame per part of a key group; the parts of a large key group add up.
     data = decode_key_group(key_group, frame.data)
-    for state in data.states:
-        what = f"{state.kind} state {state.name!r} of {where}"
-        if len(state.keys) != len(state.values):
-            raise SerializationError(
-                f"{what} has {len(state.keys)} keys and {len(state.values)} values"
-            )
-        kind = builder.state_kinds.setdefault(state.name, state.kind)
-        if kind != state.kind:
+    for batch in data.states:
+        what = f"{batch.kind} state {batch.name!r} of {where}"
+        kind = builder.state_kinds.setdefault(batch.name, batch.kind)
+        if kind != batch.kind:
             raise SerializationError(f"{what} is also stored as {kind} state")
-        entries = builder.keyed.setdefault(state.name, {})
-        for raw_key, raw_value in zip(state.keys, state.values, strict=True):
-            key = decoder.untyped(raw_key, f"a key of {what}")
+        try:
+            pairs = decode_entries(batch, None, allow_pickle=decoder.allow_pickle)
+        except PickleForbiddenError as error:
+            raise _pickle_forbidden(what) from error
+        entries = builder.keyed.setdefault(batch.name, {})
+        for key, value in pairs:
             try:
                 seen = key in entries
             except TypeError as error:
                 raise SerializationError(f"{what} has an unhashable key {key!r}") from error
             if seen:
                 raise SerializationError(f"{what} holds key {key!r} twice")
-            entries[key] = decoder.stored(raw_value, f"{what}, key {key!r}")
+            entries[key] = value

@@ -25,7 +25,8 @@ from storage import (
     ValueStateDescriptor,
 )
 
-KEYS = st.sampled_from(["a", "b", 1, (1, "x"), b"k"])
+KEYS_LIST: list[Any] = ["a", "b", 1, (1, "x"), b"k"]
+KEYS = st.sampled_from(KEYS_LIST)
 MAP_KEYS = st.sampled_from(["p", "q", 3])
 VALUES = st.integers(-5, 5)
 
@@ -37,6 +38,28 @@ def snapshot_content(snapshot: HeapSnapshot) -> Model:
     for name, key, value in snapshot.entries():
         assert key not in content[name]
         content[name][key] = copy.deepcopy(value)
+    return content
+
+
+def backend_content(backend: HeapKeyedStateBackend) -> Model:
+    """Read every state of a backend registered with the machine's descriptors."""
+    states = {
+        "value": backend.get_state(ValueStateDescriptor("value")),
+        "obj": backend.get_state(ValueStateDescriptor("obj", default=[])),
+        "list": backend.get_state(ListStateDescriptor("list")),
+        "map": backend.get_state(MapStateDescriptor("map")),
+        "sum": backend.get_state(ReducingStateDescriptor("sum", lambda x, y: x + y)),
+    }
+    content: Model = {name: {} for name in states}
+    for name, state in states.items():
+        for key in backend.keys(name):
+            backend.set_current_key(key)
+            if name in ("value", "obj"):
+                content[name][key] = state.value()  # type: ignore[attr-defined]
+            elif name == "map":
+                content[name][key] = dict(state.items())  # type: ignore[attr-defined]
+            else:
+                content[name][key] = state.get()  # type: ignore[attr-defined]
     return content
 
 
@@ -85,6 +108,29 @@ class CopyOnWriteMachine(RuleBasedStateMachine):
         self.use(key)
         if key in self.model["obj"]:
             self.obj.value().append(v)
+            self.model["obj"][key].append(v)
+
+    @rule(key=KEYS, v=VALUES)
+    def value_put_for(self, key: Any, v: int) -> None:
+        # The explicit-key fast path: no current key involved.
+        self.backend.set_current_key(None)
+        self.value.put_for(key, v)
+        self.model["value"][key] = v
+
+    @rule(key=KEYS, v=VALUES)
+    def obj_get_for_and_put_for(self, key: Any, v: int) -> None:
+        current = self.obj.get_for(key)
+        self.obj.put_for(key, [v] if current is None else [*current, v])
+        self.model["obj"][key] = [*self.model["obj"].get(key, []), v]
+
+    @rule(key=KEYS, v=VALUES)
+    def obj_get_for_mutate_in_place(self, key: Any, v: int) -> None:
+        # A value read with get_for may be mutated in place, as one read with value().
+        current = self.obj.get_for(key, "absent")
+        if current == "absent":
+            assert key not in self.model["obj"]
+        else:
+            current.append(v)
             self.model["obj"][key].append(v)
 
     @rule(key=KEYS, v=VALUES)
@@ -158,6 +204,18 @@ class CopyOnWriteMachine(RuleBasedStateMachine):
         self.live[snapshot_id] = (self.backend.snapshot(), copy.deepcopy(self.model))
         return snapshot_id
 
+    @rule(snapshot_id=snapshots, chunk_size=st.integers(1, 4))
+    def encode_and_restore(self, snapshot_id: int, chunk_size: int) -> None:
+        # Encoding reads the frozen view in chunks (overlay and base): the restored
+        # state is the snapshot's, whatever happened since.
+        if snapshot_id not in self.live:
+            return
+        snapshot, expected = self.live[snapshot_id]
+        blobs = [b for chunk in snapshot.encode_chunks(chunk_size) for b in chunk]
+        restored = HeapKeyedStateBackend(16, KeyGroupRange(0, 15))
+        restored.restore(blobs)
+        assert backend_content(restored) == expected
+
     @rule(snapshot_id=consumes(snapshots))
     def release(self, snapshot_id: int) -> None:
         snapshot, expected = self.live.pop(snapshot_id)
@@ -172,16 +230,29 @@ class CopyOnWriteMachine(RuleBasedStateMachine):
 
     @invariant()
     def live_state_matches_model(self) -> None:
+        # Peek only: a read through a handle copies values out of the frozen layer,
+        # which would hide a missing copy before a later in-place mutation.
         b = self.backend
         for name in ("value", "obj", "list", "map", "sum"):
             assert set(b.keys(name)) == set(self.model[name]), name
             assert b.num_keys(name) == len(self.model[name]), name
+            table = b._registered[name].table
+            for key, expected in self.model[name].items():
+                assert table.peek(key) == expected, (name, key)
+
+    @rule()
+    def read_everything_through_handles(self) -> None:
+        b = self.backend
         for key, expected in self.model["value"].items():
             b.set_current_key(key)
             assert self.value.value() == expected
+            assert self.value.get_for(key) == expected
         for key, expected in self.model["obj"].items():
             b.set_current_key(key)
             assert self.obj.value() == expected
+            assert self.obj.get_for(key) == expected
+        for key in set(KEYS_LIST) - set(self.model["value"]):
+            assert self.value.get_for(key, "absent") == "absent"
         for key, expected in self.model["list"].items():
             b.set_current_key(key)
             assert self.list.get() == expected

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from storage import KeyEncodingError, encode_key, stable_hash
+from storage.key_hash import stable_hashes
 
 # Pinned forever: checkpoints depend on these. A change here is a format change.
 GOLDEN: list[tuple[Any, int]] = [
@@ -163,3 +164,28 @@ def test_int_fast_path_matches_reference(key: int) -> None:
 
 def test_small_ints_spread() -> None:
     assert len({stable_hash(k) for k in range(-50_000, 50_000)}) == 100_000
+
+
+# Homogeneous lists take the bulk paths (int, str, bytes); others fall back per key.
+BULK_KEYS = st.one_of(
+    st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=16),
+    st.lists(st.integers(), min_size=16),  # beyond 64 bits: the per-key fallback
+    st.lists(st.booleans() | st.integers(-3, 3), min_size=16),
+    st.lists(st.text(), min_size=16),  # lone surrogates included
+    st.lists(st.binary(), min_size=16),
+    st.lists(keys, min_size=16),
+    st.lists(keys),
+)
+
+
+@given(BULK_KEYS, st.sampled_from([None, 1, 7, 100, 128, 4096, 32768]))
+def test_bulk_hashes_equal_one_by_one(many: list[Any], modulus: int | None) -> None:
+    expected = [stable_hash(k) if modulus is None else stable_hash(k) % modulus for k in many]
+    assert stable_hashes(many, modulus) == expected
+
+
+def test_bulk_hashes_past_one_slice_and_errors() -> None:
+    many = list(range(-10_000, 10_000))
+    assert stable_hashes(many, 128) == [stable_hash(k) % 128 for k in many]
+    with pytest.raises(KeyEncodingError, match="cannot hash key"):
+        stable_hashes([*range(20), object()], 128)

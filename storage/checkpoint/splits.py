@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from storage import serializer_for
+from storage.serializers import serializer_for
 
 _MARK = b"WSPL1"
 _encoder = msgspec.msgpack.Encoder()
@@ -37,6 +37,18 @@ def _type_of(name: str) -> Any:
     for part in qualname.split("."):
         target = getattr(target, part)
     return target
+
+
+def is_struct_splits(data: bytes) -> bool:
+    """Whether ``data`` holds splits written as msgspec (not pickle)."""
+    return data.startswith(_MARK)
+
+
+def decode_splits_raw(data: bytes) -> list[tuple[str, Any]]:
+    """``(type name, fields)`` of each split, without importing their types (offline)."""
+    if not data.startswith(_MARK):
+        raise ValueError("these splits were not written as msgspec; use decode_splits")
+    return [(name, fields) for name, fields in msgspec.msgpack.decode(data[len(_MARK) :])]
 
 
 def decode_splits(data: bytes, allow_pickle: bool) -> list[Any]:
