@@ -203,21 +203,26 @@ class HeapKeyedStateBackend:
             stashed.count for stashed in self._restored.values()
         )
 
-    def snapshot(self) -> HeapSnapshot:
+    def snapshot(self, *, canonical: bool = False) -> HeapSnapshot:
         """Freeze all state and return the snapshot: the synchronous part of a checkpoint.
 
         O(number of states) when no other snapshot is in flight (see
         :mod:`storage.state_table`), plus O(batches) of restored states not registered
         again. The caller must ``release()`` the snapshot.
+
+        Args:
+            canonical: encode keys and values without pickle (canonical savepoints); a
+                value that needs pickle then fails the snapshot, naming the state.
         """
         states: list[tuple[SnapshotState, ValueColumns, TableView]] = []
         tables: list[StateTable] = []
         for name, registered in self._registered.items():
             view = registered.table.freeze()
             tables.append(registered.table)
-            states.append(
-                (SnapshotState(name, registered.descriptor.kind), registered.columns, view)
+            columns = (
+                value_columns(registered.descriptor, False) if canonical else registered.columns
             )
+            states.append((SnapshotState(name, registered.descriptor.kind), columns, view))
         carried: list[Carried] = [
             (SnapshotState(name, stashed.kind, encoded=True), list(stashed.batches))
             for name, stashed in self._restored.items()
@@ -227,7 +232,7 @@ class HeapKeyedStateBackend:
             self.key_group_range,
             states,
             tables,
-            self.allow_pickle,
+            self.allow_pickle and not canonical,
             carried,
         )
 

@@ -167,15 +167,23 @@ class OperatorStateBackend:
         """Names of registered states, then of restored states not registered yet."""
         return [*self._states, *self._restored]
 
-    def snapshot(self) -> OperatorStateSnapshot:
+    def snapshot(self, *, canonical: bool = False) -> OperatorStateSnapshot:
         """Encode every list state now (O(elements)); restored, unregistered ones carry over.
+
+        Args:
+            canonical: encode without pickle whatever ``allow_pickle`` says (canonical
+                savepoints are readable without unpickling).
 
         Raises:
             SerializationError: If an element cannot be encoded; the message names the state.
         """
         states = dict(self._restored)
         for name, state in self._states.items():
-            encode = self._serializers[name].encode
+            encode = (
+                serializer_for(state.descriptor.type, False, f"operator list state {name!r}").encode
+                if canonical
+                else self._serializers[name].encode
+            )
             try:
                 values = [encode(v) for v in state._elements]
             except SerializationError as exc:

@@ -157,16 +157,21 @@ class StreamOperator:
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
-        """The synchronous part of a snapshot: O(number of states), not O(keys)."""
+    def snapshot_state(self, checkpoint_id: int, *, canonical: bool = False) -> OperatorSnapshot:
+        """The synchronous part of a snapshot: O(number of states), not O(keys).
+
+        ``canonical``: a canonical savepoint: state is encoded without pickle.
+        """
         ctx = self.context
         snapshot = OperatorSnapshot(self.uid, ctx.subtask_index)
         if ctx.keyed_backend is not None:
-            snapshot.keyed = ctx.keyed_backend.snapshot()
+            snapshot.keyed = ctx.keyed_backend.snapshot(canonical=canonical)
             kg = ctx.keyed_backend.key_group_range
             snapshot.key_group_range = (kg.start, kg.end)
         if ctx.operator_backend is not None and ctx.operator_backend.state_names:
-            encoded = _operator_state_encoder.encode(ctx.operator_backend.snapshot())
+            encoded = _operator_state_encoder.encode(
+                ctx.operator_backend.snapshot(canonical=canonical)
+            )
             snapshot.frames.append(("operator", encoded))
         return snapshot
 
@@ -220,7 +225,7 @@ class UserFunctionOperator(StreamOperator):
             except Exception as error:
                 raise self.phase_error(error, "close()") from error
 
-    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
+    def snapshot_state(self, checkpoint_id: int, *, canonical: bool = False) -> OperatorSnapshot:
         """Call the user's ``snapshot_state(checkpoint_id)`` first, then snapshot state."""
         owner = self.function.owner
         if owner is not None and hasattr(owner, "snapshot_state"):
@@ -228,7 +233,7 @@ class UserFunctionOperator(StreamOperator):
                 owner.snapshot_state(checkpoint_id)
             except Exception as error:
                 raise self.phase_error(error, f"snapshot_state({checkpoint_id})") from error
-        return super().snapshot_state(checkpoint_id)
+        return super().snapshot_state(checkpoint_id, canonical=canonical)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Forward to the user function's ``notify_checkpoint_complete``, if any."""

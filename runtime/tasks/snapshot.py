@@ -136,8 +136,11 @@ class TaskCheckpointing:
         started = time.perf_counter()
         snapshot = PendingSnapshot(barrier, unaligned, alignment_duration, start_delay)
         try:
+            canonical = barrier.options.is_savepoint and barrier.options.canonical
             for operator in self.operators:
-                snapshot.operators.append(operator.snapshot_state(barrier.checkpoint_id))
+                snapshot.operators.append(
+                    operator.snapshot_state(barrier.checkpoint_id, canonical=canonical)
+                )
         except BaseException:
             snapshot.release()
             raise

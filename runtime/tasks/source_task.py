@@ -53,12 +53,13 @@ class SourceOperator(StreamOperator):
         self.records_out += len(batch)
         return batch
 
-    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot:
+    def snapshot_state(self, checkpoint_id: int, *, canonical: bool = False) -> OperatorSnapshot:
         """Snapshot the reader's splits with their positions."""
-        snapshot = super().snapshot_state(checkpoint_id)
+        snapshot = super().snapshot_state(checkpoint_id, canonical=canonical)
         if self.reader is not None:
             splits = self.reader.snapshot_state()
-            snapshot.frames.append(("splits", encode_splits(splits, self.allow_pickle)))
+            allow_pickle = self.allow_pickle and not canonical
+            snapshot.frames.append(("splits", encode_splits(splits, allow_pickle)))
         return snapshot
 
 
