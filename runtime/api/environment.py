@@ -11,6 +11,7 @@ one is a ``ConfigError`` that names it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import os
 from collections.abc import Callable, Iterable
@@ -397,6 +398,8 @@ class StreamEnvironment:
         """
         execution = self._execution(job_name, restore_from, allow_non_restored_state)
         JOBS.register(execution)
+        # A restore that does not fit the job is a ConfigError before anything runs.
+        await execution.prepare()
         return await execution.run()
 
     async def start(
@@ -415,7 +418,11 @@ class StreamEnvironment:
         """
         execution = self._execution(job_name, restore_from, allow_non_restored_state)
         JOBS.register(execution)
-        await execution.prepare()  # the client sees every operator from the start
+        await execution.prepare()
+        # The client sees every operator from the start; a failure to deploy (a reader
+        # that cannot be made) fails the job and is reported by wait().
+        with contextlib.suppress(Exception):
+            await execution.deploy_first_attempt()
         task = asyncio.get_running_loop().create_task(execution.run(), name=job_name)
         # The client's wait() retrieves the result or error; a job nobody waits for
         # must not log "exception was never retrieved".

@@ -120,7 +120,7 @@ class JobExecution:
     # -- preparing ------------------------------------------------------------------------
 
     async def prepare(self) -> None:
-        """Load the state to start from and deploy the first attempt. Idempotent.
+        """Load the state to start from and make the coordinator. Idempotent.
 
         Raises:
             ConfigError: ``restore_from`` does not fit the job (names path and operator).
@@ -147,7 +147,16 @@ class JobExecution:
         )
         if self._restore is not None:
             self.coordinator.stats.restored(self._restore.pointer)
-        await self._deploy(0, self._restore)
+
+    async def deploy_first_attempt(self) -> None:
+        """Deploy the first attempt (idempotent). User code runs here: readers are made.
+
+        Raises:
+            Exception: whatever a source raised while making its reader (``run`` then
+                fails the job with it).
+        """
+        if self.deployment is None:
+            await self._deploy(0, self._restore)
 
     async def _load_restore_from(self, pointer: str) -> RestoredCheckpoint:
         """Load what ``restore_from`` names, falling back past broken checkpoints.
@@ -228,6 +237,7 @@ class JobExecution:
         failure: BaseException | None = None
         try:
             await self.prepare()
+            await self.deploy_first_attempt()
             failure = await self._run_attempts()
         except Exception as error:
             # Deployment failed: a reader that could not be created, a checkpoint that
