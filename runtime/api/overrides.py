@@ -12,16 +12,24 @@ its ``-p`` and ``-s`` options:
   from when the script does not say.
 
 ``JOBS`` holds the running and finished jobs of this process (by id), so the command
-line's HTTP API can list and control them.
+line's HTTP API can list and control them. ``JOBS.add_listener`` lets the command line
+hear of each job as it registers, in the job's own event loop: ``weir run`` starts its
+HTTP API that way, lazily, in the event loop of the script's first job (a job script
+runs its own ``asyncio.run``, so no loop exists before it). The runtime never imports
+the command line; it only calls what was registered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from runtime.scheduler.executor import JobExecution
+
+JobListener = Callable[["JobExecution"], None]
+"""Called with each job as it registers, inside the job's running event loop."""
 
 
 @dataclass(slots=True)
@@ -46,10 +54,26 @@ class JobRegistry:
     """The jobs of this process, by job id, in start order."""
 
     executions: dict[str, JobExecution] = field(default_factory=dict)
+    listeners: list[JobListener] = field(default_factory=list)
 
     def register(self, execution: JobExecution) -> None:
-        """Add a job (called when it is started)."""
+        """Add a job and tell the listeners (called by ``execute`` / ``start``).
+
+        Runs in the job's event loop, before the job is deployed. A listener must not
+        block; what it raises is raised to the caller of ``execute`` / ``start``.
+        """
         self.executions[execution.job_id] = execution
+        for listener in list(self.listeners):
+            listener(execution)
+
+    def add_listener(self, listener: JobListener) -> None:
+        """Call ``listener(execution)`` for every job registered from now on."""
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener: JobListener) -> None:
+        """Stop calling ``listener``; a listener never added is ignored."""
+        if listener in self.listeners:
+            self.listeners.remove(listener)
 
     def get(self, job_id: str) -> JobExecution | None:
         """The job with id ``job_id`` (a unique prefix is enough), or None."""

@@ -501,7 +501,8 @@ class CheckpointCoordinator(Actor):
             version=METADATA_VERSION,
             job_id=self.job_id,
             checkpoint_id=pending.checkpoint_id,
-            timestamp=time.time(),
+            # The trigger's wall-clock time (pending.timestamp is monotonic).
+            timestamp=time.time() - (self.clock() - pending.timestamp),
             is_savepoint=pending.options.is_savepoint,
             operators=operators,
         )

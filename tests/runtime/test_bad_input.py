@@ -63,7 +63,11 @@ def test_config_error_is_a_value_error() -> None:
 # -- environment options ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [0, -1, "2", True, 2.0, None])
+def test_parallelism_none_means_the_default() -> None:
+    assert StreamEnvironment(parallelism=None).parallelism == 1
+
+
+@pytest.mark.parametrize("value", [0, -1, "2", True, 2.0])
 def test_invalid_environment_parallelism(value: object) -> None:
     with pytest.raises(
         ConfigError, match=message(f"parallelism must be an int >= 1, got {value!r}")

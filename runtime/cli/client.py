@@ -1,0 +1,129 @@
+"""The client side of the HTTP API: what ``weir list``, ``savepoint``, ``stop``...  send.
+
+One :class:`RestClient` per command, over ``httpx`` (synchronous: a command makes one or
+two requests). Every failure becomes a :class:`~runtime.cli.errors.CliError` that says
+what to do: no server at the address, no answer in time, or the API's own
+``{"errors": [...]}`` with its status. Folders are sent as absolute paths, made so on
+this side, because the server runs in another folder (it resolves symlinks itself).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from runtime.cli.errors import CliError, UsageError
+
+__all__ = ["DEFAULT_ADDRESS", "ApiFailure", "RestClient"]
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8081"
+
+_CONNECT_SECONDS = 5.0
+
+
+class ApiFailure(CliError):
+    """The API answered with an error status; ``status`` is it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})")
+        self.status = status
+
+
+def _normalize(address: str) -> str:
+    if "://" not in address:
+        address = f"http://{address}"
+    if not address.startswith(("http://", "https://")):
+        raise UsageError(f"--address must be an http:// URL, got {address!r}")
+    return address.rstrip("/")
+
+
+def _absolute(folder: str | None) -> str | None:
+    if folder is None or "://" in folder:
+        return folder
+    return os.path.abspath(folder)
+
+
+class RestClient:
+    """Talks to the HTTP API of ``weir run`` at ``address``.
+
+    Args:
+        address: the API's URL, e.g. ``http://127.0.0.1:8081``.
+        timeout: seconds to wait for an answer (a savepoint may take long).
+    """
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 600.0) -> None:
+        self.address = _normalize(address)
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, _CONNECT_SECONDS))
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            with httpx.Client(base_url=self.address, timeout=self._timeout) as client:
+                response = client.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise CliError(f"no job server at {self.address}: is `weir run` running?") from None
+        except httpx.TimeoutException:
+            raise CliError(
+                f"the job server at {self.address} did not answer {method} {path} in time "
+                f"(--timeout)"
+            ) from None
+        except httpx.HTTPError as error:
+            raise CliError(f"talking to {self.address} failed: {error}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_error:
+            errors = body.get("errors") if isinstance(body, dict) else None
+            message = (
+                "; ".join(map(str, errors)) if errors else response.text or response.reason_phrase
+            )
+            raise ApiFailure(response.status_code, message)
+        if body is None:
+            raise CliError(f"{self.address} answered {method} {path} with something not JSON")
+        return body
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """The jobs of the server's process."""
+        jobs: list[dict[str, Any]] = self._request("GET", "/jobs")["jobs"]
+        return jobs
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """One job's details."""
+        details: dict[str, Any] = self._request("GET", f"/jobs/{job_id}")
+        return details
+
+    def checkpoints(self, job_id: str) -> dict[str, Any]:
+        """One job's checkpoint statistics."""
+        stats: dict[str, Any] = self._request("GET", f"/jobs/{job_id}/checkpoints")
+        return stats
+
+    def trigger_checkpoint(self, job_id: str) -> dict[str, Any]:
+        """Take a checkpoint; return the completed operation (id and location)."""
+        result: dict[str, Any] = self._request("POST", f"/jobs/{job_id}/checkpoints")
+        return result["operation"]  # type: ignore[no-any-return]
+
+    def trigger_savepoint(
+        self, job_id: str, target: str | None, savepoint_format: str
+    ) -> dict[str, Any]:
+        """Take a savepoint under ``target`` (None: the job's default folder)."""
+        body: dict[str, Any] = {"format": savepoint_format}
+        if target is not None:
+            body["target-directory"] = _absolute(target)
+        result = self._request("POST", f"/jobs/{job_id}/savepoints", json=body)
+        return result["operation"]  # type: ignore[no-any-return]
+
+    def stop(
+        self, job_id: str, target: str | None, drain: bool, savepoint_format: str
+    ) -> dict[str, Any]:
+        """Stop the job with a savepoint under ``target``; drain its input first if asked."""
+        body: dict[str, Any] = {"drain": drain, "format": savepoint_format}
+        if target is not None:
+            body["targetDirectory"] = _absolute(target)
+        result = self._request("POST", f"/jobs/{job_id}/stop", json=body)
+        return result["operation"]  # type: ignore[no-any-return]
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel the job (returns when the job was told, not when it ended)."""
+        self._request("PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})

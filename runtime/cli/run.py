@@ -1,0 +1,144 @@
+"""``weir run JOB.py``: run a job script with the command line's overrides and HTTP API.
+
+The script runs in this process, as ``python JOB.py ARGS...`` would run it (``runpy``,
+``__name__ == "__main__"``, ``sys.argv`` and ``sys.path[0]`` set for it). Before it
+runs, ``weir run`` sets ``runtime.api.overrides.OVERRIDES`` (``-p``,
+``--checkpoint-dir``, ``--from-savepoint``, ``--allow-non-restored-state``: Flink's
+``-p``, ``-s`` and ``-n``), binds the HTTP API's socket and registers the server that
+starts with the script's first job (``runtime.cli.server``). Everything is undone when
+the script ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.api.overrides import JOBS, OVERRIDES
+from runtime.cli.errors import CliError, UsageError
+from runtime.cli.server import JobServer, bind_listener, is_loopback
+from runtime.cli.targets import SavepointTargets
+
+__all__ = ["DEFAULT_REST_PORT", "RunOptions", "execute_script", "prepare_run"]
+
+DEFAULT_REST_PORT = 8081
+"""Flink's REST port."""
+
+
+@dataclass(slots=True)
+class RunOptions:
+    """What ``weir run`` was given.
+
+    Attributes:
+        job: the job script.
+        args: the script's own arguments.
+        parallelism: default parallelism of the script's environments.
+        checkpoint_dir: checkpoint storage of jobs that enable checkpointing without one.
+        from_savepoint: the savepoint or checkpoint to start from.
+        allow_non_restored_state: skip state of operators the job no longer has.
+        savepoint_dirs: folders the HTTP API may write savepoints under.
+        rest_port: the HTTP API's port (0: a free one), None: no API.
+        rest_port_given: whether the port was given (a busy default falls back).
+        rest_address: the address the API binds to.
+    """
+
+    job: Path
+    args: list[str] = field(default_factory=list)
+    parallelism: int | None = None
+    checkpoint_dir: Path | None = None
+    from_savepoint: str | None = None
+    allow_non_restored_state: bool = False
+    savepoint_dirs: list[str] = field(default_factory=list)
+    rest_port: int | None = DEFAULT_REST_PORT
+    rest_port_given: bool = False
+    rest_address: str = "127.0.0.1"
+
+
+def _check(options: RunOptions) -> None:
+    if not options.job.is_file():
+        raise UsageError(f"no such job file: {options.job}")
+    restore = options.from_savepoint
+    if restore is not None and "://" not in restore and not Path(restore).exists():
+        raise UsageError(f"no savepoint or checkpoint at {options.from_savepoint}")
+    if options.allow_non_restored_state and options.from_savepoint is None:
+        raise UsageError("--allow-non-restored-state needs --from-savepoint")
+
+
+def _bind(options: RunOptions, warn: list[str]) -> JobServer | None:
+    if options.rest_port is None:
+        return None
+    targets = SavepointTargets.from_options(options.savepoint_dirs)
+    try:
+        listener = bind_listener(options.rest_address, options.rest_port)
+    except OSError as error:
+        if options.rest_port_given or options.rest_port == 0:
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            raise CliError(
+                f"cannot serve the HTTP API on {options.rest_address}:{options.rest_port}: "
+                f"{reason} (try --rest-port 0 for a free port)"
+            ) from None
+        listener = bind_listener(options.rest_address, 0)
+        warn.append(f"port {options.rest_port} is in use; serving on another port instead")
+    return JobServer(listener, targets)
+
+
+def prepare_run(options: RunOptions) -> tuple[JobServer | None, list[str]]:
+    """Check the options and bind the HTTP API's socket, before the script runs.
+
+    Args:
+        options: what ``weir run`` was given.
+
+    Returns:
+        The server (None with ``--no-rest``) and the lines to tell the user: the API's
+        address and any warning.
+
+    Raises:
+        UsageError: the job file or the savepoint does not exist.
+        CliError: the API's port cannot be bound.
+    """
+    _check(options)
+    lines: list[str] = []
+    server = _bind(options, lines)
+    if server is not None:
+        lines.append(f"job HTTP API on http://{server.address}:{server.port}")
+        if not is_loopback(server.address):
+            lines.append(
+                "warning: the HTTP API has no authentication and is reachable from other "
+                "machines: anyone who reaches it can cancel jobs and write savepoints"
+            )
+    return server, lines
+
+
+def execute_script(options: RunOptions, server: JobServer | None) -> None:
+    """Run the script to its end; undo the overrides and close the API afterwards.
+
+    Raises:
+        SystemExit: the script exited; anything else the script raised, as is.
+    """
+    OVERRIDES.parallelism = options.parallelism
+    OVERRIDES.checkpoint_dir = (
+        None if options.checkpoint_dir is None else os.path.abspath(options.checkpoint_dir)
+    )
+    restore = options.from_savepoint
+    OVERRIDES.restore_from = (
+        restore if restore is None or "://" in restore else os.path.abspath(restore)
+    )
+    OVERRIDES.allow_non_restored_state = options.allow_non_restored_state
+    if server is not None:
+        JOBS.add_listener(server.on_job_registered)
+    script = options.job.absolute()
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [str(options.job), *options.args]
+    sys.path.insert(0, str(script.parent))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = saved_argv
+        sys.path[:] = saved_path
+        OVERRIDES.clear()
+        if server is not None:
+            JOBS.remove_listener(server.on_job_registered)
+            server.close()
