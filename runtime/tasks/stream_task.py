@@ -114,9 +114,12 @@ class StreamTask(Task):
             if polled is None:
                 if gate.finished:
                     return
-                await self.flush_all()
-                if gate.finished:
-                    return
+                if self.holds_output():
+                    # An idle task holds no data back. Flushing may wait for room, and
+                    # that wait consumes the wake-ups of input arriving meanwhile: poll
+                    # the gate again before waiting idle.
+                    await self.flush_all()
+                    continue
                 await self.wait_for(self.wait_idle)
                 continue
             index, item = polled

@@ -239,6 +239,13 @@ class Task(Actor):
     def on_deadline(self, now: float) -> None:
         """The task's deadline (an alignment timeout) may have passed."""
 
+    def holds_output(self) -> bool:
+        """Whether a writer holds records not yet handed to a channel."""
+        for writer in self.writers:
+            if writer.has_full_buffers or writer.partial_since is not None:
+                return True
+        return False
+
     async def flush_all(self) -> None:
         """Send every buffer, partial ones too (idle, end of input)."""
         for writer in self.writers:
