@@ -22,28 +22,40 @@ import tempfile
 import time
 from typing import Any
 
-from benchmarks.harness import interleave, machine, machine_line, write_report
+from benchmarks.harness import interleave, machine, machine_line, paired_ratios, write_report
 from benchmarks.throughput import CountingSink, make_functions
 from runtime import StreamEnvironment
 
-VARIANTS: dict[str, dict[str, Any] | None] = {
-    "off": None,
-    "aligned 1 s": {"interval": 1.0, "unaligned": False},
-    "aligned 100 ms": {"interval": 0.1, "unaligned": False},
-    "unaligned 1 s": {"interval": 1.0, "unaligned": True},
-    "unaligned 100 ms": {"interval": 0.1, "unaligned": True},
-}
+
+def interval_label(seconds: float) -> str:
+    """``1 s``, ``100 ms``: how a checkpoint interval is named in variants and reports."""
+    return f"{seconds:g} s" if seconds >= 1 else f"{seconds * 1e3:g} ms"
 
 
-def run_job(records: int, keys: int, checkpointing: dict[str, Any] | None) -> float:
-    """Records/s of the keyed count job with the given checkpointing."""
+def variants(intervals: list[float]) -> dict[str, dict[str, Any] | None]:
+    """The variant "off", then aligned and unaligned at each interval."""
+    result: dict[str, dict[str, Any] | None] = {"off": None}
+    for unaligned in (False, True):
+        for interval in intervals:
+            name = f"{'unaligned' if unaligned else 'aligned'} {interval_label(interval)}"
+            result[name] = {"interval": interval, "unaligned": unaligned}
+    return result
+
+
+VARIANTS = variants([1.0, 0.1])
+
+
+def run_job(
+    records: int, keys: int, checkpointing: dict[str, Any] | None, storage: str | None = None
+) -> float:
+    """Records/s of the keyed count job with the given checkpointing (and storage)."""
     to_pair, key_of, add = make_functions(keys)
 
     async def job() -> float:
         env = StreamEnvironment(parallelism=1)
         if checkpointing is not None:
             env.enable_checkpointing(
-                checkpointing["interval"], unaligned=checkpointing["unaligned"]
+                checkpointing["interval"], unaligned=checkpointing["unaligned"], storage=storage
             )
         (
             env.from_sequence(0, records - 1)
@@ -61,10 +73,13 @@ def run_job(records: int, keys: int, checkpointing: dict[str, Any] | None) -> fl
     return asyncio.run(job())
 
 
-async def measure_stall(keys: int, directory: str) -> dict[str, float]:
-    """Run a job that builds ``keys`` keys of state, checkpoint it, probe the loop."""
+async def measure_stall(keys: int, directory: str, storage: str | None = None) -> dict[str, float]:
+    """Run a job that builds ``keys`` keys of state, checkpoint it, probe the loop.
+
+    ``storage`` is the checkpoint storage (default: files under ``directory``).
+    """
     env = StreamEnvironment(parallelism=1)
-    env.enable_checkpointing(3600.0, storage=f"file://{directory}")
+    env.enable_checkpointing(3600.0, storage=storage or f"file://{directory}")
     (
         env.generate(lambda i: (i % keys, 1), records_per_second=None)
         .key_by(lambda r: r[0])
@@ -118,6 +133,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--keys", type=int, default=1_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--stall-keys", type=int, default=1_000_000)
+    parser.add_argument(
+        "--intervals",
+        type=lambda text: [float(x) for x in text.split(",")],
+        default=[1.0, 0.1],
+        help="checkpoint intervals in seconds, comma-separated (default 1,0.1)",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 round")
     args = parser.parse_args(argv)
     if args.quick:
@@ -125,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     series = interleave(
         {
             name: (lambda cfg=cfg: run_job(args.records, args.keys, cfg))
-            for name, cfg in VARIANTS.items()
+            for name, cfg in variants(args.intervals).items()
         },
         repeats=args.repeats,
     )
@@ -145,12 +166,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "parameters": vars(args),
         "records_per_s": {name: s.summary() for name, s in series.items()},
         "ratio_to_off": {name: s.median / off for name, s in series.items()},
+        "ratio_to_off_per_round": {
+            name: paired_ratios(s, series["off"])["per_round"] for name, s in series.items()
+        },
+        "intervals": {
+            name: cfg["interval"] for name, cfg in variants(args.intervals).items() if cfg
+        },
         "goals": goals,
         "stall": stall,
     }
+    noisy = " (noisy: spread > 1.25)" if any(s.noisy for s in series.values()) else ""
     rows = [
         f"Checkpoint overhead, keyed count, {args.records:,} records, {args.keys:,} keys, "
-        f"parallelism 1, medians of {args.repeats}; {machine_line(info)}",
+        f"parallelism 1, medians of {args.repeats}{noisy}; {machine_line(info)}",
         "",
         "| checkpoints | records/s (median) | min | max | ratio to off | goal |",
         "|---|---:|---:|---:|---:|---:|",
@@ -173,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.quick:
         write_report("overhead", report, markdown)
     print(markdown)
+    report["markdown"] = markdown
     return report
 
 

@@ -388,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.quick:
         write_report("recovery", report, markdown)
     print(markdown)
+    report["markdown"] = markdown
     return report
 
 

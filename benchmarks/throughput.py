@@ -17,7 +17,7 @@ import asyncio
 import time
 from typing import Any
 
-from benchmarks.harness import interleave, machine, machine_line, write_report
+from benchmarks.harness import interleave, machine, machine_line, paired_ratios, write_report
 from runtime import SinkFunction, StreamEnvironment
 
 
@@ -112,9 +112,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "weir_records_per_s": weir.summary(),
         "loop_records_per_s": loop.summary(),
         "ratio_weir_to_loop": ratio,
+        "ratio_weir_to_loop_per_round": paired_ratios(weir, loop)["per_round"],
         "goal": ">= 0.5",
     }
-    noisy = " (noisy: spread > 1.25)" if weir.spread > 1.25 or loop.spread > 1.25 else ""
+    noisy = " (noisy: spread > 1.25)" if weir.noisy or loop.noisy else ""
     markdown = "\n".join(
         [
             f"Keyed count, {args.records:,} records, {args.keys:,} keys, parallelism 1, "
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.quick:
         write_report("throughput", report, markdown)
     print(markdown)
+    report["markdown"] = markdown
     return report
 
 

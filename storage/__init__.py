@@ -6,6 +6,9 @@ the :class:`KeyGroupRange` of the subtask) and one :class:`OperatorStateBackend`
 subtask, hands user functions the state handles they ask for with state descriptors,
 snapshots the backends at checkpoints and restores them on recovery. Record writers use
 a :class:`KeyGroupAssigner` to send each key to the subtask that owns its key group.
+Sub-packages: :mod:`storage.checkpoint` (checkpoint and savepoint storage and formats)
+and :mod:`storage.processor` (offline reading, transforming, writing and bootstrapping of
+savepoints, Flink's State Processor API).
 """
 
 from __future__ import annotations

@@ -207,9 +207,14 @@ class StateGrouping:
         return True
 
     def pieces(self, key_group: int, chunk_size: int) -> list[Piece]:
-        """Return the state's entries in ``key_group`` as pieces of at most ``chunk_size``."""
+        """Return the state's entries in ``key_group`` as pieces of at most ``chunk_size``.
+
+        Hands the key group's entries over to the pieces: call it once per key group.
+        (So the grouping shrinks as the snapshot's blobs are built, and no large
+        structure is left to free in one step at the end.)
+        """
         pieces: list[Piece] = []
-        for codecs, runs in self._encoded.get(key_group, {}).items():
+        for codecs, runs in self._encoded.pop(key_group, {}).items():
             # Cut at run boundaries into about equal pieces of at most chunk_size.
             entries = sum(count for count, _, _ in runs)
             target = -(-entries // -(-entries // chunk_size))
@@ -222,7 +227,7 @@ class StateGrouping:
                     total = 0
                 total += count
             pieces.append(self._joined(codecs, runs[start:], total))
-        refs = self._refs.get(key_group)
+        refs = self._refs.pop(key_group, None)
         if refs is not None:
             keys, values = refs
             count = len(keys)

@@ -5,8 +5,9 @@ is the synchronous part of a checkpoint: it freezes every state table (O(number 
 states)) and returns a :class:`HeapSnapshot`. The asynchronous part, run by the subtask's
 checkpoint writer while records keep flowing, groups the entries by key group and encodes
 them (:meth:`HeapSnapshot.encode_chunks`, in steps of at most ``chunk_size`` entries so
-that the writer can yield to the event loop between them), writes the blobs, and then
-calls :meth:`HeapSnapshot.release`.
+that the writer can yield to the event loop between them), calls
+:meth:`HeapSnapshot.release`, folds the state tables' overlays back in bounded steps
+(:meth:`HeapSnapshot.fold_step`, yielding between them too), and writes the blobs.
 
 The blobs are those of :mod:`storage.keyed_format` (a large key group is written as
 several parts); :mod:`storage.key_group_writer` does the grouping and encoding. A restore
@@ -41,7 +42,7 @@ from storage.keyed_format import (
     value_columns,
 )
 from storage.keygroups import KeyGroupRange
-from storage.state_table import StateTable, TableView
+from storage.state_table import FOLD_STEP, StateTable, TableView
 
 __all__ = [
     "KEYED_STATE_FORMAT_VERSION",
@@ -86,9 +87,10 @@ class HeapSnapshot:
 
     Created by ``HeapKeyedStateBackend.snapshot()``. Reading it never blocks and may be
     spread over many event-loop turns; the live backend keeps changing meanwhile without
-    affecting it. Call :meth:`release` exactly once when done (idempotent), so the
-    backend can fold its copy-on-write overlays back; after that the snapshot cannot be
-    read.
+    affecting it. Call :meth:`release` when done (idempotent); after that the snapshot
+    cannot be read, and :meth:`fold_step` folds the backend's copy-on-write overlays
+    back (until then the backend is correct, only its state accesses are a little
+    slower).
 
     Args:
         max_parallelism: The backend's number of key groups.
@@ -139,12 +141,35 @@ class HeapSnapshot:
         return self._released
 
     def release(self) -> None:
-        """Let the backend fold its overlays back; idempotent. Never blocks."""
+        """Let the backend fold its overlays back; idempotent. Never blocks; O(states).
+
+        The folding itself is done by :meth:`fold_step`.
+        """
         if self._released:
             return
         self._released = True
         for table in self._tables:
             table.release()
+
+    def fold_step(self, max_entries: int = FOLD_STEP) -> bool:
+        """After :meth:`release`: fold at most ``max_entries`` overlay entries back.
+
+        The owner of the backend calls it again, yielding to the event loop in between,
+        until it returns True; each call costs O(``max_entries`` + states). Tables that
+        another snapshot froze meanwhile are skipped: that snapshot's release starts
+        their folding again. Before :meth:`release` there is nothing to fold (True).
+
+        Returns:
+            True when none of the snapshot's tables has anything left to fold now.
+        """
+        if not self._released:
+            return True
+        folding = [table for table in self._tables if table.folding]
+        if not folding:
+            return True
+        if not folding[0].fold_step(max_entries):
+            return False
+        return len(folding) == 1
 
     def _check_live(self) -> None:
         if self._released:
@@ -221,7 +246,8 @@ class HeapSnapshot:
             groupings.append(grouping)
             for keys, values in view.chunks(chunk_size):
                 self._check_live()
-                grouping.add(keys, values)
+                if keys:  # a slice of entries all shadowed by a newer layer is empty
+                    grouping.add(keys, values)
                 yield []
         carried: dict[int, list[Piece]] = {}
         for _, batches in self._carried:

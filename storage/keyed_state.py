@@ -208,7 +208,7 @@ class HeapKeyedStateBackend:
 
         O(number of states) when no other snapshot is in flight (see
         :mod:`storage.state_table`), plus O(batches) of restored states not registered
-        again. The caller must ``release()`` the snapshot.
+        again. The caller must ``release()`` the snapshot, then drive its ``fold_step()``.
 
         Args:
             canonical: encode keys and values without pickle (canonical savepoints); a

@@ -540,7 +540,8 @@ class CheckpointCoordinator(Actor):
         for request in self._requests.pop(checkpoint_id, []):
             if not request.future.done():
                 request.future.set_exception(CheckpointError(message, checkpoint_id, reason))
-        if self.failures.failed(reason):
+        # Savepoints never count toward the tolerable checkpoint failures (as in Flink).
+        if not pending.options.is_savepoint and self.failures.failed(reason):
             raise CheckpointFailedError(
                 f"{self.failures.consecutive} checkpoints failed in a row, more than "
                 f"tolerable_failures={self.config.tolerable_failures}; last: {message}",

@@ -10,6 +10,7 @@
     weir info PATH                what a checkpoint or savepoint holds
     weir dispose PATH             delete a savepoint
     weir advise --mtbf M ...      a checkpoint interval (Young, Daly)
+    weir bench [--quick] ...      the benchmark kit (in a checkout: python -m benchmarks)
     weir version                  the installed version
 
 The commands are in ``runtime.cli.app`` (typer); ``weir run`` in ``run`` with its HTTP

@@ -12,6 +12,7 @@ checkpoints DIR    the checkpoints on disk, valid or not                        
 info PATH          what a checkpoint or savepoint holds                           offline
 dispose PATH       delete a savepoint                                             offline
 advise             a checkpoint interval (Young, Daly)                            advise
+bench              the benchmark kit of a checkout (``python -m benchmarks``)      (app)
 version            the installed version
 =================  ============================================================  =========
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
 import sys
 from collections.abc import Iterator
 from importlib import metadata
@@ -452,6 +454,46 @@ def advise(
         render.emit_json(result)
     else:
         render.render_advice(result)
+
+
+# -- benchmarks -----------------------------------------------------------------------------
+
+
+def _checkout() -> Path | None:
+    """The Weir checkout holding ``benchmarks/``: the one ``runtime`` runs from, or here."""
+    import runtime
+
+    for folder in (Path(runtime.__file__).resolve().parents[1], Path.cwd()):
+        if (folder / "benchmarks" / "kit.py").is_file():
+            return folder
+    return None
+
+
+@app.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],
+    },
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark kit of a Weir checkout: `python -m benchmarks ARGS` (see --help)."""
+    import subprocess
+
+    with _reporting(False):
+        root = _checkout()
+        if root is None:
+            raise CliError(
+                "weir bench runs the benchmark kit in benchmarks/ of a Weir checkout, which "
+                "the installed package does not include: run it from a clone of the "
+                "repository (cd weir && weir bench, or python -m benchmarks)"
+            )
+    # The checkout goes first on the path; the current folder stays (for a relative --out).
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-m", "benchmarks", *ctx.args], env=env, check=False)
+    raise typer.Exit(done.returncode)
 
 
 def main(argv: list[str] | None = None) -> int:

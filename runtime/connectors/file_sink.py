@@ -49,6 +49,8 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
         formatter: turns a record into its line (without the newline); ``str`` by default.
     """
 
+    transaction_type = FileTransaction
+
     def __init__(
         self, directory: str | os.PathLike[str], formatter: Callable[[Any], str] = str
     ) -> None:

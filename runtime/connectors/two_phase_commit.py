@@ -29,9 +29,11 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from runtime.api.functions import SinkFunction
 from runtime.tasks.context import RuntimeContext
-from storage import ListStateDescriptor
+from storage import ListStateDescriptor, serializer_for
 
 IN = TypeVar("IN")
 TXN = TypeVar("TXN")
@@ -40,7 +42,15 @@ STATE_NAME = "two-phase-commit-transactions"
 
 
 class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
-    """Base of exactly-once sinks; see the module docstring."""
+    """Base of exactly-once sinks; see the module docstring.
+
+    Attributes:
+        transaction_type: the ``TXN`` class, if msgspec can encode it (a Struct): then
+            pending transactions are stored without pickle (canonical savepoints, jobs
+            with ``allow_pickle=False``). Left None, they are stored untyped.
+    """
+
+    transaction_type: type | None = None
 
     def __init__(self) -> None:
         self._current: TXN | None = None
@@ -90,11 +100,14 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
 
     def initialize_state(self, ctx: RuntimeContext) -> None:
         """Recover pending transactions (commit them) and open a transaction."""
-        self._state = ctx.get_list_state(ListStateDescriptor(STATE_NAME))
+        self._state = ctx.get_list_state(
+            ListStateDescriptor(STATE_NAME, type=tuple[str, int, bytes])
+        )
         self._checkpointing = ctx.checkpointing_enabled
         if ctx.is_restored:
             for entry in self._state.get():
-                kind, _checkpoint_id, transaction = entry
+                kind, _checkpoint_id, encoded = entry
+                transaction = self._decode(encoded)
                 if kind == "pending":
                     self.recover_and_commit(transaction)
                 else:
@@ -146,10 +159,26 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
             self.abort(self._current)
             self._current = None
 
+    def _encode(self, transaction: TXN) -> bytes:
+        if self.transaction_type is not None:
+            return msgspec.msgpack.encode(transaction)
+        return bytes(
+            serializer_for(None, allow_pickle=True, what="transaction").encode(transaction)
+        )
+
+    def _decode(self, data: bytes) -> TXN:
+        if self.transaction_type is not None:
+            decoded: TXN = msgspec.msgpack.decode(data, type=self.transaction_type)
+            return decoded
+        untyped: TXN = serializer_for(None, allow_pickle=True, what="transaction").decode(data)
+        return untyped
+
     def _store(self) -> None:
         if self._state is None:
             return
-        entries: list[Any] = [("pending", n, t) for n, t in sorted(self._pending.items())]
+        entries: list[Any] = [
+            ("pending", n, self._encode(t)) for n, t in sorted(self._pending.items())
+        ]
         if self._current is not None:
-            entries.append(("current", -1, self._current))
+            entries.append(("current", -1, self._encode(self._current)))
         self._state.update(entries)

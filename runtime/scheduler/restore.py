@@ -29,6 +29,7 @@ import msgspec
 
 from runtime.errors import ConfigError
 from storage import (
+    DistributionMode,
     KeyGroupRange,
     OperatorStateSnapshot,
     assign_to_key_group,
@@ -250,10 +251,26 @@ class RestoredCheckpoint:
                     elif frame.kind == "splits":
                         splits[old_subtask] = decode_splits(frame.data, self.allow_pickle)
         old_p = self.old_parallelism(uid)
+        has_union = any(
+            entry.mode == DistributionMode.UNION
+            for snapshot in snapshots.values()
+            for entry in snapshot.states.values()
+        )
         if snapshots:
-            if old_p == parallelism:
+            if old_p == parallelism and not has_union:
                 if subtask in snapshots:
                     state.operator[uid] = snapshots[subtask]
+            elif old_p == parallelism:
+                # Union list state goes whole to every subtask even at the same
+                # parallelism (Flink's round-robin repartitioner); split state stays.
+                merged = redistribute([snapshots[k] for k in sorted(snapshots)], parallelism)
+                own = snapshots.get(subtask)
+                states = dict(merged[subtask].states)
+                if own is not None:
+                    for name, entry in own.states.items():
+                        if entry.mode != DistributionMode.UNION:
+                            states[name] = entry
+                state.operator[uid] = msgspec.structs.replace(merged[subtask], states=states)
             else:
                 ordered = [snapshots[k] for k in sorted(snapshots)]
                 state.operator[uid] = redistribute(ordered, parallelism)[subtask]

@@ -182,9 +182,29 @@ class TaskCheckpointing:
         return SavepointStorage(target, self.storage.job_id)
 
     async def persist(self, snapshot: PendingSnapshot) -> None:
-        """The asynchronous part: encode, write, release, acknowledge (or decline)."""
+        """The asynchronous part: encode, release, fold back, write, acknowledge.
+
+        Or decline, naming the task and the path, if anything failed. Every step that
+        grows with the state (encoding, folding the copy-on-write overlays back into the
+        live tables) runs in bounded chunks with a yield to the event loop between them,
+        so records keep flowing; the snapshot is released (and folded back) on every way
+        out but cancellation, where ``abort_all`` releases it and the next snapshot's
+        persist folds it.
+        """
         started = time.perf_counter()
         checkpoint_id = snapshot.checkpoint_id
+
+        async def fold_back() -> None:
+            # Released tables fold back a bounded number of entries per step; folding
+            # all at once would stall processing for every key written meanwhile.
+            for op_snapshot in snapshot.operators:
+                keyed = op_snapshot.keyed
+                if keyed is not None:
+                    while True:
+                        await asyncio.sleep(0)
+                        if keyed.fold_step():
+                            break
+
         try:
             frames: list[bytes] = []
             sizes: list[int] = []
@@ -199,9 +219,11 @@ class TaskCheckpointing:
                             size += len(blob)
                         # Yield between chunks: processing goes on while state is encoded.
                         await asyncio.sleep(0)
-                        if snapshot.aborted:
+                        if snapshot.aborted:  # released by abort()
+                            await fold_back()
                             return
                     op_snapshot.keyed.release()
+                    await fold_back()
                 for kind, data in op_snapshot.frames:
                     frames.append(encode_frame(StateFrame(kind, op_snapshot.uid, -1, data)))
                     size += len(data)
@@ -229,10 +251,12 @@ class TaskCheckpointing:
                         f"{type(error).__name__}: {error}",
                     )
                 )
+            await fold_back()
             return
         snapshot.release()
         self.pending.pop(checkpoint_id, None)
         if snapshot.aborted:
+            await fold_back()
             return
         metrics = SubtaskCheckpointMetrics(
             sync_duration=snapshot.sync_duration,

@@ -190,6 +190,9 @@ class SourceTask(Task):
             self.suspend_after = barrier.checkpoint_id
         unaligned = barrier.options.unaligned and barrier.options.exactly_once
         start_delay = max(0.0, time.monotonic() - barrier.timestamp)
-        checkpointing.begin(barrier, unaligned=unaligned, start_delay=start_delay)
+        if not self.begin_snapshot(barrier, unaligned=unaligned, start_delay=start_delay):
+            if barrier.options.terminate:
+                self.suspend_after = None
+            return
         self.forward_barrier(barrier, unaligned)
         checkpointing.complete(barrier.checkpoint_id)

@@ -243,14 +243,15 @@ class StreamTask(Task):
             # No checkpointing configured here: still forward, so downstream aligns.
             self.forward_barrier(barrier, action.unaligned)
             return
-        if barrier.options.terminate:
-            self.suspend_after = barrier.checkpoint_id
-        checkpointing.begin(
+        if not self.begin_snapshot(
             barrier,
             unaligned=action.unaligned,
             alignment_duration=action.alignment_duration,
             start_delay=action.start_delay,
-        )
+        ):
+            return
+        if barrier.options.terminate:
+            self.suspend_after = barrier.checkpoint_id
         if action.unaligned and self._in_progress is not None:
             channel, batch, position = self._in_progress
             uid, subtask = self.input_sources[channel]

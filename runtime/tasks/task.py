@@ -35,6 +35,7 @@ from runtime.checkpoint.events import (
     BarrierAnnouncement,
     CancelCheckpointMarker,
     CheckpointBarrier,
+    CheckpointDeclined,
     NotifyCheckpointAborted,
     NotifyCheckpointComplete,
     TaskFinished,
@@ -286,6 +287,32 @@ class Task(Actor):
                         barrier.checkpoint_id, ("output", uid, targets[index]), records
                     )
                 channel.send_priority(barrier)
+
+    def begin_snapshot(self, barrier: CheckpointBarrier, **kwargs: Any) -> bool:
+        """Take the synchronous part; on an error decline the checkpoint (as Flink does).
+
+        Returns:
+            Whether the snapshot was taken. If not, the coordinator was told why (the
+            error names the subtask) and downstream gets a cancellation marker; the
+            task goes on running.
+        """
+        checkpointing = self.checkpointing
+        assert checkpointing is not None
+        try:
+            checkpointing.begin(barrier, **kwargs)
+        except Exception as error:
+            if self.coordinator is not None:
+                self.coordinator.put(
+                    CheckpointDeclined(
+                        barrier.checkpoint_id,
+                        self.task_id,
+                        f"subtask {self.name!r} failed to snapshot its state: "
+                        f"{type(error).__name__}: {error}",
+                    )
+                )
+            self.forward_cancel_marker(barrier.checkpoint_id)
+            return False
+        return True
 
     def forward_cancel_marker(self, checkpoint_id: CheckpointId) -> None:
         """Tell downstream that ``checkpoint_id`` was aborted (priority lane)."""

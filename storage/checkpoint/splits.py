@@ -51,6 +51,15 @@ def decode_splits_raw(data: bytes) -> list[tuple[str, Any]]:
     return [(name, fields) for name, fields in msgspec.msgpack.decode(data[len(_MARK) :])]
 
 
+def encode_splits_raw(entries: list[tuple[str, Any]]) -> bytes:
+    """Encode ``(type name, fields)`` pairs as msgspec splits, without their types.
+
+    The inverse of :func:`decode_splits_raw`: offline tools (the state processor) write
+    splits they read as plain data, and restore turns them back into their types.
+    """
+    return _MARK + _encoder.encode([[name, fields] for name, fields in entries])
+
+
 def decode_splits(data: bytes, allow_pickle: bool) -> list[Any]:
     """Decode splits written by ``encode_splits`` (importing their Struct types)."""
     if data.startswith(_MARK):

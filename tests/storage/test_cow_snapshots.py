@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Hashable
 from typing import Any
 
 from hypothesis import settings
@@ -12,6 +13,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     consumes,
     invariant,
+    precondition,
     rule,
 )
 
@@ -24,8 +26,12 @@ from storage import (
     ReducingStateDescriptor,
     ValueStateDescriptor,
 )
+from storage.state_table import StateTable, TableView
 
 KEYS_LIST: list[Any] = ["a", "b", 1, (1, "x"), b"k"]
+STATE_NAMES = ["value", "obj", "list", "map", "sum"]
+TABLE_KEY_LIST = list(range(8))
+TABLE_KEYS = st.sampled_from(TABLE_KEY_LIST)
 KEYS = st.sampled_from(KEYS_LIST)
 MAP_KEYS = st.sampled_from(["p", "q", 3])
 VALUES = st.integers(-5, 5)
@@ -77,6 +83,8 @@ class CopyOnWriteMachine(RuleBasedStateMachine):
         self.sum = b.get_state(ReducingStateDescriptor("sum", lambda x, y: x + y))
         self.model: Model = {"value": {}, "obj": {}, "list": {}, "map": {}, "sum": {}}
         self.live: dict[int, tuple[HeapSnapshot, Model]] = {}
+        # Released snapshots, kept to drive folding through the public fold_step.
+        self.released: list[HeapSnapshot] = []
         self.next_id = 0
 
     def use(self, key: Any) -> None:
@@ -216,12 +224,56 @@ class CopyOnWriteMachine(RuleBasedStateMachine):
         restored.restore(blobs)
         assert backend_content(restored) == expected
 
-    @rule(snapshot_id=consumes(snapshots))
-    def release(self, snapshot_id: int) -> None:
+    @rule(snapshot_id=consumes(snapshots), steps=st.integers(0, 2))
+    def release(self, snapshot_id: int, steps: int) -> None:
         snapshot, expected = self.live.pop(snapshot_id)
         assert snapshot_content(snapshot) == expected
         snapshot.release()
         snapshot.release()  # idempotent
+        self.released.append(snapshot)
+        # A few small steps leave most tables folding, for the other rules to meet.
+        for _ in range(steps):
+            snapshot.fold_step(1)
+
+    def tables(self) -> list[StateTable]:
+        return [registered.table for registered in self.backend._registered.values()]
+
+    @rule(name=st.sampled_from(STATE_NAMES), max_entries=st.integers(1, 3))
+    def fold_step(self, name: str, max_entries: int) -> None:
+        # Folding is interleaved with reads, writes and snapshots by the other rules.
+        table = self.backend._registered[name].table
+        before = overlay_entries(table)
+        done = table.fold_step(max_entries)
+        after = overlay_entries(table)
+        if table.pins:
+            assert done and after == before  # a frozen base is never folded into
+        else:
+            # Bounded and making progress: exactly min(max_entries, left) entries moved.
+            assert before - after == min(max_entries, before)
+            assert done == (after == 0) == (table.overlay is None and table.below is None)
+
+    @rule(max_entries=st.integers(1, 3))
+    def fold_through_released_snapshot(self, max_entries: int) -> None:
+        # The runtime's way: drive a released snapshot's fold_step until it says done.
+        if not self.released:
+            return
+        snapshot = self.released[-1]
+        steps = 0
+        while not snapshot.fold_step(max_entries):
+            steps += 1
+            assert steps < 100
+        if not self.live:
+            for table in self.tables():
+                assert table.overlay is None and table.below is None
+
+    @invariant()
+    def layers_are_consistent(self) -> None:
+        for table in self.tables():
+            assert table.pins == len(self.live)
+            assert table.pins or table.shared is None
+            if table.below is not None:
+                assert table.overlay is not None
+            assert table.folding == (table.overlay is not None and not self.live)
 
     @invariant()
     def snapshots_are_frozen(self) -> None:
@@ -265,10 +317,20 @@ class CopyOnWriteMachine(RuleBasedStateMachine):
 
     @invariant()
     def overlays_fold_back_when_no_snapshot_is_live(self) -> None:
+        # Folding to the end gives a plain table holding exactly the live state; run on
+        # a copy of the layers, so that the machine keeps exploring the folding states.
         if not self.live:
-            for registered in self.backend._registered.values():
-                assert registered.table.overlay is None
-                assert registered.table.pins == 0
+            for name, table in zip(STATE_NAMES, self.tables(), strict=True):
+                clone = StateTable(table.name)
+                clone.base = dict(table.base)
+                clone.below = copy_layer(table.below)
+                clone.overlay = copy_layer(table.overlay)
+                steps = 0
+                while not clone.fold_step(2):
+                    steps += 1
+                    assert steps < 100, "folding makes no progress"
+                assert clone.overlay is None and clone.below is None
+                assert {k: clone.peek(k) for k in clone.base} == self.model[name], name
 
     def teardown(self) -> None:
         for snapshot, _ in self.live.values():
@@ -279,6 +341,137 @@ CopyOnWriteMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None
 )
 TestCopyOnWrite = CopyOnWriteMachine.TestCase
+
+
+class StateTableMachine(RuleBasedStateMachine):
+    """One table, driven directly: dense in the layer combinations a backend meets rarely.
+
+    Snapshots taken while the table folds (one overlay left: frozen as it is; two: the
+    top one copied), writes and removals in every layer, in-place mutation of values
+    read with ``get``, and fold steps of one to three entries, all interleaved.
+    """
+
+    views = Bundle("views")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = StateTable("t")
+        self.model: dict[Hashable, Any] = {}
+        self.live: dict[int, tuple[TableView, dict[Hashable, Any]]] = {}
+        self.next_id = 0
+
+    @rule(key=TABLE_KEYS, v=VALUES)
+    def put_list(self, key: int, v: int) -> None:
+        self.table.put(key, [v])
+        self.model[key] = [v]
+
+    @rule(key=TABLE_KEYS, v=VALUES)
+    def put_int(self, key: int, v: int) -> None:
+        self.table.put(key, v)
+        self.model[key] = v
+
+    @rule(keys=st.lists(TABLE_KEYS, max_size=4), v=VALUES)
+    def put_all(self, keys: list[Hashable], v: int) -> None:
+        values = [[v, i] for i in range(len(keys))]
+        self.table.put_all(keys, values)
+        self.model.update(zip(keys, copy.deepcopy(values), strict=True))
+
+    @rule(key=TABLE_KEYS, v=VALUES)
+    def mutate_in_place(self, key: int, v: int) -> None:
+        value = self.table.get(key, "absent")
+        assert value == self.model.get(key, "absent")
+        if isinstance(value, list):
+            value.append(v)
+            self.model[key].append(v)
+
+    @rule(key=TABLE_KEYS)
+    def remove(self, key: int) -> None:
+        self.table.remove(key)
+        self.model.pop(key, None)
+
+    @precondition(lambda self: len(self.live) < 2)  # time for folding between views
+    @rule(target=views)
+    def freeze(self) -> int:
+        view_id = self.next_id
+        self.next_id += 1
+        self.live[view_id] = (self.table.freeze(), copy.deepcopy(self.model))
+        return view_id
+
+    @rule(view_id=consumes(views))
+    def release(self, view_id: int) -> None:
+        view, expected = self.live.pop(view_id)
+        assert dict(view.items()) == expected
+        self.table.release()
+
+    @rule(max_entries=st.integers(1, 3))
+    def fold_step(self, max_entries: int) -> None:
+        table = self.table
+        before = overlay_entries(table)
+        done = table.fold_step(max_entries)
+        after = overlay_entries(table)
+        if table.pins:
+            assert done and after == before
+        else:
+            assert before - after == min(max_entries, before)
+            assert done == (after == 0) == (table.overlay is None and table.below is None)
+
+    @rule(view_id=views, size=st.integers(1, 3))
+    def read_in_chunks(self, view_id: int, size: int) -> None:
+        if view_id not in self.live:
+            return
+        view, expected = self.live[view_id]
+        read: dict[Hashable, Any] = {}
+        for keys, values in view.chunks(size):
+            assert len(keys) == len(values) <= size
+            for key, value in zip(keys, values, strict=True):
+                assert key not in read
+                read[key] = value
+        assert read == expected
+
+    @invariant()
+    def views_are_frozen(self) -> None:
+        for view, expected in self.live.values():
+            items = list(view.items())
+            assert len(items) == len(dict(items)) == len(view)
+            assert dict(items) == expected
+
+    @invariant()
+    def table_matches_model(self) -> None:
+        table = self.table
+        keys = table.keys()
+        assert len(keys) == len(table) == len(self.model)
+        assert set(keys) == set(self.model)
+        for key in TABLE_KEY_LIST:
+            assert table.peek(key, "absent") == self.model.get(key, "absent")
+            assert table.contains(key) == (key in self.model)
+
+    @invariant()
+    def layers_are_consistent(self) -> None:
+        table = self.table
+        assert table.pins == len(self.live)
+        assert table.pins or table.shared is None
+        if table.below is not None:
+            assert table.overlay is not None
+        if table.overlay is None:
+            assert len(table.base) == len(self.model)
+
+    def teardown(self) -> None:
+        for _ in self.live:
+            self.table.release()
+
+
+StateTableMachine.TestCase.settings = settings(
+    max_examples=200, stateful_step_count=50, deadline=None
+)
+TestStateTable = StateTableMachine.TestCase
+
+
+def overlay_entries(table: StateTable) -> int:
+    return table.overlay_entries()
+
+
+def copy_layer(layer: dict[Hashable, Any] | None) -> dict[Hashable, Any] | None:
+    return None if layer is None else dict(layer)
 
 
 def test_snapshot_sync_part_does_not_copy_entries() -> None:
@@ -297,7 +490,51 @@ def test_snapshot_sync_part_does_not_copy_entries() -> None:
     assert base[5] == 5
     assert table.overlay == {5: -5}
     snapshot.release()
+    # Released: the table folds back in bounded steps, driven by the snapshot's owner.
+    assert table.folding and table.overlay == {5: -5} and base[5] == 5
+    assert snapshot.fold_step(1)
     assert table.overlay is None and table.base is base and base[5] == -5
+
+
+def test_snapshot_while_folding_freezes_the_overlay_without_copying() -> None:
+    backend = HeapKeyedStateBackend(128, KeyGroupRange.of(128))
+    state = backend.get_state(ValueStateDescriptor("v"))
+    for key in range(100):
+        backend.set_current_key(key)
+        state.update(key)
+    table = backend._registered["v"].table
+    first = backend.snapshot()
+    for key in range(50):
+        backend.set_current_key(key)
+        state.update(-key)
+    first.release()
+    assert not first.fold_step(10)  # 40 of the 50 entries written meanwhile left
+    left = table.overlay
+    assert left is not None and len(left) == 40
+    second = backend.snapshot()
+    assert table.below is left  # frozen as it is: O(1), no copy
+    assert table.overlay == {}
+    backend.set_current_key(3)
+    state.update(333)
+    assert dict(snapshot_entries(second)) == {k: -k if k < 50 else k for k in range(100)}
+    assert second.fold_step()  # a frozen table is not folded
+    second.release()
+    for _ in range(10):
+        if second.fold_step(7):
+            break
+    assert table.overlay is None and table.below is None
+    assert table.base == {k: 333 if k == 3 else -k if k < 50 else k for k in range(100)}
+
+
+def snapshot_entries(snapshot: HeapSnapshot) -> list[tuple[Any, Any]]:
+    return [(key, value) for _, key, value in snapshot.entries()]
+
+
+def test_fold_step_rejects_an_empty_step() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="max_entries must be at least 1"):
+        StateTable("v").fold_step(0)
 
 
 def test_released_snapshot_cannot_be_read() -> None:
