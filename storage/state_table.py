@@ -14,7 +14,8 @@ copy-on-write: ``base`` is frozen and shared with the view, and every later writ
 to ``overlay`` (a removal is the ``TOMBSTONE``). Reads fall through ``overlay`` to
 ``base``. A mutable stored value (a list, a dict, a user object) that comes from a frozen
 layer is deep-copied into ``overlay`` before the caller may touch it, so each key is
-copied at most once per snapshot. Overlay values are the table's own, except when a
+copied at most once per snapshot; an immutable one (a scalar, or a tuple or frozenset of
+immutable values) is handed out as it is. Overlay values are the table's own, except when a
 second view is taken while one is in flight: that view gets a frozen copy of
 ``overlay`` (kept as ``shared``), and an overlay value still identical to its entry in
 ``shared`` is copied before it is handed out.
@@ -25,7 +26,8 @@ number of ``overlay`` entries into ``base`` per call; once ``overlay`` is empty 
 is a plain dict again. Folding in one go would hold the event loop for the keys written
 during the snapshot (tens of milliseconds for a few hundred thousand keys). While
 folding, reads still look in ``overlay`` first, and a write goes to the layer that
-already holds its key, else to ``base``, so the overlay never grows while it is folded.
+already holds its key, else to ``base``, so the overlay does not grow while it is folded
+(only a restore's ``put_all`` adds to it).
 
 A snapshot taken while the table is folding freezes the layers as they are: the
 remaining overlay becomes ``below``, a frozen layer between a new ``overlay`` and
