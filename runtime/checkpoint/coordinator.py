@@ -565,4 +565,8 @@ class CheckpointCoordinator(Actor):
 
     def on_cancel(self) -> None:
         """Fail waiting trigger requests: the job is stopping."""
+        while self.mailbox:
+            message = self.mailbox.poll()
+            if isinstance(message, TriggerRequest):
+                self._queued_requests.append(message)
         self._fail_requests("the job was cancelled or failed")

@@ -567,17 +567,6 @@ class FailsAt(MapFunction):
         return value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason=(
-        "runtime bug: a savepoint (or checkpoint) asked for while the job is failing, "
-        "its status still RUNNING, never completes: CheckpointCoordinator.on_cancel has "
-        "failed the waiting requests already, and request_checkpoint then puts the new "
-        "TriggerRequest in the mailbox of a coordinator that no longer reads it, so its "
-        "future is never resolved (JobClient._coordinator checks only status.is_terminal)"
-    ),
-)
 async def test_a_savepoint_asked_for_while_the_job_fails_is_refused(tmp_path: Path) -> None:
     failing = asyncio.Event()
     env = StreamEnvironment(parallelism=1)
