@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from actors import ActorState, ActorStatistics, ChannelStatistics
+from actors import ActorStatistics, ChannelStatistics
 from runtime.checkpoint.stats import CheckpointStatistics
 
 if TYPE_CHECKING:
@@ -191,7 +191,9 @@ class JobClient:
         coordinator = self._execution.coordinator
         if coordinator is None or self.status.is_terminal:
             raise CheckpointError(f"job {self.job_name!r} is {self.status.value}")
-        if coordinator.state is not ActorState.RUNNING:
+        if self.status in (JobStatus.FAILING, JobStatus.RESTARTING) or (
+            coordinator.state.is_terminal
+        ):
             # Failing or restarting: nobody would read the request until the next attempt.
             raise CheckpointError(
                 f"job {self.job_name!r} is failing or restarting; try again once it runs"
