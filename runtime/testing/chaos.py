@@ -21,6 +21,11 @@ not the sink. (``finish`` is too early for that: a sink chained to its source fi
 before the final checkpoint.) After a failure, held and dropped notifications are
 simply lost, as they would be.
 
+A sink that hears no notification keeps its transactions pending (in its state) until
+one comes: with ``drop + delay`` near 1 and frequent checkpoints, that state, and the
+synchronous part of every snapshot, grows with each checkpoint. Keep some notifications
+flowing unless that is what you want to test.
+
 Decisions come from a ``random.Random`` seeded with ``seed``, the subtask and the
 attempt: a run is reproducible. ``chaos.stats`` counts what was done over every subtask
 copy (the ``NotificationChaos`` is shared by them; ``__deepcopy__`` returns it).

@@ -113,13 +113,19 @@ def failure_schedules(
 
 
 def notification_chaos() -> st.SearchStrategy[NotificationChaos | None]:
-    """None, or a seeded ``NotificationChaos`` dropping, repeating, delaying some."""
-    chance = st.sampled_from([0.0, 0.2, 0.5])
+    """None, or a seeded ``NotificationChaos`` dropping, repeating, delaying some.
+
+    At least 40% of the notifications get through (``drop + delay <= 0.6``): a sink that
+    hears none keeps every transaction pending in its state until it closes, which is
+    within the contract but makes each snapshot slower than the last (the pending
+    transactions are encoded in the synchronous part), and a run with checkpoints every
+    few milliseconds then crawls.
+    """
     chaos = st.builds(
         NotificationChaos,
-        drop=chance,
-        repeat=chance,
-        delay=chance,
+        drop=st.sampled_from([0.0, 0.2, 0.4]),
+        repeat=st.sampled_from([0.0, 0.2, 0.5]),
+        delay=st.sampled_from([0.0, 0.2]),
         seed=st.integers(0, 2**16),
     )
     return st.none() | chaos
