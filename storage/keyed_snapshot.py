@@ -18,6 +18,7 @@ re-exported here.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
@@ -227,6 +228,14 @@ class HeapSnapshot:
         :class:`KeyGroupSnapshotData`). Blobs come in ascending key group order, the
         parts of a key group in part order.
 
+        Each step runs with Python's cyclic garbage collector paused (its previous state
+        is restored before the step returns or raises). A step builds hundreds of
+        short-lived lists and dicts; a collection of the middle generation falling
+        inside it would move them to the oldest one, and such moves are what makes
+        CPython run a full collection, which walks every tracked object, the state's
+        dicts included (~60 ms at 1M keys): without the pause a checkpoint of 1M keys
+        caused about one full collection. Garbage made in a step is collected later.
+
         Args:
             chunk_size: Entries handled per step.
 
@@ -235,6 +244,9 @@ class HeapSnapshot:
                 the state and the key.
             StateError: If the snapshot was released, also between two steps.
         """
+        return _collector_paused(self._encode_steps(chunk_size))
+
+    def _encode_steps(self, chunk_size: int) -> Iterator[list[tuple[int, bytes]]]:
         self._check_live()
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -275,3 +287,21 @@ class HeapSnapshot:
     def encode_key_groups(self) -> list[tuple[int, bytes]]:
         """Encode the whole snapshot at once; see :meth:`encode_chunks`."""
         return [blob for chunk in self.encode_chunks() for blob in chunk]
+
+
+_DONE = object()
+
+
+def _collector_paused(steps: Iterator[Any]) -> Iterator[Any]:
+    """Run each step of ``steps`` (up to its next item) with ``gc`` paused."""
+    while True:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            item = next(steps, _DONE)
+        finally:
+            if enabled:
+                gc.enable()
+        if item is _DONE:
+            return
+        yield item

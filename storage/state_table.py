@@ -44,7 +44,7 @@ and at most one overlay is left to fold; otherwise the next view needs a frozen 
 of a table with two overlays still folding). Reads and writes during a snapshot or a
 fold cost one to three dict operations more than without one. The overlay is one dict,
 so it rehashes its entries when it doubles: a step that grows with the keys written
-during the snapshot (~8 ms at 175 k keys; see the note in ``freeze``).
+during the snapshot (10 to 17 ms at 175 k keys on the 2-core VM; see ``freeze``).
 
 Stored values must be treated as owned by the table: callers hand a value to
 :meth:`StateTable.put` and do not mutate it afterwards except through values obtained

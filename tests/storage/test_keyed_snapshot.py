@@ -250,3 +250,51 @@ def test_iter_key_groups_and_counts() -> None:
     snapshot.release()
     with pytest.raises(ValueError, match="chunk_size must be at least 1"):
         next(backend.snapshot().encode_chunks(0))
+
+
+def test_encoding_steps_pause_the_garbage_collector_and_restore_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A step's temporaries must not reach the oldest generation (see encode_chunks);
+    # between steps, and after a step that raises, the collector is as it was.
+    import gc
+
+    from storage.state_table import TableView
+
+    seen_in_step: list[bool] = []
+    chunks = TableView.chunks
+
+    def spy(view: TableView, size: int) -> Any:
+        for chunk in chunks(view, size):
+            seen_in_step.append(gc.isenabled())
+            yield chunk
+
+    monkeypatch.setattr(TableView, "chunks", spy)
+    backend = HeapKeyedStateBackend(MAX_PARALLELISM, KeyGroupRange.of(MAX_PARALLELISM))
+    fill(backend, list(range(50)))
+    snapshot = backend.snapshot()
+    assert gc.isenabled()
+    for _ in snapshot.encode_chunks(8):
+        assert gc.isenabled()
+    assert seen_in_step and not any(seen_in_step)
+    snapshot.release()
+    gc.disable()
+    try:
+        snapshot = backend.snapshot()
+        for _ in snapshot.encode_chunks(8):
+            assert not gc.isenabled()  # left as the caller had it
+        snapshot.release()
+    finally:
+        gc.enable()
+
+    forbidden = HeapKeyedStateBackend(
+        MAX_PARALLELISM, KeyGroupRange.of(MAX_PARALLELISM), allow_pickle=False
+    )
+    state = forbidden.get_state(ValueStateDescriptor("objects"))
+    forbidden.set_current_key("k")
+    state.update({1, 2})
+    snapshot = forbidden.snapshot()
+    with pytest.raises(PickleForbiddenError):
+        list(snapshot.encode_chunks(8))
+    assert gc.isenabled()
+    snapshot.release()
