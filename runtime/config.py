@@ -10,6 +10,9 @@
   ``channel_capacity * buffer_size`` per channel.
 * ``allow_pickle``: whether records and state values with no declared type may be
   pickled when a checkpoint stores them.
+* ``state_backend``, ``state_dir``, ``incremental_checkpoints``, ``local_recovery``: the
+  keyed state backend and its options (validated by the environment; see
+  ``StreamEnvironment``).
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class ExecutionConfig:
     buffer_timeout: float = DEFAULT_BUFFER_TIMEOUT
     channel_capacity: int = DEFAULT_CHANNEL_CAPACITY
     allow_pickle: bool = True
+    state_backend: str = "heap"
+    state_dir: str | None = None
+    incremental_checkpoints: bool = True
+    local_recovery: bool = False
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid option."""

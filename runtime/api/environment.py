@@ -42,6 +42,7 @@ from runtime.graph.transformations import NodeKind, OperatorFactory, Transformat
 from runtime.scheduler.executor import JobExecution
 from runtime.scheduler.restart import RestartStrategy
 from storage import DEFAULT_MAX_PARALLELISM, UPPER_BOUND_MAX_PARALLELISM
+from storage.backend import STATE_BACKENDS
 from storage.checkpoint import resolve_storage
 
 
@@ -60,6 +61,19 @@ def _check_storage(spec: str) -> None:
         raise ConfigError(f"checkpointing: storage: {error}") from None
 
 
+def _check_state_backend(config: ExecutionConfig) -> None:
+    if config.state_backend not in STATE_BACKENDS:
+        allowed = ", ".join(repr(name) for name in STATE_BACKENDS)
+        raise ConfigError(
+            f"state_backend must be one of {allowed}, got {config.state_backend!r}"
+        )
+    for option in ("incremental_checkpoints", "local_recovery"):
+        if not isinstance(getattr(config, option), bool):
+            raise ConfigError(f"{option} must be True or False, got {getattr(config, option)!r}")
+    if config.state_dir is not None and not isinstance(config.state_dir, str | os.PathLike):
+        raise ConfigError(f"state_dir must be a path or None, got {config.state_dir!r}")
+
+
 class StreamEnvironment:
     """The context in which a streaming job is built and executed.
 
@@ -72,6 +86,14 @@ class StreamEnvironment:
         channel_capacity: buffers a channel holds before its producer waits.
         chaining: whether operators joined by forward edges run in one actor.
         allow_pickle: whether untyped records and state may be pickled in checkpoints.
+        state_backend: where keyed state lives: ``"heap"`` (in memory, the default) or
+            ``"rocksdb"`` (RocksDB on local disk, with incremental checkpoints).
+        state_dir: the local folder of RocksDB instances and local copies (default
+            ``$TMPDIR/weir-state``).
+        incremental_checkpoints: RocksDB: upload only the files not uploaded before
+            (True) or every file at every checkpoint.
+        local_recovery: RocksDB: keep a local copy of the latest snapshots and restore
+            from it when it is present and valid.
 
     Raises:
         ConfigError: an option is invalid (the message names it).
@@ -87,6 +109,10 @@ class StreamEnvironment:
         channel_capacity: int = DEFAULT_CHANNEL_CAPACITY,
         chaining: bool = True,
         allow_pickle: bool = True,
+        state_backend: str = "heap",
+        state_dir: str | os.PathLike[str] | None = None,
+        incremental_checkpoints: bool = True,
+        local_recovery: bool = False,
     ) -> None:
         if parallelism is None:
             parallelism = OVERRIDES.parallelism or 1
@@ -97,8 +123,18 @@ class StreamEnvironment:
                 f"parallelism {parallelism} is greater than max_parallelism "
                 f"{max_parallelism}; raise max_parallelism"
             )
-        self.config = ExecutionConfig(buffer_size, buffer_timeout, channel_capacity, allow_pickle)
+        self.config = ExecutionConfig(
+            buffer_size,
+            buffer_timeout,
+            channel_capacity,
+            allow_pickle,
+            state_backend,
+            None if state_dir is None else os.fspath(state_dir),
+            incremental_checkpoints,
+            local_recovery,
+        )
         self.config.validate()
+        _check_state_backend(self.config)
         self.chaining = bool(chaining)
         self.checkpoint_config = CheckpointConfig()
         self.restart_strategy: RestartStrategy | None = None
@@ -316,6 +352,7 @@ class StreamEnvironment:
             ConfigError: the job is invalid; the message names the operator.
         """
         self.config.validate()
+        _check_state_backend(self.config)
         self.checkpoint_config.validate()
         _check_storage(self.checkpoint_config.storage)
         return build_job_graph(

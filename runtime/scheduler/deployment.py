@@ -35,7 +35,8 @@ from runtime.tasks.snapshot import TaskCheckpointing
 from runtime.tasks.source_task import SourceOperator, SourceTask
 from runtime.tasks.stream_task import StreamTask
 from runtime.tasks.task import Task
-from storage import HeapKeyedStateBackend, KeyGroupRange, OperatorStateBackend
+from storage import KeyGroupRange, OperatorStateBackend
+from storage.backend import create_keyed_backend, restore_keyed_backend
 from storage.checkpoint import CheckpointStorage
 
 ChannelMatrix = dict[tuple[int, int], Channel[Any]]
@@ -252,11 +253,18 @@ class Deployment:
         uid = uid_of(node)
         keyed = None
         if node.key_selector is not None:
-            keyed = HeapKeyedStateBackend(
-                graph.max_parallelism, key_groups, allow_pickle=config.allow_pickle
+            keyed = create_keyed_backend(
+                config.state_backend,
+                graph.max_parallelism,
+                key_groups,
+                allow_pickle=config.allow_pickle,
+                state_dir=config.state_dir,
+                incremental=config.incremental_checkpoints,
+                local_recovery=config.local_recovery,
             )
             if restored is not None and uid in restored.keyed:
-                keyed.restore(restored.keyed[uid])
+                assert self.restore is not None
+                restore_keyed_backend(keyed, restored.keyed[uid], self.restore.pointer)
         operator_backend = OperatorStateBackend(allow_pickle=config.allow_pickle)
         if restored is not None and uid in restored.operator:
             operator_backend.restore(restored.operator[uid])
@@ -267,7 +275,7 @@ class Deployment:
             max_parallelism=graph.max_parallelism,
             job_name=self.job_name,
             attempt=self.attempt,
-            keyed_backend=keyed,
+            keyed_backend=keyed,  # type: ignore[arg-type]  # any KeyedStateBackend
             operator_backend=operator_backend,
             is_restored=restored is not None,
             checkpointing_enabled=self.checkpointing,

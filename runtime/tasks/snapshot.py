@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from actors import Mailbox
 from runtime.checkpoint.events import (
     CheckpointAcknowledged,
@@ -41,6 +43,7 @@ from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from storage import serializer_for
 from storage.checkpoint import CheckpointStorage, SavepointStorage, StateFrame, encode_frame
+from storage.checkpoint.metadata import SharedFileHandle
 
 ENCODE_CHUNK = 4096
 """Keyed state entries encoded between two yields to the event loop."""
@@ -205,12 +208,19 @@ class TaskCheckpointing:
                         if keyed.fold_step():
                             break
 
+        shared: dict[int, list[SharedFileHandle]] = {}
         try:
             frames: list[bytes] = []
             sizes: list[int] = []
-            for op_snapshot in snapshot.operators:
+            for index, op_snapshot in enumerate(snapshot.operators):
                 size = 0
                 if op_snapshot.keyed is not None:
+                    upload = getattr(op_snapshot.keyed, "upload", None)
+                    if upload is not None:  # RocksDB: files first, then their handle
+                        shared[index] = await upload(
+                            self._storage_for(snapshot.barrier), checkpoint_id
+                        )
+                        size += getattr(op_snapshot.keyed, "uploaded_bytes", 0)
                     for chunk in op_snapshot.keyed.encode_chunks(ENCODE_CHUNK):
                         for key_group, blob in chunk:
                             frames.append(
@@ -273,6 +283,12 @@ class TaskCheckpointing:
             op_snapshot.report(handle, size, in_flight if index == 0 else 0)
             for index, (op_snapshot, size) in enumerate(zip(snapshot.operators, sizes, strict=True))
         ]
+        for index, files in shared.items():
+            if files:  # the shared files an incremental RocksDB snapshot uses
+                reports[index] = msgspec.structs.replace(
+                    reports[index],
+                    subtask=msgspec.structs.replace(reports[index].subtask, shared=files),
+                )
         self.coordinator.put(CheckpointAcknowledged(checkpoint_id, self.task, metrics, reports))
         for operator in self.operators:
             operator.after_acknowledge(checkpoint_id)

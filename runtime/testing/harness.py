@@ -166,6 +166,7 @@ async def run_job(
         buffer_size=options.buffer_size,
         buffer_timeout=options.buffer_timeout,
         channel_capacity=options.channel_capacity,
+        state_backend=options.state_backend,
     )
     env.enable_checkpointing(options.interval, storage=options.storage, **setup.options())
     env.set_restart_strategy(FixedDelayRestart(attempts=len(failures) + 2, delay=0.0))

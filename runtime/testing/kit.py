@@ -50,6 +50,7 @@ class KitOptions:
             inputs, so that barriers meet data in flight (unaligned checkpoints then
             persist it as channel state). 0: a sink as fast as it goes.
         timeout: seconds a run may take before the check fails.
+        state_backend: the keyed state backend, ``"heap"`` or ``"rocksdb"``.
     """
 
     splits: int = 4
@@ -64,6 +65,7 @@ class KitOptions:
     storage: str = "memory"
     sink_yields: int = 0
     timeout: float = 30.0
+    state_backend: str = "heap"
 
 
 class JobKit:

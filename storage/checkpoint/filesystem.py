@@ -75,6 +75,7 @@ from storage.checkpoint.metadata import (
     verify_state,
 )
 from storage.checkpoint.recovery import completed_checkpoint_ids, load_metadata_file
+from storage.checkpoint.shared_files import SharedFiles
 from storage.checkpoint.storage import check_commit
 
 __all__ = ["WRITE_BATCH_BYTES", "FileCheckpointStorage"]
@@ -112,6 +113,8 @@ class FileCheckpointStorage:
         self.directory = Path(directory).absolute()
         self.job_dir = self.directory / job_id
         self.description = str(self.job_dir)
+        # Incremental (RocksDB) state: the shared/ folder and its reference counts.
+        self.shared_files = SharedFiles(self.job_dir / SHARED_DIR)
 
     def __repr__(self) -> str:
         return f"FileCheckpointStorage({str(self.directory)!r}, {self.job_id!r})"
@@ -130,6 +133,7 @@ class FileCheckpointStorage:
                 cannot be written (a probe file is created and removed); names the path.
         """
         await anyio.to_thread.run_sync(_initialize, self.job_dir)
+        await self.shared_files.rebuild(self.job_dir)
 
     async def write_state(
         self, checkpoint_id: int, name: str, chunks: Iterable[bytes]
@@ -208,6 +212,7 @@ class FileCheckpointStorage:
         data = encode_metadata(metadata)
         folder = self.checkpoint_dir(metadata.checkpoint_id)
         await anyio.to_thread.run_sync(_commit, folder, data)
+        self.shared_files.register(metadata)
         return str(folder)
 
     async def discard(self, checkpoint_id: int) -> None:
@@ -220,6 +225,7 @@ class FileCheckpointStorage:
             StorageNotWritableError: If it cannot be deleted; names the folder.
         """
         await anyio.to_thread.run_sync(_discard, self.checkpoint_dir(checkpoint_id))
+        await self.shared_files.release(checkpoint_id)
 
     async def read_state(self, pointer: str, handle: StateHandle) -> bytes:
         """Read one state file of a checkpoint or savepoint, verified by size and crc32.

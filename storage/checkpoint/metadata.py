@@ -39,6 +39,7 @@ __all__ = [
     "SUPPORTED_METADATA_VERSIONS",
     "CheckpointMetadata",
     "OperatorStateHandle",
+    "SharedFileHandle",
     "StateHandle",
     "SubtaskStateHandle",
     "crc32_hex",
@@ -79,6 +80,23 @@ class StateHandle(msgspec.Struct, frozen=True, tag="file"):
     checksum: Crc32Hex
 
 
+class SharedFileHandle(msgspec.Struct, frozen=True):
+    """A file in the job's ``shared/`` folder that a checkpoint uses (incremental state).
+
+    Listed in :attr:`SubtaskStateHandle.shared`, so that the shared-state registry can
+    be rebuilt from the metadata of the retained checkpoints alone.
+
+    Attributes:
+        name: The file's name inside ``<job dir>/shared/``.
+        size: The file's size in bytes.
+        checksum: The zlib crc32 of the file's bytes, 8 lowercase hex digits.
+    """
+
+    name: str
+    size: NonNegative
+    checksum: Crc32Hex
+
+
 class SubtaskStateHandle(msgspec.Struct, frozen=True):
     """The state one subtask persisted for a checkpoint.
 
@@ -89,6 +107,9 @@ class SubtaskStateHandle(msgspec.Struct, frozen=True):
         in_flight_bytes: Bytes of channel state (unaligned checkpoints) in the file.
         key_group_start: First key group of the subtask's range (keyed operators only).
         key_group_end: Last key group of the range, inclusive (keyed operators only).
+        shared: The files of the job's ``shared/`` folder that its state uses (RocksDB
+            incremental checkpoints); empty otherwise, and in metadata written before
+            the field existed (it decodes as empty: the format version is unchanged).
     """
 
     subtask_index: NonNegative
@@ -97,6 +118,7 @@ class SubtaskStateHandle(msgspec.Struct, frozen=True):
     in_flight_bytes: NonNegative
     key_group_start: NonNegative | None = None
     key_group_end: NonNegative | None = None
+    shared: list[SharedFileHandle] = []
 
 
 class OperatorStateHandle(msgspec.Struct, frozen=True):

@@ -1,0 +1,128 @@
+"""The keyed state backend seam: the protocol the runtime uses, and the factory.
+
+A keyed operator's subtask owns one keyed state backend for its key-group range. Two
+implementations: :class:`~storage.keyed_state.HeapKeyedStateBackend` (in memory, the
+default) and :class:`~storage.rocksdb.backend.RocksDBKeyedStateBackend` (on local disk,
+with incremental checkpoints). The runtime's deployment creates it with
+:func:`create_keyed_backend`, by the job's ``state_backend`` option
+(:data:`STATE_BACKENDS`), and restores it before the subtask runs; operators reach it
+through their runtime context.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Any, Final, Protocol
+
+from storage.descriptors import StateDescriptor
+from storage.keygroups import KeyGroupRange
+
+__all__ = [
+    "STATE_BACKENDS",
+    "KeyedSnapshot",
+    "KeyedStateBackend",
+    "create_keyed_backend",
+    "restore_keyed_backend",
+]
+
+STATE_BACKENDS: Final = ("heap", "rocksdb")
+"""The values of the ``state_backend`` option."""
+
+
+class KeyedSnapshot(Protocol):
+    """The synchronous part of a keyed snapshot, as the checkpoint writer uses it."""
+
+    def encode_chunks(self, chunk_size: int = 2048) -> Iterator[list[tuple[int, bytes]]]:
+        """Yield ``(key group, blob)`` pairs in bounded steps."""
+        ...
+
+    def release(self) -> None:
+        """Release what the snapshot holds (idempotent)."""
+        ...
+
+    def fold_step(self, max_entries: int = ...) -> bool:
+        """Fold copy-on-write state back; True when done."""
+        ...
+
+
+class KeyedStateBackend(Protocol):
+    """What the runtime calls on a keyed state backend (see the heap backend's docs)."""
+
+    max_parallelism: int
+    key_group_range: KeyGroupRange
+    current_key: Hashable | None
+
+    def set_current_key(self, key: Hashable | None) -> None:
+        """Set the key that state handles act on."""
+        ...
+
+    def get_state(self, descriptor: StateDescriptor) -> Any:
+        """Return the handle of the state ``descriptor`` names."""
+        ...
+
+    @property
+    def state_names(self) -> list[str]:
+        """The names of the states."""
+        ...
+
+    def keys(self, state_name: str) -> Iterator[Hashable]:
+        """Yield the keys of state ``state_name``."""
+        ...
+
+    def num_keys(self, state_name: str | None = None) -> int:
+        """Count the keys of one state or all."""
+        ...
+
+    def snapshot(self, *, canonical: bool = False) -> Any:
+        """Take the synchronous part of a snapshot."""
+        ...
+
+
+def create_keyed_backend(
+    kind: str,
+    max_parallelism: int,
+    key_group_range: KeyGroupRange,
+    *,
+    allow_pickle: bool = True,
+    state_dir: str | os.PathLike[str] | None = None,
+    incremental: bool = True,
+    local_recovery: bool = False,
+) -> KeyedStateBackend:
+    """Create the keyed state backend ``kind`` (one of :data:`STATE_BACKENDS`).
+
+    Blocks briefly for ``"rocksdb"`` (it opens a RocksDB instance).
+
+    Raises:
+        ValueError: If ``kind`` is not a known backend.
+    """
+    if kind == "heap":
+        from storage.keyed_state import HeapKeyedStateBackend
+
+        return HeapKeyedStateBackend(max_parallelism, key_group_range, allow_pickle=allow_pickle)
+    if kind == "rocksdb":
+        from storage.rocksdb.backend import RocksDBKeyedStateBackend
+
+        return RocksDBKeyedStateBackend(
+            max_parallelism,
+            key_group_range,
+            allow_pickle=allow_pickle,
+            state_dir=state_dir,
+            incremental=incremental,
+            local_recovery=local_recovery,
+        )
+    raise ValueError(
+        f"state_backend must be one of {', '.join(map(repr, STATE_BACKENDS))}, got {kind!r}"
+    )
+
+
+def restore_keyed_backend(
+    backend: KeyedStateBackend, blobs: Iterable[tuple[int, bytes]], pointer: str | None
+) -> None:
+    """Restore ``backend`` from the key-group blobs of checkpoint ``pointer``."""
+    from storage.keyed_state import HeapKeyedStateBackend
+
+    if isinstance(backend, HeapKeyedStateBackend):
+        backend.restore(blobs)
+    else:
+        backend.restore(blobs, pointer)  # type: ignore[attr-defined]

@@ -1,0 +1,421 @@
+"""The RocksDB keyed state backend: all keyed state of one subtask, on local disk.
+
+A keyed operator's subtask owns one :class:`RocksDBKeyedStateBackend` when the job sets
+``state_backend="rocksdb"``. It has the public face of the heap backend
+(:class:`~storage.keyed_state.HeapKeyedStateBackend`): ``set_current_key``,
+``get_state``, ``state_names``, ``keys``, ``num_keys``, ``snapshot`` and ``restore``;
+the runtime cannot tell them apart. Each state is a column family of one RocksDB
+instance (rocksdict, raw mode) in a private folder under the state directory; rows are
+laid out key group first (:mod:`storage.rocksdb.keys`). The write-ahead log is off:
+durability comes from checkpoints, as in Flink.
+
+At a checkpoint :meth:`~RocksDBKeyedStateBackend.snapshot` (the synchronous part) takes a
+RocksDB checkpoint: a memtable flush and hard links to the live files, milliseconds for a
+small memtable. The asynchronous part (:mod:`storage.rocksdb.snapshot`) then uploads the
+files not uploaded before, or encodes the state in the common key-group format.
+Restore (:mod:`storage.rocksdb.restore`) takes either format.
+
+Key-group-format state restored before its state is registered is kept, still encoded,
+in the default column family ("stash" rows) until ``get_state`` registers it, and is
+carried into every snapshot until then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import struct
+import tempfile
+import uuid
+import weakref
+from collections.abc import Hashable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from rocksdict import Checkpoint, Options, Rdict, WriteOptions
+
+from storage.descriptors import StateDescriptor, StateKind
+from storage.errors import StateError
+from storage.key_hash import stable_hash
+from storage.keyed_format import KeyedStateEntries, decode_columns, value_columns
+from storage.keygroups import KeyGroupRange, validate_max_parallelism
+from storage.rocksdb.keys import decode_key, row_prefix, split_row
+from storage.rocksdb.state import make_handle, scan_prefix
+
+__all__ = ["RocksDBKeyedStateBackend", "default_state_dir", "open_db"]
+
+KIND_ROW: Final = b"k"
+"""Default column family: ``k<name>`` -> the state's kind."""
+
+STASH_ROW: Final = b"s"
+"""Default column family: ``s<key group><name length><name><seq>`` -> encoded entries."""
+
+_U16: Final = struct.Struct(">H")
+_U32: Final = struct.Struct(">I")
+_entries_encoder: Final = msgspec.msgpack.Encoder()
+_entries_decoder: Final = msgspec.msgpack.Decoder(KeyedStateEntries)
+
+
+def default_state_dir() -> Path:
+    """The folder under which backends keep their instances: ``$TMPDIR/weir-state``."""
+    return Path(tempfile.gettempdir()) / "weir-state"
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.create_missing_column_families(True)
+    options.set_write_buffer_size(16 << 20)
+    options.set_target_file_size_base(16 << 20)
+    options.set_max_background_jobs(2)
+    return options
+
+
+def open_db(path: Path, *, read_only: bool = False) -> Rdict:
+    """Open (or create) the RocksDB instance at ``path`` with every column family.
+
+    Blocks on RocksDB's open (milliseconds); meant for construction and restore.
+    """
+    columns: dict[str, Options] = {}
+    if (path / "CURRENT").exists():
+        columns = {name: _options() for name in Rdict.list_cf(str(path)) if name != "default"}
+    if read_only:
+        from rocksdict import AccessType
+
+        return Rdict(str(path), _options(), columns, AccessType.read_only())
+    db = Rdict(str(path), _options(), columns)
+    db.set_write_options(_no_wal())
+    return db
+
+
+def _no_wal() -> WriteOptions:
+    options = WriteOptions()
+    # A property at run time; the stub declares it as a method.
+    options.disable_wal = True  # type: ignore[method-assign,assignment]
+    return options
+
+
+def stash_row(key_group: int, name: str, seq: int) -> bytes:
+    """The default-column-family row of one stashed batch."""
+    encoded = name.encode()
+    return STASH_ROW + _U16.pack(key_group) + _U16.pack(len(encoded)) + encoded + _U32.pack(seq)
+
+
+def split_stash_row(row: bytes) -> tuple[int, str]:
+    """Return ``(key group, state name)`` of a stash row."""
+    (length,) = _U16.unpack_from(row, 3)
+    return _U16.unpack_from(row, 1)[0], row[5 : 5 + length].decode()
+
+
+class _Registered:
+    __slots__ = ("column", "descriptor", "handle")
+
+    def __init__(self, descriptor: StateDescriptor, handle: Any, column: Rdict) -> None:
+        self.descriptor = descriptor
+        self.handle = handle
+        self.column = column
+
+
+def _close(db: Rdict, folder: Path) -> None:
+    with contextlib.suppress(Exception):
+        db.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class RocksDBKeyedStateBackend:
+    """Keyed state of one subtask in a RocksDB instance, with incremental snapshots.
+
+    Owned by one subtask and used from its task only (not thread safe). State accesses
+    never block for long; the constructor, :meth:`restore` and :meth:`snapshot` block on
+    RocksDB's open, restore and checkpoint calls.
+
+    Args:
+        max_parallelism: The job's number of key groups.
+        key_group_range: The key groups this subtask owns.
+        allow_pickle: Whether state values of undeclared types may be pickled.
+        state_dir: The folder for the instance; :func:`default_state_dir` if None.
+        incremental: Whether checkpoints upload only new files (else every file).
+        local_recovery: Whether to keep a local copy of the latest snapshots and
+            restore from it when it is present and valid.
+
+    Attributes:
+        current_key: The key the state handles act on; set by the runtime before each
+            user call. None means no key (state access then raises StateError).
+    """
+
+    def __init__(
+        self,
+        max_parallelism: int,
+        key_group_range: KeyGroupRange,
+        *,
+        allow_pickle: bool = True,
+        state_dir: str | os.PathLike[str] | None = None,
+        incremental: bool = True,
+        local_recovery: bool = False,
+    ) -> None:
+        validate_max_parallelism(max_parallelism)
+        if not key_group_range.is_empty and key_group_range.end >= max_parallelism:
+            raise ValueError(
+                f"key group range [{key_group_range.start}, {key_group_range.end}] exceeds "
+                f"max_parallelism={max_parallelism}; use KeyGroupRange.for_operator"
+            )
+        self.max_parallelism = max_parallelism
+        self.key_group_range = key_group_range
+        self.allow_pickle = allow_pickle
+        self.incremental = incremental
+        self.local_recovery = local_recovery
+        self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.instance_dir = Path(tempfile.mkdtemp(prefix="rocksdb-", dir=self.state_dir))
+        self.current_key: Hashable | None = None
+        self._row_key: Any = None
+        self._row: bytes | None = None
+        self._registered: dict[str, _Registered] = {}
+        self._stash_seq = 0
+        # Local SST name -> its file in the job's shared folder, from the last snapshot
+        # uploaded (or restored); the registry says whether each may still be reused.
+        self.uploaded: dict[str, Any] = {}
+        self.uploaded_job_dir: Path | None = None
+        self.local_copies: list[Path] = []
+        self.db = open_db(self.instance_dir)
+        self._finalizer = weakref.finalize(self, _close, self.db, self.instance_dir)
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def set_current_key(self, key: Hashable | None) -> None:
+        """Set the key that state handles act on (an attribute write)."""
+        self.current_key = key
+
+    def current_row(self, descriptor: StateDescriptor) -> bytes:
+        """The row key of the current key (computed once per key)."""
+        key = self.current_key
+        if key is None:
+            raise StateError(
+                f"{descriptor.kind} state {descriptor.name!r} was accessed with no current "
+                "key; keyed state can only be used while a keyed record (or timer) is "
+                "processed, and None cannot be a key"
+            )
+        return self.row_of(key)
+
+    def row_of(self, key: Hashable) -> bytes:
+        """The row key of ``key``: key group, length, stable encoding."""
+        if key is self._row_key and self._row is not None:
+            return self._row
+        row = row_prefix(stable_hash(key) % self.max_parallelism, key)
+        self._row_key, self._row = key, row
+        return row
+
+    # -- states ---------------------------------------------------------------------------
+
+    def get_state(self, descriptor: StateDescriptor) -> Any:
+        """Return the handle of the state ``descriptor`` names, registering it on first use.
+
+        Raises:
+            StateError: If the name is registered, or was restored, with another kind.
+            SerializationError: If restored values do not decode with the descriptor's type.
+        """
+        registered = self._registered.get(descriptor.name)
+        if registered is not None:
+            if registered.descriptor.kind != descriptor.kind:
+                raise StateError(
+                    f"state {descriptor.name!r} is registered as {registered.descriptor.kind}"
+                    f" state and cannot be registered again as {descriptor.kind} state; give "
+                    "the new state another name"
+                )
+            return registered.handle
+        kind = self.db.get(KIND_ROW + descriptor.name.encode())
+        if kind is not None and kind.decode() != descriptor.kind:
+            raise StateError(
+                f"state {descriptor.name!r} was restored as {kind.decode()} state but is "
+                f"registered as {descriptor.kind} state; register it with its old kind, or "
+                "give the new state another name"
+            )
+        column = self.column(descriptor.name)
+        self.db.put(KIND_ROW + descriptor.name.encode(), str(descriptor.kind).encode())
+        handle = make_handle(self, column, descriptor)
+        self._registered[descriptor.name] = _Registered(descriptor, handle, column)
+        self._unstash(descriptor, column)
+        return handle
+
+    def column(self, name: str) -> Rdict:
+        """The column family of state ``name``, created if missing."""
+        try:
+            return self.db.get_column_family(name)
+        except Exception:
+            return self.db.create_column_family(name, _options())
+
+    def descriptors(self) -> dict[str, StateDescriptor]:
+        """The descriptors of the registered states, by name."""
+        return {name: r.descriptor for name, r in self._registered.items()}
+
+    def restored_kinds(self) -> dict[str, StateKind]:
+        """The kind of every state in the instance (registered or restored), by name."""
+        return {
+            row[1:].decode(): StateKind(kind.decode())
+            for row, kind in scan_prefix(self.db, KIND_ROW)
+        }
+
+    def stashed(self) -> Iterator[tuple[int, KeyedStateEntries]]:
+        """Yield ``(key group, batch)`` of restored states not registered yet."""
+        for row, data in scan_prefix(self.db, STASH_ROW):
+            yield split_stash_row(row)[0], _entries_decoder.decode(data)
+
+    @property
+    def state_names(self) -> list[str]:
+        """The names of registered states, then of restored states not registered yet."""
+        names = list(self._registered)
+        names += [name for name in self.restored_kinds() if name not in self._registered]
+        for _, batch in self.stashed():
+            if batch.name not in names:
+                names.append(batch.name)
+        return names
+
+    def keys(self, state_name: str) -> Iterator[Hashable]:
+        """Yield the keys that have an entry in state ``state_name``.
+
+        Raises:
+            StateError: If no state of that name is registered.
+        """
+        registered = self._registered.get(state_name)
+        if registered is None:
+            raise StateError(
+                f"no state named {state_name!r} is registered; registered states: "
+                f"{sorted(self._registered)}"
+            )
+        return self._keys(registered.column)
+
+    def _keys(self, column: Rdict) -> Iterator[Hashable]:
+        last = None
+        for row in column.keys():  # noqa: SIM118 (an Rdict iterates its keys only so)
+            _, key, _ = split_row(bytes(row))  # type: ignore[arg-type]
+            if key != last:  # a map state has one row per map entry
+                last = key
+                yield decode_key(key)
+
+    def num_keys(self, state_name: str | None = None) -> int:
+        """Return the number of keys with an entry in one state, or in all states summed.
+
+        Counts by iterating the rows: O(rows), meant for tests and tools.
+        """
+        if state_name is None:
+            return sum(self.num_keys(name) for name in self.state_names)
+        if state_name in self.restored_kinds():
+            return sum(1 for _ in self._keys(self.column(state_name)))
+        return sum(batch.count for _, batch in self.stashed() if batch.name == state_name)
+
+    # -- snapshots and restore ------------------------------------------------------------
+
+    def snapshot(self, *, canonical: bool = False) -> Any:
+        """Take a RocksDB checkpoint: the synchronous part of a snapshot.
+
+        Flushes the memtables and hard-links the live files into a new folder (under
+        the state directory, kept as the local copy with local recovery). O(files), not
+        O(keys); blocks for the flush of at most one memtable (16 MiB).
+
+        Args:
+            canonical: encode the state in the common key-group format without pickle
+                (canonical savepoints), whatever the storage.
+
+        Returns:
+            A :class:`~storage.rocksdb.snapshot.RocksDBSnapshot`.
+        """
+        from storage.rocksdb.snapshot import RocksDBSnapshot
+
+        snapshot_id = uuid.uuid4().hex
+        folder = self.state_dir / ("local-" + snapshot_id)
+        Checkpoint(self.db).create_checkpoint(str(folder))
+        return RocksDBSnapshot(self, snapshot_id, folder, canonical=canonical)
+
+    def restore(
+        self, key_group_blobs: Iterable[tuple[int, bytes]], pointer: str | None = None
+    ) -> None:
+        """Load the key groups of this backend's range, from either snapshot format.
+
+        Call before any record is processed. Native blobs (RocksDB files) are fetched
+        from the local copy when it is present and valid, else from ``pointer``'s
+        folder, and opened; key-group blobs are written row by row.
+
+        Args:
+            key_group_blobs: ``(key group, blob)`` pairs of one or more old subtasks.
+            pointer: The checkpoint's or savepoint's folder (needed by native blobs).
+
+        Raises:
+            SerializationError: If a blob is corrupt or a value does not decode.
+            CheckpointNotFoundError: If a file of a native snapshot is missing.
+            CorruptCheckpointError: If a file of a native snapshot fails to verify.
+        """
+        from storage.rocksdb.restore import restore_backend
+
+        restore_backend(self, key_group_blobs, pointer)
+
+    def reopen(self, folder: Path) -> None:
+        """Replace the (empty) instance by the one in ``folder`` (a restored copy)."""
+        self.db.close()
+        self._finalizer.detach()
+        shutil.rmtree(self.instance_dir, ignore_errors=True)
+        self.instance_dir = folder
+        self.db = open_db(folder)
+        self._finalizer = weakref.finalize(self, _close, self.db, self.instance_dir)
+
+    def stash(self, key_group: int, batch: KeyedStateEntries) -> None:
+        """Keep a restored batch of a state not registered yet (or write it if it is)."""
+        registered = self._registered.get(batch.name)
+        if registered is not None:
+            self._load(registered.descriptor, registered.column, key_group, batch)
+            return
+        self._stash_seq += 1
+        self.db.put(
+            stash_row(key_group, batch.name, self._stash_seq), _entries_encoder.encode(batch)
+        )
+
+    def _unstash(self, descriptor: StateDescriptor, column: Rdict) -> None:
+        rows = []
+        for row, data in scan_prefix(self.db, STASH_ROW):
+            key_group, name = split_stash_row(row)
+            if name == descriptor.name:
+                self._load(descriptor, column, key_group, _entries_decoder.decode(data))
+                rows.append(row)
+        for row in rows:
+            self.db.delete(row)
+
+    def _load(
+        self, descriptor: StateDescriptor, column: Rdict, key_group: int, batch: KeyedStateEntries
+    ) -> None:
+        if batch.kind != descriptor.kind:
+            raise StateError(
+                f"state {batch.name!r} was restored as {batch.kind} state but is registered "
+                f"as {descriptor.kind} state; register it with its old kind, or give the new "
+                "state another name"
+            )
+        keys, values = decode_columns(batch, value_columns(descriptor, self.allow_pickle))
+        handle = self._registered[descriptor.name].handle
+        saved = self.current_key
+        try:
+            for key, value in zip(keys, values, strict=True):
+                self.current_key = key
+                _put_stored(handle, descriptor.kind, value)
+        finally:
+            self.current_key = saved
+
+    def dispose(self) -> None:
+        """Close the instance and delete its folder (and the local copies)."""
+        self._finalizer()
+        for copy in self.local_copies:
+            shutil.rmtree(copy, ignore_errors=True)
+        self.local_copies.clear()
+
+
+def _put_stored(handle: Any, kind: StateKind, value: Any) -> None:
+    """Write a value in the form the heap backend stores it (value, list or dict)."""
+    if kind is StateKind.LIST:
+        handle.update(value)
+    elif kind is StateKind.MAP:
+        handle.clear()
+        handle.put_all(value)
+    elif kind is StateKind.REDUCING:
+        handle.clear()
+        handle.add(value)
+    else:
+        handle.update(value)
