@@ -7,6 +7,12 @@ With no snapshot in flight an access is the attribute reads plus one or two dict
 operations; during a snapshot it goes through the table's copy-on-write methods.
 A key of None cannot hold state: None means "no current key".
 
+While a restored state still has key groups not decoded yet, its handle holds their
+:class:`~storage.restoring.RestoringState` in ``restoring``: before a write or a removal,
+and after a read that found no value, it asks it to decode the key's group first (see
+:mod:`storage.restoring`). A read that finds its value, and every access once all is
+decoded (``restoring`` is then None), costs what it did without a restore.
+
 :class:`HeapValueState` also has ``get_for(key)`` / ``put_for(key, value)``, which act on
 an explicit key, for runtime operators that know each record's key (no ``current_key``
 round trip; the caller validates the key).
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Hashable, Iterable, Mapping
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from storage.descriptors import (
     ListStateDescriptor,
@@ -28,6 +34,9 @@ from storage.descriptors import (
 from storage.errors import StateError
 from storage.state import ListState, MapState, ReducingState, ValueState
 from storage.state_table import IMMUTABLE_TYPES, StateTable
+
+if TYPE_CHECKING:
+    from storage.restoring import RestoringState
 
 __all__ = [
     "HeapListState",
@@ -57,7 +66,7 @@ def _no_current_key(descriptor: StateDescriptor) -> StateError:
 class HeapValueState(ValueState):
     """:class:`~storage.state.ValueState` on the heap backend."""
 
-    __slots__ = ("_context", "_copy_default", "_default", "_table", "descriptor")
+    __slots__ = ("_context", "_copy_default", "_default", "_table", "descriptor", "restoring")
 
     def __init__(
         self, context: KeyContext, table: StateTable, descriptor: ValueStateDescriptor
@@ -67,6 +76,7 @@ class HeapValueState(ValueState):
         self.descriptor = descriptor
         self._default = descriptor.default
         self._copy_default = type(descriptor.default) not in IMMUTABLE_TYPES
+        self.restoring: RestoringState | None = None
 
     def value(self) -> Any:  # noqa: D102
         key = self._context.current_key
@@ -76,6 +86,9 @@ class HeapValueState(ValueState):
         # No snapshot in flight: one dict lookup. Otherwise copy-on-write.
         value = table.base.get(key, _ABSENT) if table.overlay is None else table.get(key, _ABSENT)
         if value is _ABSENT:
+            restoring = self.restoring
+            if restoring is not None and restoring.load(key):
+                return self.value()
             return copy.deepcopy(self._default) if self._copy_default else self._default
         return value
 
@@ -83,6 +96,8 @@ class HeapValueState(ValueState):
         key = self._context.current_key
         if key is None:
             raise _no_current_key(self.descriptor)
+        if self.restoring is not None:
+            self.restoring.load(key)
         table = self._table
         if table.overlay is None:
             table.base[key] = value
@@ -93,6 +108,8 @@ class HeapValueState(ValueState):
         key = self._context.current_key
         if key is None:
             raise _no_current_key(self.descriptor)
+        if self.restoring is not None:
+            self.restoring.load(key)
         self._table.remove(key)
 
     def get_for(self, key: Hashable, default: Any = None) -> Any:
@@ -105,6 +122,8 @@ class HeapValueState(ValueState):
         a snapshot it goes through copy-on-write like :meth:`value`, so the value
         returned may be mutated in place like any value read from state.
         """
+        if self.restoring is not None:
+            self.restoring.load(key)
         table = self._table
         if table.overlay is None:
             return table.base.get(key, default)
@@ -116,6 +135,8 @@ class HeapValueState(ValueState):
         With no snapshot in flight one dict store; during a snapshot a copy-on-write
         write like :meth:`update`. The state owns ``value`` from now on.
         """
+        if self.restoring is not None:
+            self.restoring.load(key)
         table = self._table
         if table.overlay is None:
             table.base[key] = value
@@ -126,7 +147,7 @@ class HeapValueState(ValueState):
 class HeapListState(ListState):
     """:class:`~storage.state.ListState` on the heap backend; ``get`` returns a copy."""
 
-    __slots__ = ("_context", "_table", "descriptor")
+    __slots__ = ("_context", "_table", "descriptor", "restoring")
 
     def __init__(
         self, context: KeyContext, table: StateTable, descriptor: ListStateDescriptor
@@ -134,11 +155,14 @@ class HeapListState(ListState):
         self._context = context
         self._table = table
         self.descriptor = descriptor
+        self.restoring: RestoringState | None = None
 
     def _key(self) -> Hashable:
         key = self._context.current_key
         if key is None:
             raise _no_current_key(self.descriptor)
+        if self.restoring is not None:
+            self.restoring.load(key)
         return key
 
     def get(self) -> list[Any]:  # noqa: D102
@@ -182,7 +206,7 @@ class HeapMapState(MapState):
     An empty map is not stored: removing the last entry removes the key from the state.
     """
 
-    __slots__ = ("_context", "_table", "descriptor")
+    __slots__ = ("_context", "_table", "descriptor", "restoring")
 
     def __init__(
         self, context: KeyContext, table: StateTable, descriptor: MapStateDescriptor
@@ -190,11 +214,14 @@ class HeapMapState(MapState):
         self._context = context
         self._table = table
         self.descriptor = descriptor
+        self.restoring: RestoringState | None = None
 
     def _key(self) -> Hashable:
         key = self._context.current_key
         if key is None:
             raise _no_current_key(self.descriptor)
+        if self.restoring is not None:
+            self.restoring.load(key)
         return key
 
     def get(self, key: Any, default: Any = None) -> Any:  # noqa: D102
@@ -263,7 +290,7 @@ class HeapMapState(MapState):
 class HeapReducingState(ReducingState):
     """:class:`~storage.state.ReducingState` on the heap backend."""
 
-    __slots__ = ("_context", "_reduce", "_table", "descriptor")
+    __slots__ = ("_context", "_reduce", "_table", "descriptor", "restoring")
 
     def __init__(
         self, context: KeyContext, table: StateTable, descriptor: ReducingStateDescriptor
@@ -272,23 +299,24 @@ class HeapReducingState(ReducingState):
         self._table = table
         self.descriptor = descriptor
         self._reduce = descriptor.reduce_function
+        self.restoring: RestoringState | None = None
+
+    def _key(self) -> Hashable:
+        key = self._context.current_key
+        if key is None:
+            raise _no_current_key(self.descriptor)
+        if self.restoring is not None:
+            self.restoring.load(key)
+        return key
 
     def get(self) -> Any:  # noqa: D102
-        key = self._context.current_key
-        if key is None:
-            raise _no_current_key(self.descriptor)
-        return self._table.get(key)
+        return self._table.get(self._key())
 
     def add(self, value: Any) -> None:  # noqa: D102
-        key = self._context.current_key
-        if key is None:
-            raise _no_current_key(self.descriptor)
+        key = self._key()
         table = self._table
         current = table.get(key, _ABSENT)
         table.put(key, value if current is _ABSENT else self._reduce(current, value))
 
     def clear(self) -> None:  # noqa: D102
-        key = self._context.current_key
-        if key is None:
-            raise _no_current_key(self.descriptor)
-        self._table.remove(key)
+        self._table.remove(self._key())

@@ -165,7 +165,7 @@ def encode_key_group(
     return _encoder.encode(data)
 
 
-def decode_key_group(key_group: int, blob: bytes) -> KeyGroupSnapshotData:
+def decode_key_group(key_group: int, blob: bytes | memoryview) -> KeyGroupSnapshotData:
     """Decode one blob (one part) of ``key_group`` and check its version and key group.
 
     A key group may have been written as several blobs (``parts``); each decodes alone.

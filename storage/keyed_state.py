@@ -9,18 +9,27 @@ snapshot is encoded or a restore filters key groups, never on a state access.
 
 At a checkpoint the subtask calls :meth:`~HeapKeyedStateBackend.snapshot` (synchronous,
 O(number of states), see :mod:`storage.state_table`) and hands the
-:class:`~storage.keyed_snapshot.HeapSnapshot` to its asynchronous writer. On recovery it
-calls :meth:`~HeapKeyedStateBackend.restore` with the key group blobs of the checkpoint,
-before any record; each batch of entries is decoded with one call per column and loaded
-with one dict update. States that the operator has not registered yet are kept as their
-encoded batches until it does, and are carried into later snapshots unchanged if it
-never does.
+:class:`~storage.keyed_snapshot.HeapSnapshot` to its asynchronous writer.
+
+On recovery the subtask calls :meth:`~HeapKeyedStateBackend.restore` with the key group
+blobs of the checkpoint, before any record. The blobs are checked and split into their
+batches of entries, which stay encoded: a state the operator has not registered is kept
+as its batches until it does, and carried into later snapshots unchanged if it never
+does. When the operator registers a restored state (in its ``open``), its first key
+group is decoded at once (a declared type that no longer fits fails there, as it would
+on a full decode), and the others are decoded lazily, whole key groups at a time (see
+:mod:`storage.restoring`): a key's group on the first access to it, and the rest in
+bounded :meth:`~HeapKeyedStateBackend.restore_step` calls that the subtask makes between
+records until :attr:`~HeapKeyedStateBackend.restoring` is False. Each batch is decoded
+with one call per column and loaded with one dict update. So processing starts after the
+files are read and checked, not after a million entries are decoded; a snapshot taken
+meanwhile carries the groups still encoded, unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
-from typing import overload
+from typing import Final, overload
 
 from storage.descriptors import (
     ListStateDescriptor,
@@ -43,14 +52,18 @@ from storage.keyed_snapshot import (
     value_columns,
 )
 from storage.keygroups import KeyGroupRange, validate_max_parallelism
+from storage.restoring import RestoringState
 from storage.state import ListState, MapState, ReducingState, State, ValueState
 from storage.state_table import StateTable, TableView
 
-__all__ = ["HeapKeyedStateBackend", "restore_key_groups"]
+__all__ = ["RESTORE_STEP", "HeapKeyedStateBackend", "restore_key_groups"]
+
+RESTORE_STEP: Final = 4096
+"""Entries decoded per :meth:`HeapKeyedStateBackend.restore_step` by default (~1-2 ms)."""
 
 
 class _Registered:
-    __slots__ = ("columns", "descriptor", "handle", "table")
+    __slots__ = ("columns", "descriptor", "handle", "restoring", "table")
 
     def __init__(
         self,
@@ -63,6 +76,15 @@ class _Registered:
         self.handle = handle
         self.columns = columns
         self.table = table
+        # Restored key groups not decoded yet (None once all are, or if none were).
+        self.restoring: RestoringState | None = None
+
+    def pending(self) -> RestoringState | None:
+        """The restoring state if it still has key groups to decode, else None."""
+        restoring = self.restoring
+        if restoring is not None and restoring.done:
+            self.restoring = restoring = None
+        return restoring
 
 
 class _Stashed:
@@ -139,6 +161,10 @@ class HeapKeyedStateBackend:
         The same name always gives the same handle; the first descriptor registered
         under a name decides its serializer and default.
 
+        A restored state's first key group is decoded here, the others later (see the
+        module docstring); the errors below may then come from any access to the state
+        or from :meth:`restore_step`, naming the state just the same.
+
         Raises:
             StateError: If the name is registered, or was restored, with another kind.
             SerializationError: If restored values do not decode with the descriptor's type.
@@ -163,12 +189,56 @@ class HeapKeyedStateBackend:
         columns = value_columns(descriptor, self.allow_pickle)
         table = StateTable(descriptor.name)
         handle = _make_handle(self, table, descriptor)
+        registered = _Registered(descriptor, handle, columns, table)
         if restored is not None:
-            for _, batch in restored.batches:
-                table.put_all(*decode_columns(batch, columns))
+            groups: dict[int, list[KeyedStateEntries]] = {}
+            for key_group, batch in restored.batches:
+                groups.setdefault(key_group, []).append(batch)
+            restoring = RestoringState(
+                descriptor.name,
+                descriptor.kind,
+                table,
+                columns,
+                self.max_parallelism,
+                groups,
+                handle,  # type: ignore[arg-type]  # every heap handle has ``restoring``
+            )
+            # Decode one key group now: a declared type that no longer fits the stored
+            # values fails at registration, in ``open``, rather than at some record.
+            restoring.load_step(1)
             del self._restored[descriptor.name]
-        self._registered[descriptor.name] = _Registered(descriptor, handle, columns, table)
+            registered.restoring = restoring
+        self._registered[descriptor.name] = registered
         return handle
+
+    @property
+    def restoring(self) -> bool:
+        """Whether a registered state has restored key groups not decoded yet."""
+        return any(registered.pending() is not None for registered in self._registered.values())
+
+    def restore_step(self, max_entries: int = RESTORE_STEP) -> bool:
+        """Decode restored key groups of registered states, at least ``max_entries`` entries.
+
+        The subtask calls it between records, yielding to the event loop in between,
+        until it returns True; each call decodes whole key groups until it has decoded
+        ``max_entries`` entries (at least one group, however large). States restored
+        but not registered are left encoded (they are decoded when registered).
+
+        Returns:
+            True when no registered state has a key group left to decode.
+
+        Raises:
+            ValueError: If ``max_entries`` is less than 1.
+            SerializationError: If a key group does not decode; names the state.
+        """
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        for registered in self._registered.values():
+            restoring = registered.pending()
+            if restoring is not None:
+                restoring.load_step(max_entries)
+                return False if not restoring.done else not self.restoring
+        return True
 
     @property
     def state_names(self) -> list[str]:
@@ -189,6 +259,9 @@ class HeapKeyedStateBackend:
                 f"no state named {state_name!r} is registered; registered states: "
                 f"{sorted(self._registered)}"
             )
+        restoring = registered.pending()
+        if restoring is not None:
+            restoring.load_all()
         return iter(registered.table.keys())
 
     def num_keys(self, state_name: str | None = None) -> int:
@@ -196,10 +269,10 @@ class HeapKeyedStateBackend:
         if state_name is not None:
             registered = self._registered.get(state_name)
             if registered is not None:
-                return len(registered.table)
+                return len(registered.table) + _pending_count(registered)
             restored = self._restored.get(state_name)
             return 0 if restored is None else restored.count
-        return sum(len(r.table) for r in self._registered.values()) + sum(
+        return sum(len(r.table) + _pending_count(r) for r in self._registered.values()) + sum(
             stashed.count for stashed in self._restored.values()
         )
 
@@ -207,26 +280,38 @@ class HeapKeyedStateBackend:
         """Freeze all state and return the snapshot: the synchronous part of a checkpoint.
 
         O(number of states) when no other snapshot is in flight (see
-        :mod:`storage.state_table`), plus O(batches) of restored states not registered
-        again. The caller must ``release()`` the snapshot, then drive its ``fold_step()``.
+        :mod:`storage.state_table`), plus O(batches) of restored key groups not decoded
+        yet, which the snapshot carries still encoded (a state being restored is then
+        listed twice: its decoded entries, and its key groups still encoded). The caller
+        must ``release()`` the snapshot, then drive its ``fold_step()``.
 
         Args:
             canonical: encode keys and values without pickle (canonical savepoints); a
                 value that needs pickle then fails the snapshot, naming the state.
+                Restored key groups of registered states are decoded first (O(their
+                entries)), so that they are encoded again without pickle too.
         """
         states: list[tuple[SnapshotState, ValueColumns, TableView]] = []
         tables: list[StateTable] = []
+        carried: list[Carried] = []
         for name, registered in self._registered.items():
+            restoring = registered.pending()
+            if restoring is not None:
+                if canonical:
+                    restoring.load_all()
+                else:
+                    state = SnapshotState(name, registered.descriptor.kind, encoded=True)
+                    carried.append((state, restoring.carried()))
             view = registered.table.freeze()
             tables.append(registered.table)
             columns = (
                 value_columns(registered.descriptor, False) if canonical else registered.columns
             )
             states.append((SnapshotState(name, registered.descriptor.kind), columns, view))
-        carried: list[Carried] = [
+        carried.extend(
             (SnapshotState(name, stashed.kind, encoded=True), list(stashed.batches))
             for name, stashed in self._restored.items()
-        ]
+        )
         return HeapSnapshot(
             self.max_parallelism,
             self.key_group_range,
@@ -236,16 +321,20 @@ class HeapKeyedStateBackend:
             carried,
         )
 
-    def restore(self, key_group_blobs: Iterable[tuple[int, bytes]]) -> None:
+    def restore(self, key_group_blobs: Iterable[tuple[int, bytes | memoryview]]) -> None:
         """Load the key groups of this backend's range; others are skipped undecoded.
 
         Call before any record is processed. Entries overwrite entries of the same key.
         A key group written as several blobs (parts) needs all of them, in any order and
-        over any number of calls.
+        over any number of calls. The blobs are checked and split into batches here;
+        the batches of a state not registered yet (or of a key group it has not
+        decoded yet) stay encoded, those of other registered states are decoded now.
 
         Args:
             key_group_blobs: ``(key group, blob)`` pairs from ``HeapSnapshot.encode_chunks``
-                of one or more subtasks of the previous run.
+                of one or more subtasks of the previous run; a blob may be any buffer
+                (e.g. a memoryview into the file read), which undecoded batches keep
+                referring to.
 
         Raises:
             SerializationError: If a blob is corrupt or a value does not decode; the
@@ -268,7 +357,9 @@ class HeapKeyedStateBackend:
                         f"registered as {registered.descriptor.kind} state; register it with "
                         "its old kind, or give the new state another name"
                     )
-                registered.table.put_all(*decode_columns(batch, registered.columns))
+                restoring = registered.pending()
+                if restoring is None or not restoring.add(key_group, batch):
+                    registered.table.put_all(*decode_columns(batch, registered.columns))
 
     def _stash(self, key_group: int, batch: KeyedStateEntries) -> None:
         stashed = self._restored.get(batch.name)
@@ -281,6 +372,11 @@ class HeapKeyedStateBackend:
             )
         stashed.batches.append((key_group, batch))
         stashed.count += batch.count
+
+
+def _pending_count(registered: _Registered) -> int:
+    restoring = registered.pending()
+    return 0 if restoring is None else restoring.count
 
 
 def _make_handle(
@@ -301,7 +397,7 @@ def _make_handle(
 
 
 def restore_key_groups(
-    backend: HeapKeyedStateBackend, key_group_blobs: Iterable[tuple[int, bytes]]
+    backend: HeapKeyedStateBackend, key_group_blobs: Iterable[tuple[int, bytes | memoryview]]
 ) -> None:
     """Restore ``backend`` from key group blobs; same as ``backend.restore(blobs)``."""
     backend.restore(key_group_blobs)

@@ -1,8 +1,12 @@
 """Restore: load a completed checkpoint and hand each new subtask its part.
 
 ``load_checkpoint`` reads a checkpoint's metadata and every state file it names (each
-verified by size and checksum), once, and indexes the frames. ``RestoredCheckpoint.
-for_task`` then gives a subtask of the new run (same job graph) its ``TaskRestoreState``:
+verified by size and checksum; the files concurrently), once, and indexes the frames.
+A frame's data is a view into its file's bytes, not a copy: the keyed state of a subtask
+is most of its file, and the key group blobs go to the keyed backends as such views (the
+heap backend keeps what it has not decoded yet as views too, so the file's bytes live
+until the last of it is decoded). ``RestoredCheckpoint.for_task`` then gives a subtask
+of the new run (same job graph) its ``TaskRestoreState``:
 
 * keyed state: the key-group blobs of each of its operators that fall in its key-group
   range, from whichever old subtask wrote them (this is what makes rescaling work);
@@ -20,10 +24,12 @@ have, or whose max parallelism differs, is an error naming the operator.
 
 from __future__ import annotations
 
+import asyncio
+import struct
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -36,10 +42,64 @@ from storage import (
     redistribute,
     serializer_for,
 )
-from storage.checkpoint import CheckpointMetadata, CheckpointStorage, StateFrame, iter_frames
+from storage.checkpoint import CheckpointMetadata, CheckpointStorage, CorruptCheckpointError
 from storage.checkpoint.splits import decode_splits
 
 _operator_state_decoder = msgspec.msgpack.Decoder(OperatorStateSnapshot)
+
+
+class StateFrameView(msgspec.Struct, frozen=True, array_like=True):
+    """A ``storage.checkpoint.StateFrame`` whose data is a view into its file's bytes.
+
+    Decoded from the same msgpack as ``StateFrame`` (see ``storage.checkpoint.
+    state_file``), without copying the data: restore hands most of a file's bytes to the
+    keyed backends, and a copy of them costs about as much as reading them again.
+    """
+
+    kind: str
+    operator_uid: str
+    key_group: int
+    data: memoryview
+
+
+_frame_decoder: Final = msgspec.msgpack.Decoder(StateFrameView)
+# The frame length prefix of ``storage.checkpoint.state_file``: 4 bytes, big-endian.
+_LENGTH: Final = struct.Struct(">I")
+
+
+def iter_frame_views(data: bytes | memoryview, path: str) -> Iterator[StateFrameView]:
+    """Yield the frames of a state file as views; ``storage.checkpoint.iter_frames``'s twin.
+
+    Raises:
+        CorruptCheckpointError: If a length or a body is truncated, or a body does not
+            decode to a frame; names ``path`` and the frame's offset.
+    """
+    view = memoryview(data)
+    offset = 0
+    end = len(view)
+    while offset < end:
+        if end - offset < _LENGTH.size:
+            raise CorruptCheckpointError(
+                path,
+                f"truncated frame length at byte {offset} ({end - offset} of {_LENGTH.size} bytes)",
+                "checkpoint state file",
+            )
+        (length,) = _LENGTH.unpack_from(view, offset)
+        start = offset + _LENGTH.size
+        if end - start < length:
+            raise CorruptCheckpointError(
+                path,
+                f"truncated frame at byte {offset}: it needs {length} bytes, {end - start} remain",
+                "checkpoint state file",
+            )
+        try:
+            frame = _frame_decoder.decode(view[start : start + length])
+        except msgspec.DecodeError as error:
+            raise CorruptCheckpointError(
+                path, f"frame at byte {offset} does not decode: {error}", "checkpoint state file"
+            ) from error
+        offset = start + length
+        yield frame
 
 
 @dataclass(slots=True)
@@ -47,7 +107,8 @@ class TaskRestoreState:
     """What one subtask restores.
 
     Attributes:
-        keyed: per operator uid, the key-group blobs in the subtask's range.
+        keyed: per operator uid, the key-group blobs in the subtask's range (views into
+            the state files' bytes).
         operator: per operator uid, its operator state (redistributed on rescale).
         splits: per source uid, its splits with their positions.
         input_records: input channel state to process before any input, in order per
@@ -58,7 +119,7 @@ class TaskRestoreState:
             partitioner again (after a rescale of either side).
     """
 
-    keyed: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
+    keyed: dict[str, list[tuple[int, memoryview]]] = field(default_factory=dict)
     operator: dict[str, OperatorStateSnapshot] = field(default_factory=dict)
     splits: dict[str, list[Any]] = field(default_factory=dict)
     input_records: list[list[Any]] = field(default_factory=list)
@@ -71,7 +132,7 @@ class _FileFrames:
     """The frames of one state file, with the (uid, subtask) of its operators."""
 
     owners: set[tuple[str, int]]
-    frames: list[StateFrame]
+    frames: list[StateFrameView]
 
 
 @dataclass(slots=True)
@@ -181,7 +242,7 @@ class RestoredCheckpoint:
                 elif kind == "input":
                     self._assign_input(
                         frame,
-                        records.decode(frame.data),
+                        records.decode(bytes(frame.data)),
                         old_subtask,
                         subtask,
                         parallelism,
@@ -196,17 +257,17 @@ class RestoredCheckpoint:
                     if output_rescaled.get(consumer, False) or rescaled:
                         if old_subtask % parallelism == subtask:
                             state.output_records.setdefault(consumer, []).extend(
-                                records.decode(frame.data)
+                                records.decode(bytes(frame.data))
                             )
                     elif old_subtask == subtask:
                         state.output_channels.setdefault((consumer, frame.key_group), []).extend(
-                            records.decode(frame.data)
+                            records.decode(bytes(frame.data))
                         )
         return state
 
     def _assign_input(
         self,
-        frame: StateFrame,
+        frame: StateFrameView,
         decoded: list[Any],
         old_subtask: int,
         subtask: int,
@@ -249,7 +310,7 @@ class RestoredCheckpoint:
                     if frame.kind == "operator":
                         snapshots[old_subtask] = _operator_state_decoder.decode(frame.data)
                     elif frame.kind == "splits":
-                        splits[old_subtask] = decode_splits(frame.data, self.allow_pickle)
+                        splits[old_subtask] = decode_splits(bytes(frame.data), self.allow_pickle)
         old_p = self.old_parallelism(uid)
         has_union = any(
             entry.mode == DistributionMode.UNION
@@ -287,6 +348,10 @@ async def load_checkpoint(
 ) -> RestoredCheckpoint:
     """Read a completed checkpoint (metadata and every state file), verified.
 
+    The state files are read concurrently (each is one read in a worker thread with the
+    file-system storage); if several fail, the error of the first in metadata order is
+    raised.
+
     Raises:
         CheckpointNotFoundError: no metadata or a missing state file (names it).
         CorruptCheckpointError: a file that fails to verify or decode (names it).
@@ -300,8 +365,18 @@ async def load_checkpoint(
                 continue
             owners[subtask.handle.path].add((operator.uid, subtask.subtask_index))
             handles[subtask.handle.path] = subtask.handle
+    reads = [
+        asyncio.ensure_future(storage.read_state(pointer, handle)) for handle in handles.values()
+    ]
+    try:
+        await asyncio.wait(reads)
+    finally:
+        for read in reads:
+            read.cancel()  # cancelled: do not leave reads running
+    for read in reads:
+        read.exception()  # every failure is retrieved; the first in order is raised below
     files = []
-    for path, handle in handles.items():
-        data = await storage.read_state(pointer, handle)
-        files.append(_FileFrames(owners[path], list(iter_frames(data, f"{pointer}/{path}"))))
+    for path, read in zip(handles, reads, strict=True):
+        data = read.result()
+        files.append(_FileFrames(owners[path], list(iter_frame_views(data, f"{pointer}/{path}"))))
     return RestoredCheckpoint(pointer, metadata, files, allow_pickle)

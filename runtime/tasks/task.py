@@ -3,7 +3,9 @@
 The two kinds of task share this base: ``SourceTask`` (reads a source reader) and
 ``StreamTask`` (reads an ``InputGate``). The base owns what they have in common:
 
-* opening and closing the chain;
+* opening and closing the chain, and, after a restore, decoding the restored keyed
+  state that the chain's operators registered in bounded steps in the background
+  (``HeapKeyedStateBackend.restore_step``; a key's own group is decoded on first access);
 * ``drain_outputs``: hand queued buffers to the output channels, waiting on the
   actor's waker while a channel is full (backpressure); control messages and priority
   events (unaligned barriers) are handled meanwhile, so a backpressured task still
@@ -118,6 +120,7 @@ class Task(Actor):
             async with anyio.create_task_group() as group:
                 self._group = group
                 await self.chain.open()
+                self._decode_restored_state()
                 await self.run_loop()
                 if not self.suspended:
                     await self.chain.end_input()
@@ -147,6 +150,13 @@ class Task(Actor):
 
     async def before_end_of_output(self) -> None:
         """Called after the last output was flushed, before the channels close."""
+
+    def _decode_restored_state(self) -> None:
+        """Decode restored keyed state in the background, a bounded step per turn."""
+        for operator in self.chain.operators:
+            backend = operator.context.keyed_backend
+            if getattr(backend, "restoring", False):
+                self.spawn(_restore_steps, backend)
 
     def spawn(self, fn: Any, *args: Any) -> None:
         """Run ``fn(*args)`` in the background, within this task's life."""
@@ -321,3 +331,16 @@ class Task(Actor):
             for channel in writer.channels:
                 if not channel.closed:
                     channel.send_priority(marker)
+
+
+async def _restore_steps(backend: Any) -> None:
+    """Decode a keyed backend's restored state, yielding to the event loop between steps.
+
+    Each step decodes whole key groups of a few thousand entries (a millisecond or two),
+    so records keep flowing meanwhile; a key whose group is still encoded when a record
+    needs it is decoded then, by the state handle.
+    """
+    while True:
+        await asyncio.sleep(0)
+        if backend.restore_step():
+            return
