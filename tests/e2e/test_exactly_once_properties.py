@@ -26,7 +26,9 @@ examples per mode (add ``--hypothesis-show-statistics`` to see what was drawn)::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import tempfile
 from typing import Any
 
 import pytest
@@ -125,6 +127,24 @@ def test_exactly_once_modes_lose_and_duplicate_nothing(
 ) -> None:
     case = data.draw(job_cases(setups=[setup]), label="case")
     report = exactly_once(case, SMALL)
+    assert report.validation.exactly_once
+    note(case, report)
+
+
+ROCKSDB_PROPERTY = settings(PROPERTY, max_examples=min(EXAMPLES, 3))
+
+
+@by_name
+@ROCKSDB_PROPERTY
+@given(data=st.data())
+def test_exactly_once_modes_lose_and_duplicate_nothing_on_rocksdb(
+    setup: CheckpointSetup, data: st.DataObject
+) -> None:
+    """The same property with keyed state in RocksDB and incremental file checkpoints."""
+    case = data.draw(job_cases(setups=[setup]), label="case")
+    with tempfile.TemporaryDirectory() as folder:
+        options = dataclasses.replace(SMALL, state_backend="rocksdb", storage=f"file://{folder}")
+        report = exactly_once(case, options)
     assert report.validation.exactly_once
     note(case, report)
 
