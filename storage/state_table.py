@@ -42,9 +42,13 @@ Cost of :meth:`StateTable.freeze`: O(1) when no other snapshot of the table is i
 and at most one overlay is left to fold; otherwise the next view needs a frozen copy of
 ``overlay``, so O(keys written since the oldest view in flight, or since the last view
 of a table with two overlays still folding). Reads and writes during a snapshot or a
-fold cost one to three dict operations more than without one. The overlay is one dict,
-so it rehashes its entries when it doubles: a step that grows with the keys written
-during the snapshot (10 to 17 ms at 175 k keys on the 2-core VM; see ``freeze``).
+fold cost a ``hash`` and one to three dict operations more than without one; with no
+snapshot in flight and nothing to fold they are plain dict operations on ``base``.
+An overlay is a :class:`Layer`: its entries are spread over :data:`SHARDS` dicts of
+unequal shares, so that a dict's rehash, which moves all its entries in one step, never
+grows with all the keys written during the snapshot (one dict of them stalled the loop
+10 to 20 ms at 175 k keys on the 2-core VM), and the shards' rehashes come one at a
+time.
 
 Stored values must be treated as owned by the table: callers hand a value to
 :meth:`StateTable.put` and do not mutate it afterwards except through values obtained
@@ -54,13 +58,21 @@ from :meth:`StateTable.get`, which are safe to mutate in place.
 from __future__ import annotations
 
 import copy
-from collections.abc import Hashable, Iterator, Mapping
-from itertools import filterfalse, islice
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from itertools import chain, islice
 from typing import Any, Final
 
 from storage.errors import StateError
 
-__all__ = ["FOLD_STEP", "IMMUTABLE_TYPES", "TOMBSTONE", "StateTable", "TableView"]
+__all__ = [
+    "FOLD_STEP",
+    "IMMUTABLE_TYPES",
+    "SHARDS",
+    "TOMBSTONE",
+    "Layer",
+    "StateTable",
+    "TableView",
+]
 
 
 class _Tombstone:
@@ -76,13 +88,150 @@ TOMBSTONE: Final = _Tombstone()
 IMMUTABLE_TYPES: Final = frozenset({int, float, str, bytes, bool, complex, type(None)})
 """Types whose values need no copy when shared between the live table and a snapshot."""
 
-FOLD_STEP: Final = 4096
+FOLD_STEP: Final = 2048
 """Overlay entries folded back per :meth:`StateTable.fold_step` by default (~1 ms)."""
 
 _ABSENT: Final = object()
 
-Layer = dict[Hashable, Any]
-"""An overlay: a key's entry, or the ``TOMBSTONE`` of a key removed."""
+SHARDS: Final = 64
+"""Dicts an overlay's entries are spread over (see :class:`Layer`)."""
+
+_BUCKETS: Final = 4096
+_BUCKET_MASK: Final = _BUCKETS - 1
+
+
+def _shard_of_bucket() -> tuple[int, ...]:
+    """Map each of the ``_BUCKETS`` hash buckets to a shard, in contiguous runs.
+
+    Shard ``i`` gets a share of the buckets proportional to ``2 ** (i / SHARDS)``: the
+    shares span one doubling, so that, as the overlay fills, the shards reach the sizes
+    at which a dict grows its table (each at about 2/3 of a power of two) one after the
+    other, evenly spread over each doubling of the overlay, never all at once. Runs of
+    contiguous buckets keep keys with nearby hashes (consecutive ints) in one shard.
+    """
+    weights = [2 ** (i / SHARDS) for i in range(SHARDS)]
+    total = sum(weights)
+    counts = [round(_BUCKETS * weight / total) for weight in weights]
+    counts[-1] += _BUCKETS - sum(counts)
+    return tuple(shard for shard, count in enumerate(counts) for _ in range(count))
+
+
+_SHARD_OF_BUCKET: Final = _shard_of_bucket()
+
+
+class Layer:
+    """An overlay: each key's entry, or the ``TOMBSTONE`` of a key removed.
+
+    The entries are spread over :data:`SHARDS` dicts by key hash, so that no single dict
+    holds them all. A dict rehashes all its entries when it outgrows its table (at about
+    2/3 of each power of two), in one step: one overlay dict of the keys written during a
+    1M-key snapshot stalled the loop 10 to 20 ms at 175 k entries and twice that at
+    350 k. The shards have unequal shares (see :func:`_shard_of_bucket`), so their
+    rehashes come one at a time, each of at most ~2% of the entries. The bucket of a key
+    is ``hash(key) & 4095`` (Python's ``hash``: the layer never leaves the process);
+    :attr:`by_hash` maps a bucket to its shard's dict, so a lookup is
+    ``layer.by_hash[hash(key) & 4095].get(key)``, as the table's methods do inline.
+
+    Attributes:
+        shards: The dicts, one per shard.
+        by_hash: For each of the 4096 hash buckets, the dict of its shard.
+    """
+
+    __slots__ = ("by_hash", "shards")
+
+    def __init__(self, shards: Iterable[dict[Hashable, Any]] | None = None) -> None:
+        """Create an empty layer, or one over the given :data:`SHARDS` dicts."""
+        self.shards: tuple[dict[Hashable, Any], ...] = (
+            tuple({} for _ in range(SHARDS)) if shards is None else tuple(shards)
+        )
+        assert len(self.shards) == SHARDS
+        self.by_hash: list[dict[Hashable, Any]] = list(
+            map(self.shards.__getitem__, _SHARD_OF_BUCKET)
+        )
+
+    @classmethod
+    def of(cls, entries: Mapping[Hashable, Any]) -> Layer:
+        """Return a layer holding ``entries`` (for tests and tools)."""
+        layer = cls()
+        layer.update(entries.items())
+        return layer
+
+    def shard(self, key: Hashable) -> dict[Hashable, Any]:
+        """Return the dict that holds ``key`` if any layer does."""
+        return self.by_hash[hash(key) & _BUCKET_MASK]
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """Return the entry of ``key`` (a value or the ``TOMBSTONE``), or ``default``."""
+        return self.by_hash[hash(key) & _BUCKET_MASK].get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.by_hash[hash(key) & _BUCKET_MASK]
+
+    def __setitem__(self, key: Hashable, entry: Any) -> None:
+        self.by_hash[hash(key) & _BUCKET_MASK][key] = entry
+
+    def update(self, entries: Iterable[tuple[Hashable, Any]]) -> None:
+        """Set the entry of each ``(key, entry)`` pair; later pairs win."""
+        by_hash = self.by_hash
+        for key, entry in entries:
+            by_hash[hash(key) & _BUCKET_MASK][key] = entry
+
+    def items(self) -> Iterator[tuple[Hashable, Any]]:
+        """Yield the ``(key, entry)`` pairs, shard by shard."""
+        return chain.from_iterable(shard.items() for shard in self.shards)
+
+    def as_dict(self) -> dict[Hashable, Any]:
+        """Return the entries as one dict (O(entries); for tests and tools)."""
+        return dict(self.items())
+
+    def copy(self) -> Layer:
+        """Return a copy of the layer (the entries themselves are shared)."""
+        return Layer(shard.copy() for shard in self.shards)
+
+    def __len__(self) -> int:
+        """Return the number of entries, tombstones included (O(:data:`SHARDS`))."""
+        return sum(map(len, self.shards))
+
+    def __bool__(self) -> bool:
+        return any(self.shards)
+
+    def __repr__(self) -> str:
+        return f"Layer({self.as_dict()!r})"
+
+    def without(self, keys: list[Hashable]) -> list[Hashable]:
+        """Return the keys of ``keys`` that the layer does not hold, in order."""
+        by_hash = self.by_hash
+        return [key for key in keys if key not in by_hash[hash(key) & _BUCKET_MASK]]
+
+    def fold_into(self, base: dict[Hashable, Any], limit: int) -> int:
+        """Move up to ``limit`` entries into ``base`` (a tombstone removes); return how many.
+
+        Takes from every shard a share proportional to its size, newest entries first, so
+        that one call moves the entries written in one stretch of time: their objects
+        and the slots of ``base`` they land in (for keys with nearby hashes) are close in
+        memory. Emptying the shards one after the other visits ``base`` at random and
+        was 4 to 5 times slower per entry (2-core VM, consecutive int keys).
+        """
+        total = len(self)
+        left = limit
+        pop = base.pop
+        for shard in self.shards:
+            size = len(shard)
+            if not size:
+                continue
+            # popitem takes the last entry and leaves no hole, so each call is O(1).
+            popitem = shard.popitem
+            count = min(left, size, -(-size * limit // total))
+            for _ in range(count):
+                key, value = popitem()
+                if value is TOMBSTONE:
+                    pop(key, None)
+                else:
+                    base[key] = value
+            left -= count
+            if not left:
+                break
+        return limit - left
 
 
 def _is_immutable(value: Any) -> bool:
@@ -142,22 +291,28 @@ class TableView:
 
         The same entries as :meth:`items`, in slices built with C-level iteration (the
         asynchronous part of a snapshot reads a large view this way). Every slice reads
-        at most ``size`` entries of one layer or of the base; a slice whose entries are
-        all shadowed or removed is yielded empty, so the work between two yields stays
-        bounded. The values are shared with the live table: read them, never mutate them.
+        at most ``size`` entries of one shard of a layer or of the base; a slice whose
+        entries are all shadowed or removed is yielded empty, so the work between two
+        yields stays bounded. The values are shared with the live table: read them,
+        never mutate them.
         """
         layers = tuple(layer for layer in self._layers if layer)
         for index, layer in enumerate(layers):
             newer = layers[:index]
-            items_left = iter(layer.items())
-            while True:
-                items = list(islice(items_left, size))
-                if not items:
-                    break
-                live = [item for item in items if item[1] is not TOMBSTONE]
-                for shadow in newer:
-                    live = [item for item in live if item[0] not in shadow]
-                yield [k for k, _ in live], [v for _, v in live]
+            for shard in layer.shards:
+                items_left = iter(shard.items())
+                while True:
+                    items = list(islice(items_left, size))
+                    if not items:
+                        break
+                    live = [item for item in items if item[1] is not TOMBSTONE]
+                    keys = [k for k, _ in live]
+                    if newer:
+                        for shadow in newer:
+                            keys = shadow.without(keys)
+                        yield keys, list(map(shard.__getitem__, keys))
+                    else:
+                        yield keys, [v for _, v in live]
         base = self._base
         keys_left = iter(base)
         values_left = iter(base.values())
@@ -167,7 +322,7 @@ class TableView:
                 return
             if layers:
                 for layer in layers:
-                    keys = list(filterfalse(layer.__contains__, keys))
+                    keys = layer.without(keys)
                 yield keys, list(map(base.__getitem__, keys))
             else:
                 yield keys, list(islice(values_left, len(keys)))
@@ -227,11 +382,13 @@ class StateTable:
         overlay = self.overlay
         if overlay is None:
             return self.base.get(key, missing)
-        value = overlay.get(key, _ABSENT)
+        bucket = hash(key) & _BUCKET_MASK  # the same shard in every layer
+        shard = overlay.by_hash[bucket]
+        value = shard.get(key, _ABSENT)
         if value is _ABSENT:
             below = self.below
             if below is not None:
-                value = below.get(key, _ABSENT)
+                value = below.by_hash[bucket].get(key, _ABSENT)
             if value is _ABSENT:
                 value = self.base.get(key, _ABSENT)
             if value is _ABSENT or value is TOMBSTONE:
@@ -242,12 +399,12 @@ class StateTable:
             return missing
         else:
             shared = self.shared
-            if shared is None or shared.get(key, _ABSENT) is not value:
+            if shared is None or shared.by_hash[bucket].get(key, _ABSENT) is not value:
                 return value
         if _is_immutable(value):
             return value
         value = copy.deepcopy(value)
-        overlay[key] = value
+        shard[key] = value
         return value
 
     def peek(self, key: Hashable, missing: Any = None) -> Any:
@@ -255,11 +412,12 @@ class StateTable:
         overlay = self.overlay
         if overlay is None:
             return self.base.get(key, missing)
-        value = overlay.get(key, _ABSENT)
+        bucket = hash(key) & _BUCKET_MASK
+        value = overlay.by_hash[bucket].get(key, _ABSENT)
         if value is _ABSENT:
             below = self.below
             if below is not None:
-                value = below.get(key, _ABSENT)
+                value = below.by_hash[bucket].get(key, _ABSENT)
             if value is _ABSENT:
                 return self.base.get(key, missing)
         return missing if value is TOMBSTONE else value
@@ -269,15 +427,20 @@ class StateTable:
         overlay = self.overlay
         if overlay is None:
             self.base[key] = value
-        elif self.pins or key in overlay:
-            overlay[key] = value
-        else:
-            # Folding: write where the key's value is, so the overlay does not grow.
-            below = self.below
-            if below is not None and key in below:
-                below[key] = value
-            else:
-                self.base[key] = value
+            return
+        bucket = hash(key) & _BUCKET_MASK
+        shard = overlay.by_hash[bucket]
+        if self.pins or key in shard:
+            shard[key] = value
+            return
+        # Folding: write where the key's value is, so the overlay does not grow.
+        below = self.below
+        if below is not None:
+            shard = below.by_hash[bucket]
+            if key in shard:
+                shard[key] = value
+                return
+        self.base[key] = value
 
     def put_all(self, keys: list[Hashable], values: list[Any]) -> None:
         """Set the value of each key to the value at the same index (restore's bulk load).
@@ -297,19 +460,21 @@ class StateTable:
         if overlay is None:
             self.base.pop(key, None)
             return
+        bucket = hash(key) & _BUCKET_MASK
+        shard = overlay.by_hash[bucket]
         below = self.below
         if not self.pins:
             # Folding: mark the key removed in the first layer that holds it.
-            if key in overlay:
-                overlay[key] = TOMBSTONE
-            elif below is not None and key in below:
-                below[key] = TOMBSTONE
+            if key in shard:
+                shard[key] = TOMBSTONE
+            elif below is not None and key in below.by_hash[bucket]:
+                below.by_hash[bucket][key] = TOMBSTONE
             else:
                 self.base.pop(key, None)
         elif below is not None or key in self.base:
-            overlay[key] = TOMBSTONE
+            shard[key] = TOMBSTONE
         else:
-            overlay.pop(key, None)
+            shard.pop(key, None)
 
     def contains(self, key: Hashable) -> bool:
         """Whether ``key`` has a value."""
@@ -342,24 +507,20 @@ class StateTable:
         is in flight and at most one overlay is left to fold, else O(keys in
         ``overlay``).
         """
-        # The new overlay starts empty and rehashes its entries as it doubles: one step
-        # of ~50 ns per entry, at 43 k, 87 k, 175 k, 350 k, ... keys written during the
-        # snapshot. Splitting it into dicts by key hash bounds that step but costs more
-        # than it saves: a shard's entries are scattered in memory, which makes folding
-        # them back and every full garbage collection during the snapshot 3 to 5 times
-        # slower per entry (measured with 64 and with 4 shards).
+        # The new overlay is a Layer of SHARDS dicts (~20 us to create), so that no
+        # single rehash grows with the keys written during the snapshot (see Layer).
         overlay = self.overlay
         if overlay is None:
             view = TableView(self.name, self.base)
-            self.overlay = {}
+            self.overlay = Layer()
         elif not self.pins and self.below is None:
             # Folding, and no view shares a layer: freeze them as they are.
             view = TableView(self.name, self.base, (overlay,))
             self.below = overlay
-            self.overlay = {}
+            self.overlay = Layer()
         else:
             below = self.below
-            frozen = dict(overlay)
+            frozen = overlay.copy()
             view = TableView(self.name, self.base, (frozen,) if below is None else (frozen, below))
             # The overlay's values are now shared with the view: copy before mutating.
             self.shared = frozen
@@ -412,28 +573,13 @@ class StateTable:
         below = self.below
         if below is not None:
             # Lowest layer first: ``overlay`` shadows whatever lands in ``base``.
-            left -= _fold_into(self.base, below, left)
+            left -= below.fold_into(self.base, left)
             if below:
                 return False
             self.below = None
         if left:
-            _fold_into(self.base, overlay, left)
+            overlay.fold_into(self.base, left)
         if overlay:
             return False
         self.overlay = None
         return True
-
-
-def _fold_into(base: dict[Hashable, Any], layer: Layer, limit: int) -> int:
-    """Move up to ``limit`` entries of ``layer`` into ``base``; return how many."""
-    count = min(limit, len(layer))
-    # popitem takes the last entry and leaves no hole, so each call is O(1).
-    popitem = layer.popitem
-    pop = base.pop
-    for _ in range(count):
-        key, value = popitem()
-        if value is TOMBSTONE:
-            pop(key, None)
-        else:
-            base[key] = value
-    return count

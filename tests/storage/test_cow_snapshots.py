@@ -6,7 +6,7 @@ import copy
 from collections.abc import Hashable
 from typing import Any
 
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -26,11 +26,12 @@ from storage import (
     ReducingStateDescriptor,
     ValueStateDescriptor,
 )
-from storage.state_table import StateTable, TableView
+from storage.state_table import SHARDS, TOMBSTONE, Layer, StateTable, TableView
 
 KEYS_LIST: list[Any] = ["a", "b", 1, (1, "x"), b"k"]
 STATE_NAMES = ["value", "obj", "list", "map", "sum"]
-TABLE_KEY_LIST = list(range(8))
+# Keys in different shards of an overlay (ints hash to themselves: buckets 0 to 4095).
+TABLE_KEY_LIST: list[Any] = [0, 1, 700, 1500, 2300, 3100, 3900, 4096 + 2300, "s"]
 TABLE_KEYS = st.sampled_from(TABLE_KEY_LIST)
 KEYS = st.sampled_from(KEYS_LIST)
 MAP_KEYS = st.sampled_from(["p", "q", 3])
@@ -470,8 +471,8 @@ def overlay_entries(table: StateTable) -> int:
     return table.overlay_entries()
 
 
-def copy_layer(layer: dict[Hashable, Any] | None) -> dict[Hashable, Any] | None:
-    return None if layer is None else dict(layer)
+def copy_layer(layer: Layer | None) -> Layer | None:
+    return None if layer is None else layer.copy()
 
 
 def test_snapshot_sync_part_does_not_copy_entries() -> None:
@@ -484,14 +485,14 @@ def test_snapshot_sync_part_does_not_copy_entries() -> None:
     base = table.base
     snapshot = backend.snapshot()
     assert table.base is base  # frozen and shared, not copied
-    assert table.overlay == {}
+    assert table.overlay is not None and table.overlay.as_dict() == {}
     backend.set_current_key(5)
     state.update(-5)
     assert base[5] == 5
-    assert table.overlay == {5: -5}
+    assert table.overlay.as_dict() == {5: -5}
     snapshot.release()
     # Released: the table folds back in bounded steps, driven by the snapshot's owner.
-    assert table.folding and table.overlay == {5: -5} and base[5] == 5
+    assert table.folding and table.overlay.as_dict() == {5: -5} and base[5] == 5
     assert snapshot.fold_step(1)
     assert table.overlay is None and table.base is base and base[5] == -5
 
@@ -513,7 +514,7 @@ def test_snapshot_while_folding_freezes_the_overlay_without_copying() -> None:
     assert left is not None and len(left) == 40
     second = backend.snapshot()
     assert table.below is left  # frozen as it is: O(1), no copy
-    assert table.overlay == {}
+    assert table.overlay is not None and not table.overlay
     backend.set_current_key(3)
     state.update(333)
     assert dict(snapshot_entries(second)) == {k: -k if k < 50 else k for k in range(100)}
@@ -548,3 +549,80 @@ def test_released_snapshot_cannot_be_read() -> None:
     assert snapshot.released
     with pytest.raises(StateError, match="snapshot was released and cannot be read"):
         list(snapshot.entries())
+
+
+def test_layer_spreads_keys_over_shards_with_unequal_shares() -> None:
+    layer = Layer.of({key: key for key in range(4096)})
+    sizes = [len(shard) for shard in layer.shards]
+    assert len(sizes) == SHARDS and sum(sizes) == len(layer) == 4096
+    # Shares grow across one doubling, so the shards outgrow their tables one at a time.
+    assert sizes == sorted(sizes) and 1.8 < sizes[-1] / sizes[0] < 2.2
+    assert layer.as_dict() == {key: key for key in range(4096)}
+    assert all(layer.get(key) == key and key in layer for key in range(4096))
+    assert layer.get(-1, "absent") == "absent" and -1 not in layer
+
+
+@given(
+    entries=st.dictionaries(st.integers() | st.text(max_size=3), st.integers(), max_size=60),
+    keys=st.lists(st.integers() | st.text(max_size=3), max_size=30),
+)
+def test_layer_without_keeps_the_keys_it_does_not_hold(
+    entries: dict[Hashable, int], keys: list[Hashable]
+) -> None:
+    layer = Layer.of(entries)
+    assert layer.without(keys) == [key for key in keys if key not in entries]
+    copied = layer.copy()
+    copied[object()] = 1
+    assert layer.as_dict() == entries and len(copied) == len(entries) + 1
+
+
+@given(
+    entries=st.dictionaries(st.integers(), st.integers() | st.just(TOMBSTONE), max_size=200),
+    base=st.dictionaries(st.integers(), st.integers(), max_size=50),
+    limit=st.integers(1, 40),
+)
+def test_layer_fold_into_moves_exactly_the_limit(
+    entries: dict[Hashable, Any], base: dict[Hashable, int], limit: int
+) -> None:
+    layer = Layer.of(entries)
+    expected = {**base, **entries}
+    expected = {k: v for k, v in expected.items() if v is not TOMBSTONE}
+    while layer:
+        before = len(layer)
+        assert layer.fold_into(base, limit) == min(limit, before) == before - len(layer)
+    assert base == expected
+
+
+@given(
+    writes=st.lists(
+        st.tuples(st.integers(0, 20_000), st.integers() | st.none()), min_size=1, max_size=300
+    ),
+    at=st.integers(0, 300),
+)
+def test_view_taken_during_writes_over_many_shards_sees_its_frozen_contents(
+    writes: list[tuple[int, int | None]], at: int
+) -> None:
+    table = StateTable("t")
+    model: dict[Hashable, Any] = {}
+    frozen: list[tuple[TableView, dict[Hashable, Any]]] = []
+    for index, (key, value) in enumerate(writes):
+        if index == at % len(writes) or index == (at * 7) % len(writes):
+            frozen.append((table.freeze(), dict(model)))
+        if value is None:
+            table.remove(key)
+            model.pop(key, None)
+        else:
+            table.put(key, [value])
+            model[key] = [value]
+        if index % 50 == 49 and not table.pins:
+            table.fold_step(7)
+    for view, expected in frozen:
+        assert dict(view.items()) == expected
+        read = {k: v for keys, values in view.chunks(5) for k, v in zip(keys, values, strict=True)}
+        assert read == expected
+        table.release()
+    live_keys = table.keys()
+    assert {key: table.peek(key) for key in live_keys} == model
+    while not table.fold_step(13):
+        pass
+    assert table.overlay is None and table.base == model
