@@ -144,10 +144,18 @@ async def test_a_failed_commit_leaves_no_metadata_and_names_the_file(
 async def test_a_failed_state_write_names_the_file(
     file_storage: FileCheckpointStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def denied(fd: int) -> None:
+    closed: list[int] = []
+    real_close = os.close
+
+    def denied(fd: int) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(filesystem_module, "_fsync", denied)
+    def close(fd: int) -> None:
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(os, "fsync", denied)
+    monkeypatch.setattr(os, "close", close)
     path = file_storage.job_dir / "chk-1" / "count-0"
     with pytest.raises(
         StorageNotWritableError,
@@ -156,6 +164,7 @@ async def test_a_failed_state_write_names_the_file(
     ) as info:
         await file_storage.write_state(1, "count-0", [b"abc"])
     assert isinstance(info.value.__cause__, PermissionError)
+    assert len(closed) == 1  # the descriptor was closed on the way out
 
 
 async def test_a_leftover_temporary_from_a_crash_is_ignored(
@@ -298,21 +307,24 @@ def test_job_ids_that_cannot_name_a_folder(tmp_path: Path, job_id: str) -> None:
         FileCheckpointStorage(tmp_path, job_id)
 
 
-async def test_a_cancelled_write_leaves_a_partial_file_that_discard_removes(
+async def test_a_write_cancelled_in_its_thread_completes_and_discard_removes_it(
     file_storage: FileCheckpointStorage,
 ) -> None:
     await file_storage.initialize()
     with anyio.CancelScope() as scope:
 
-        def chunks() -> Iterator[bytes]:
+        def chunks() -> Iterator[bytes]:  # consumed in the write's worker thread
             yield b"a" * (2 << 20)
-            scope.cancel()  # cancelled between two writes
+            anyio.from_thread.run_sync(scope.cancel)  # cancelled between two writes
             yield b"b" * (2 << 20)
 
         await file_storage.write_state(1, "count-0", chunks())
+        await anyio.lowlevel.checkpoint()  # the cancellation lands here
     assert scope.cancelled_caught
     gc.collect()  # an unclosed file would warn (ResourceWarning, an error here) now
     assert names(file_storage.job_dir / "chk-1") == ["count-0"]
+    data = (file_storage.job_dir / "chk-1" / "count-0").read_bytes()
+    assert data == b"a" * (2 << 20) + b"b" * (2 << 20)  # written to its end
     assert file_storage.list_completed() == []
     await file_storage.discard(1)
     assert names(file_storage.job_dir) == ["shared", "taskowned"]
