@@ -36,8 +36,14 @@ __all__ = ["SharedFiles", "copy_with_crc"]
 _COPY_BLOCK: Final = 1 << 20
 
 
-def copy_with_crc(source: Path, target: Path) -> tuple[int, str]:
-    """Copy ``source`` to ``target`` (fsynced); return its size and crc32. Blocks."""
+def copy_with_crc(source: Path, target: Path, *, durable: bool = True) -> tuple[int, str]:
+    """Copy ``source`` to ``target``; return its size and crc32. Blocks.
+
+    Args:
+        source: The file to copy.
+        target: The copy.
+        durable: Whether to fsync the copy (uploads); a restore's scratch copy need not.
+    """
     size = 0
     crc = 0
     with open(source, "rb") as reader, open(target, "wb") as writer:
@@ -45,8 +51,9 @@ def copy_with_crc(source: Path, target: Path) -> tuple[int, str]:
             crc = zlib.crc32(block, crc)
             size += len(block)
             writer.write(block)
-        writer.flush()
-        os.fsync(writer.fileno())
+        if durable:
+            writer.flush()
+            os.fsync(writer.fileno())
     return size, f"{crc:08x}"
 
 

@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-from rocksdict import Checkpoint, Options, Rdict, WriteOptions
+from rocksdict import (
+    Checkpoint,
+    DBCompactionStyle,
+    Options,
+    Rdict,
+    UniversalCompactOptions,
+    WriteOptions,
+)
 
 from storage.descriptors import StateDescriptor, StateKind
 from storage.errors import StateError
@@ -51,6 +58,9 @@ KIND_ROW: Final = b"k"
 
 STASH_ROW: Final = b"s"
 """Default column family: ``s<key group><name length><name><seq>`` -> encoded entries."""
+
+ROW_CACHE: Final = 1 << 16
+"""Keys whose row key a backend remembers."""
 
 _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
@@ -70,6 +80,15 @@ def _options() -> Options:
     options.set_write_buffer_size(16 << 20)
     options.set_target_file_size_base(16 << 20)
     options.set_max_background_jobs(2)
+    # Universal compaction merges sorted runs of similar size: the small files that each
+    # checkpoint's flush adds are merged among themselves, and the big run is rewritten
+    # only when the small ones outgrow it. With levelled compaction every L0 -> L1
+    # compaction rewrites the whole of L1 (the changed keys of an interval are spread
+    # over every key group), so an incremental checkpoint after it uploads everything.
+    options.set_compaction_style(DBCompactionStyle.universal())
+    universal = UniversalCompactOptions()
+    universal.max_size_amplification_percent = 200
+    options.set_universal_compaction_options(universal)
     return options
 
 
@@ -172,6 +191,7 @@ class RocksDBKeyedStateBackend:
         self.current_key: Hashable | None = None
         self._row_key: Any = None
         self._row: bytes | None = None
+        self._rows: dict[Hashable, bytes] = {}
         self._registered: dict[str, _Registered] = {}
         self._stash_seq = 0
         # Local SST name -> its file in the job's shared folder, from the last snapshot
@@ -200,10 +220,20 @@ class RocksDBKeyedStateBackend:
         return self.row_of(key)
 
     def row_of(self, key: Hashable) -> bytes:
-        """The row key of ``key``: key group, length, stable encoding."""
+        """The row key of ``key``: key group, length, stable encoding.
+
+        Remembered for the last :data:`ROW_CACHE` keys seen (hashing and encoding a key
+        costs more than the RocksDB lookup); keys that compare equal have equal rows, so
+        the cache cannot confuse them.
+        """
         if key is self._row_key and self._row is not None:
             return self._row
-        row = row_prefix(stable_hash(key) % self.max_parallelism, key)
+        rows = self._rows
+        row = rows.get(key)
+        if row is None:
+            if len(rows) >= ROW_CACHE:
+                rows.clear()
+            row = rows[key] = row_prefix(stable_hash(key) % self.max_parallelism, key)
         self._row_key, self._row = key, row
         return row
 

@@ -46,6 +46,9 @@ class RocksDBFile(msgspec.Struct, frozen=True, array_like=True):
         size: Its size in bytes.
         checksum: Its zlib crc32, 8 lowercase hex digits.
         shared: Whether it is in the job's shared folder.
+        offset: Where it starts in the file at ``path``, for the small files that are
+            written together as one state file (one write, one fsync); -1 when it is
+            the whole file.
     """
 
     name: str
@@ -53,6 +56,7 @@ class RocksDBFile(msgspec.Struct, frozen=True, array_like=True):
     size: NonNegative
     checksum: str
     shared: bool = False
+    offset: int = -1
 
 
 class RocksDBStateHandle(msgspec.Struct, frozen=True, tag="rocksdb"):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from storage.checkpoint.errors import CheckpointNotFoundError
 from storage.checkpoint.layout import checkpoint_folder
-from storage.checkpoint.metadata import SharedFileHandle, StateHandle, verify_state
+from storage.checkpoint.metadata import SharedFileHandle, StateHandle, crc32_hex, verify_state
 from storage.checkpoint.shared_files import copy_with_crc
 from storage.keyed_format import decode_key_group
 from storage.rocksdb.backend import (
@@ -128,10 +128,18 @@ def fetch_handle(handle: RocksDBStateHandle, folder: Path, target: Path, state_d
             except OSError:
                 shutil.copyfile(local / file.name, target / file.name)
         return True
+    bundles: dict[str, bytes] = {}
     for file in handle.files:
         source = folder / file.path
         try:
-            size, checksum = copy_with_crc(source, target / file.name)
+            if file.offset < 0:
+                size, checksum = copy_with_crc(source, target / file.name, durable=False)
+            else:  # one of the small files written together
+                if file.path not in bundles:
+                    bundles[file.path] = source.read_bytes()
+                data = bundles[file.path][file.offset : file.offset + file.size]
+                (target / file.name).write_bytes(data)
+                size, checksum = len(data), crc32_hex(data)
         except FileNotFoundError as error:
             raise CheckpointNotFoundError(str(source), "RocksDB state file") from error
         verify_state(StateHandle(file.path, file.size, file.checksum), size, checksum, str(source))

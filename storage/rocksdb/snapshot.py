@@ -25,12 +25,13 @@ with local recovery, keeps it as the local copy of the snapshot (the two newest 
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from storage.checkpoint.filesystem import FileCheckpointStorage
-from storage.checkpoint.metadata import SharedFileHandle
+from storage.checkpoint.metadata import SharedFileHandle, crc32_hex
 from storage.checkpoint.savepoint import SavepointStorage
 from storage.descriptors import (
     ListStateDescriptor,
@@ -138,6 +139,7 @@ class RocksDBSnapshot:
         files: list[RocksDBFile] = []
         shared: list[SharedFileHandle] = []
         uploaded: dict[str, SharedFileHandle] = {}
+        small: list[Path] = []
         reused = False
         for path in sorted(self.folder.iterdir()):
             name = path.name
@@ -159,11 +161,27 @@ class RocksDBSnapshot:
                     )
                 )
                 continue
+            if name.endswith(".sst"):  # a native savepoint: every file in its folder
+                state = await storage.write_state(
+                    checkpoint_id, f"rocksdb-{self.snapshot_id[:16]}-{name}", _read_blocks(path)
+                )
+                self.uploaded_bytes += state.size
+                files.append(RocksDBFile(name, state.path, state.size, state.checksum))
+            else:
+                small.append(path)
+        if small:
+            # MANIFEST, CURRENT, OPTIONS, ...: kilobytes, written as one file.
+            contents = [path.read_bytes() for path in small]
             state = await storage.write_state(
-                checkpoint_id, f"rocksdb-{self.snapshot_id[:16]}-{name}", _read_blocks(path)
+                checkpoint_id, f"rocksdb-{self.snapshot_id[:16]}-files", contents
             )
             self.uploaded_bytes += state.size
-            files.append(RocksDBFile(name, state.path, state.size, state.checksum))
+            offset = 0
+            for path, data in zip(small, contents, strict=True):
+                files.append(
+                    RocksDBFile(path.name, state.path, len(data), crc32_hex(data), offset=offset)
+                )
+                offset += len(data)
         if not savepoint:
             backend.uploaded = uploaded
             backend.uploaded_job_dir = storage.job_dir
@@ -250,7 +268,7 @@ class RocksDBSnapshot:
     def release(self) -> None:
         """Close and delete the checkpoint folder, or keep it as the local copy.
 
-        Idempotent; blocks on deleting the folder's links (O(files)).
+        Idempotent; never blocks: folders are deleted by a background thread.
         """
         if self._released:
             return
@@ -258,13 +276,22 @@ class RocksDBSnapshot:
         if self._heap is not None:
             self._heap.release()
         backend = self.backend
+        doomed = []
         if self.handle is not None and backend.local_recovery and not self.canonical:
             backend.local_copies.append(self.folder)
             while len(backend.local_copies) > LOCAL_COPIES_KEPT:
-                shutil.rmtree(backend.local_copies.pop(0), ignore_errors=True)
+                doomed.append(backend.local_copies.pop(0))
         else:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            doomed.append(self.folder)
+        # Unlinking the last link of a compacted-away SST frees its blocks: tens of
+        # milliseconds for a large state, so not on the event loop.
+        threading.Thread(target=_remove_folders, args=(doomed,), daemon=True).start()
 
     def fold_step(self, max_entries: int = 0) -> bool:
         """Nothing to fold back (RocksDB needs no copy-on-write): always True."""
         return True
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)

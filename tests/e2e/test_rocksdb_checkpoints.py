@@ -12,6 +12,7 @@ into a RocksDB job, a canonical one of a RocksDB job into a heap job and back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from runtime.errors import ConfigError
 from storage.checkpoint.recovery import load_metadata_file
 from storage.checkpoint.shared_files import shared_names
 
-RECORDS = 6_000
+RECORDS = 8_000
 KEYS = 12
 
 
@@ -59,6 +60,7 @@ class AllKinds(KeyedProcessFunction[int, tuple[int, int, int, int, int]]):
         return [(value % KEYS, count, self.total.get(), len(recent), sum(self.parity.values()))]
 
 
+@functools.cache
 def expected() -> dict[int, tuple[int, int, int, int, int]]:
     out = {}
     for key in range(KEYS):
@@ -110,7 +112,7 @@ async def test_resume_checkpoint_manually_three_times(tmp_path: Path) -> None:
     checkpoints = tmp_path / "checkpoints"
     restore: str | None = None
     for _ in range(3):
-        env = make_env(checkpoints, rate=4_000, incremental_checkpoints=True)
+        env = make_env(checkpoints, rate=2_000, incremental_checkpoints=True)
         client: JobClient = await env.start("resumed", restore_from=restore)
         for _ in range(3):
             completed = await client.trigger_checkpoint()
@@ -142,7 +144,7 @@ async def test_resume_checkpoint_manually_three_times(tmp_path: Path) -> None:
 async def test_savepoints_restore_across_backends(
     tmp_path: Path, first: str, then: str, format: SavepointFormat
 ) -> None:
-    client = await make_env(tmp_path / "a", first, rate=4_000).start("savepoint")
+    client = await make_env(tmp_path / "a", first, rate=2_000).start("savepoint")
     await client.trigger_checkpoint()
     savepoint = await client.trigger_savepoint(tmp_path / "savepoints", format=format)
     client.cancel()
@@ -164,7 +166,7 @@ def test_state_backend_option_is_validated_when_the_job_is_built() -> None:
 
 
 async def test_local_recovery_restores_a_restarted_job(tmp_path: Path) -> None:
-    env = make_env(tmp_path / "c", rate=4_000, local_recovery=True, state_dir=tmp_path / "s")
+    env = make_env(tmp_path / "c", rate=2_000, local_recovery=True, state_dir=tmp_path / "s")
     client = await env.start("local")
     completed = await client.trigger_checkpoint()
     client.cancel()
