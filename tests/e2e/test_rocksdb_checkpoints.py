@@ -70,9 +70,15 @@ def expected() -> dict[int, tuple[int, int, int, int, int]]:
 
 
 def make_env(
-    checkpoints: Path, backend: str = "rocksdb", rate: float | None = None, **options: Any
+    checkpoints: Path,
+    backend: str = "rocksdb",
+    rate: float | None = None,
+    parallelism: int = 2,
+    **options: Any,
 ) -> StreamEnvironment:
-    env = StreamEnvironment(parallelism=2, max_parallelism=32, state_backend=backend, **options)
+    env = StreamEnvironment(
+        parallelism=parallelism, max_parallelism=32, state_backend=backend, **options
+    )
     env.enable_checkpointing(
         3600.0,  # triggered by hand
         storage=f"file://{checkpoints}",
@@ -99,8 +105,11 @@ def checkpoint_folders(root: Path) -> Iterator[Path]:
     return (path.parent for path in sorted(root.glob("*/chk-*/_metadata")))
 
 
-async def run_to_end(checkpoints: Path, restore: str | None, backend: str = "rocksdb") -> None:
-    result = await make_env(checkpoints, backend).execute("to the end", restore_from=restore)
+async def run_to_end(
+    checkpoints: Path, restore: str | None, backend: str = "rocksdb", parallelism: int = 2
+) -> None:
+    env = make_env(checkpoints, backend, parallelism=parallelism)
+    result = await env.execute("to the end", restore_from=restore)
     got = last_per_key(result.collected["out"])
     want = expected()
     assert got, "the restored job processed nothing"
@@ -152,6 +161,16 @@ async def test_savepoints_restore_across_backends(
     moved = tmp_path / "moved"
     await anyio.Path(savepoint).rename(moved)  # a savepoint is self-contained
     await run_to_end(tmp_path / "b", str(moved), then)
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+async def test_incremental_checkpoints_restore_rescaled(tmp_path: Path, parallelism: int) -> None:
+    client = await make_env(tmp_path / "a", rate=2_000).start("rescale")
+    for _ in range(2):
+        completed = await client.trigger_checkpoint()
+    client.cancel()
+    await client.wait()
+    await run_to_end(tmp_path / "b", completed.pointer, parallelism=parallelism)
 
 
 def test_state_backend_option_is_validated_when_the_job_is_built() -> None:
