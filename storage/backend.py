@@ -117,7 +117,7 @@ def create_keyed_backend(
 
 
 def restore_keyed_backend(
-    backend: KeyedStateBackend, blobs: Iterable[tuple[int, bytes]], pointer: str | None
+    backend: KeyedStateBackend, blobs: Iterable[tuple[int, bytes | memoryview]], pointer: str | None
 ) -> None:
     """Restore ``backend`` from the key-group blobs of checkpoint ``pointer``."""
     from storage.keyed_state import HeapKeyedStateBackend

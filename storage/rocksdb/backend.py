@@ -359,7 +359,7 @@ class RocksDBKeyedStateBackend:
         return RocksDBSnapshot(self, snapshot_id, folder, canonical=canonical)
 
     def restore(
-        self, key_group_blobs: Iterable[tuple[int, bytes]], pointer: str | None = None
+        self, key_group_blobs: Iterable[tuple[int, bytes | memoryview]], pointer: str | None = None
     ) -> None:
         """Load the key groups of this backend's range, from either snapshot format.
 

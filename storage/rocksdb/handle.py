@@ -81,9 +81,9 @@ _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final = msgspec.msgpack.Decoder(RocksDBStateHandle)
 
 
-def is_native(blob: bytes) -> bool:
+def is_native(blob: bytes | memoryview) -> bool:
     """Whether ``blob`` is a native handle rather than a key-group blob."""
-    return blob[: len(NATIVE_MAGIC)] == NATIVE_MAGIC
+    return bytes(blob[: len(NATIVE_MAGIC)]) == NATIVE_MAGIC
 
 
 def encode_handle(handle: RocksDBStateHandle) -> bytes:
@@ -91,7 +91,7 @@ def encode_handle(handle: RocksDBStateHandle) -> bytes:
     return NATIVE_MAGIC + _encoder.encode(handle)
 
 
-def decode_handle(blob: bytes, where: str) -> RocksDBStateHandle:
+def decode_handle(blob: bytes | memoryview, where: str) -> RocksDBStateHandle:
     """Decode a native blob.
 
     Raises:

@@ -50,7 +50,7 @@ __all__ = ["fetch_handle", "local_copy_valid", "restore_backend"]
 
 def restore_backend(
     backend: RocksDBKeyedStateBackend,
-    key_group_blobs: Iterable[tuple[int, bytes]],
+    key_group_blobs: Iterable[tuple[int, bytes | memoryview]],
     pointer: str | None,
 ) -> None:
     """Restore ``backend`` from blobs of either format; see the module docstring."""
