@@ -26,8 +26,8 @@ How the I/O is done, and why (2-core VM, CPython 3.11, medians of a few hundred 
   finished (or failed) before the cancellation reaches the coordinator and never goes
   on behind its back.
 * ``initialize``, ``discard`` and ``load`` are one ``anyio`` hop each, for the same
-  reasons; ``read_state`` is three aiofiles calls (``open``, ``read``, ``close``) and
-  checks the crc32 on the loop in steps of 4 MiB with a yield between them.
+  reasons; ``read_state`` is one hop too, in which the file is read while a helper
+  thread computes its crc32 (:mod:`storage.checkpoint.verified_read`).
 
 State files are fsynced before ``write_state`` returns and the folders are fsynced on
 commit, so a completed checkpoint survives a power failure. An ``OSError`` while writing
@@ -47,12 +47,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
-import aiofiles
-import aiofiles.os
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
-from aiofiles.threadpool.binary import AsyncBufferedIOBase, AsyncBufferedReader
 
 from storage.checkpoint.errors import (
     CheckpointNotFoundError,
@@ -79,14 +75,12 @@ from storage.checkpoint.metadata import (
 from storage.checkpoint.recovery import completed_checkpoint_ids, load_metadata_file
 from storage.checkpoint.shared_files import SharedFiles
 from storage.checkpoint.storage import check_commit
+from storage.checkpoint.verified_read import read_with_crc32
 
 __all__ = ["WRITE_BATCH_BYTES", "FileCheckpointStorage"]
 
 WRITE_BATCH_BYTES: Final = 1 << 20
 """Small chunks are joined into writes of up to this many bytes (larger ones go alone)."""
-
-_CRC_STEP: Final = 4 << 20
-"""Bytes checksummed on the event loop between two yields when reading a state file."""
 
 
 class FileCheckpointStorage:
@@ -211,11 +205,12 @@ class FileCheckpointStorage:
         await anyio.to_thread.run_sync(_discard, self.checkpoint_dir(checkpoint_id))
         await self.shared_files.release(checkpoint_id)
 
-    async def read_state(self, pointer: str, handle: StateHandle) -> bytes:
+    async def read_state(self, pointer: str, handle: StateHandle) -> bytes | memoryview:
         """Read one state file of a checkpoint or savepoint, verified by size and crc32.
 
-        Three aiofiles calls (open, read, close); the checksum is computed on the event
-        loop in steps of 4 MiB with a yield between them.
+        One worker-thread hop, which reads the file while a helper thread computes its
+        crc32 (see :mod:`storage.checkpoint.verified_read`); nothing runs on the event
+        loop. A cancelled read runs to its end in its thread first.
 
         Args:
             pointer: The checkpoint's folder (from ``commit``) or a savepoint's folder,
@@ -223,7 +218,7 @@ class FileCheckpointStorage:
             handle: The file's handle, from the metadata.
 
         Returns:
-            The file's bytes.
+            The file's bytes, as a read-only memoryview (slices of it are not copies).
 
         Raises:
             CheckpointNotFoundError: If the file does not exist; names it.
@@ -233,12 +228,7 @@ class FileCheckpointStorage:
         """
         path = state_file_path(checkpoint_folder(pointer), handle.path)
         try:
-            with anyio.CancelScope(shield=True):  # as in write_state, and buffered too
-                f = await aiofiles.open(path, "rb")
-            try:
-                data = await f.read()
-            finally:
-                await _close(f)
+            data, crc = await anyio.to_thread.run_sync(read_with_crc32, path)
         except (FileNotFoundError, NotADirectoryError) as error:
             raise CheckpointNotFoundError(str(path), "checkpoint state file") from error
         except OSError as error:
@@ -246,12 +236,6 @@ class FileCheckpointStorage:
                 f"cannot read checkpoint state file {path}: {error.strerror or error}; "
                 f"fix its permissions or restore from another checkpoint"
             ) from error
-        crc = 0
-        view = memoryview(data)
-        for start in range(0, len(view), _CRC_STEP):
-            if start:
-                await anyio.lowlevel.checkpoint()
-            crc = zlib.crc32(view[start : start + _CRC_STEP], crc)
         verify_state(handle, len(data), f"{crc:08x}", str(path))
         return data
 
@@ -274,18 +258,6 @@ class FileCheckpointStorage:
         Blocks on one directory scan: for startup and recovery, not the hot path.
         """
         return completed_checkpoint_ids(self.job_dir)
-
-
-async def _close(file: AsyncBufferedIOBase | AsyncBufferedReader) -> None:
-    """Close an aiofiles file even if the caller is being cancelled.
-
-    An anyio cancellation is delivered again at every await inside the cancelled scope,
-    so an unshielded close would itself be cancelled and leak the file. (The ``open``
-    hop is shielded for the same reason: cancelled, it would leave the file it opens in
-    the worker thread with no owner.)
-    """
-    with anyio.CancelScope(shield=True):
-        await file.close()
 
 
 def _batches(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:

@@ -100,7 +100,7 @@ class CheckpointStorage(Protocol):
         """
         ...
 
-    async def read_state(self, pointer: str, handle: StateHandle) -> bytes:
+    async def read_state(self, pointer: str, handle: StateHandle) -> bytes | memoryview:
         """Read one state file of a completed checkpoint, verified by size and crc32.
 
         Args:
@@ -108,7 +108,7 @@ class CheckpointStorage(Protocol):
             handle: The file's handle, from the checkpoint's metadata.
 
         Returns:
-            The file's bytes.
+            The file's bytes (a read-only memoryview where that saves a copy).
 
         Raises:
             CheckpointNotFoundError: If the file does not exist; names it.
