@@ -58,6 +58,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.registry.register(checkpoint, names)
         for name in names:
             self.model.setdefault(name, set()).add(checkpoint)
+            self.deleted.discard(name)  # a completed checkpoint's metadata names it
 
     @rule(checkpoint=CHECKPOINTS)
     def release(self, checkpoint: int) -> None:
@@ -79,7 +80,7 @@ class RegistryMachine(RuleBasedStateMachine):
 
 
 TestRegistryMachine = RegistryMachine.TestCase
-TestRegistryMachine.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+TestRegistryMachine.settings = settings(max_examples=60, stateful_step_count=25, deadline=None)
 
 
 def _metadata(
