@@ -81,7 +81,9 @@ def restore_backend(
         and (only.key_group_start, only.key_group_end) == (kgs.start, kgs.end)
     ):
         target = Path(tempfile.mkdtemp(prefix="rocksdb-", dir=backend.state_dir))
-        fetch_handle(only, folder, target, backend.state_dir)
+        if fetch_handle(only, folder, target, backend.state_dir) and backend.local_recovery:
+            # Adopt the local copy: deleted once two newer snapshots are kept.
+            backend.local_copies.append(backend.state_dir / f"local-{only.snapshot_id}")
         backend.reopen(target)
         _remember_uploads(backend, only, folder)
         return
