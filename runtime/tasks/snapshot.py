@@ -5,8 +5,10 @@ it never calls back into the task's loop.
 
 * **Synchronous part** (``begin``): each operator's ``snapshot_state`` (user hooks,
   then a copy-on-write snapshot of its keyed state and an encoded copy of its
-  operator state) and, for sources, the reader's split positions. Its cost does not
-  grow with the keyed state.
+  operator state) and, for sources, the reader's split positions; then the size of
+  the heap keyed state goes to the state freezer (:mod:`runtime.tasks.collector`), which
+  keeps large state out of the cyclic garbage collector's walks. Its cost does not grow
+  with the keyed state.
 * **Channel state** (unaligned checkpoints): records the task adds with ``add_input``
   (input channel state, per input channel) and ``add_output`` (output channel state,
   per output channel), until ``input_complete``.
@@ -40,12 +42,13 @@ from runtime.checkpoint.events import (
     SubtaskCheckpointMetrics,
 )
 from runtime.checkpoint.ids import CheckpointId, TaskId
+from runtime.tasks.collector import STATE_FREEZER
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
-from storage import serializer_for
+from storage import HeapSnapshot, serializer_for
 from storage.checkpoint import CheckpointStorage, SavepointStorage, StateFrame, encode_frame
 from storage.checkpoint.metadata import SharedFileHandle
 
-ENCODE_CHUNK = 4096
+ENCODE_CHUNK = 2048
 """Keyed state entries encoded between two yields to the event loop."""
 
 
@@ -147,6 +150,15 @@ class TaskCheckpointing:
         except BaseException:
             snapshot.release()
             raise
+        # Large heap state leaves the cyclic collector's walks (its overlays too, made
+        # just now): see runtime.tasks.collector. O(states).
+        STATE_FREEZER.on_snapshot(
+            sum(
+                op.keyed.table_entries()
+                for op in snapshot.operators
+                if isinstance(op.keyed, HeapSnapshot)
+            )
+        )
         snapshot.sync_duration = time.perf_counter() - started
         self.pending[barrier.checkpoint_id] = snapshot
         return snapshot

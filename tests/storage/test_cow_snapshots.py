@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 from collections.abc import Hashable
 from typing import Any
 
@@ -626,3 +627,25 @@ def test_view_taken_during_writes_over_many_shards_sees_its_frozen_contents(
     while not table.fold_step(13):
         pass
     assert table.overlay is None and table.base == model
+
+
+def test_overlay_shards_are_tracked_by_the_collector_from_birth() -> None:
+    # So that the runtime's state freezer, called right after the snapshot's sync part,
+    # freezes them while they are still empty (see runtime.tasks.collector).
+    layer = Layer()
+    assert all(gc.is_tracked(shard) for shard in layer.shards)
+    assert all(gc.is_tracked(shard) for shard in layer.copy().shards)
+
+
+def test_table_entries_counts_the_bases_cheaply() -> None:
+    backend = HeapKeyedStateBackend(128, KeyGroupRange.of(128))
+    state = backend.get_state(ValueStateDescriptor("v"))
+    for key in range(300):
+        backend.set_current_key(key)
+        state.update(key)
+    snapshot = backend.snapshot()
+    backend.set_current_key(1000)
+    state.update(1)  # in the overlay: not counted
+    assert snapshot.table_entries() == 300
+    snapshot.release()
+    assert snapshot.table_entries() == 300
