@@ -27,11 +27,14 @@ snapshot takes in what grew since.
 
 The price, and its bound. A frozen object that becomes cyclic garbage is not collected
 while it is frozen (acyclic garbage is freed by reference counting as usual). So the
-freezer unfreezes everything once :data:`MAX_FROZEN_SECONDS` have passed since it first
-froze: the next full collection walks the whole heap once (one stall of the old kind
-every ten minutes instead of every few seconds) and reclaims what died, and the freezer
-freezes again only after that collection has run. So nothing is kept for good, and a
-process that runs job after job gets the memory of finished jobs back within that time.
+freezer unfreezes everything at the first snapshot (of any subtask of any job in the
+process) once :data:`MAX_FROZEN_SECONDS` have passed since it first froze: the next full
+collection walks the whole heap once (one stall of the old kind every ten minutes
+instead of every few seconds) and reclaims what died, and the freezer freezes again only
+after that collection has run. While snapshots go on nothing stays frozen much longer
+than that; a process whose checkpointing jobs have all ended keeps what is frozen until
+another snapshot, or until it calls ``gc.unfreeze()`` itself (a hook at the end of a
+job would be the place to unfreeze; the runtime has none in this module's reach).
 
 The freezer stays out of the way of a program that manages the collector itself: it
 does nothing while the collector is disabled, or while objects it did not freeze are
