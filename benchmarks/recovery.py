@@ -98,7 +98,7 @@ class Probe:
         return self
 
 
-class KeepValue(KeyedProcessFunction):
+class KeepValue(KeyedProcessFunction[int, Any]):
     """Gives each new key its value; reports to the probe; raises once when told to."""
 
     def __init__(self, keys: int, value_bytes: int, probe: Probe) -> None:
