@@ -64,9 +64,7 @@ def _check_storage(spec: str) -> None:
 def _check_state_backend(config: ExecutionConfig) -> None:
     if config.state_backend not in STATE_BACKENDS:
         allowed = ", ".join(repr(name) for name in STATE_BACKENDS)
-        raise ConfigError(
-            f"state_backend must be one of {allowed}, got {config.state_backend!r}"
-        )
+        raise ConfigError(f"state_backend must be one of {allowed}, got {config.state_backend!r}")
     for option in ("incremental_checkpoints", "local_recovery"):
         if not isinstance(getattr(config, option), bool):
             raise ConfigError(f"{option} must be True or False, got {getattr(config, option)!r}")
