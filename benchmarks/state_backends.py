@@ -17,8 +17,9 @@ Three parts, each with its variants interleaved (ABBA) over ``--repeats`` rounds
   registry), as a job would.
 * **restore**, of the last incremental checkpoint: *read* (read every file it refers to:
   the floor), *restore* (a new backend fetches the files from the checkpoint storage,
-  checks their crc32 and opens RocksDB), *restore-local* (from the task-local copy, hard
-  links). The files are in the page cache (the checkpoint was just written).
+  hard links on one file system, checks their crc32 and opens RocksDB), *restore-local*
+  (from the task-local copy, hard links). The files are in the page cache (the
+  checkpoint was just written).
 * **throughput**: the keyed count job of ``benchmarks.throughput`` (source -> map ->
   key_by -> reduce -> sink, parallelism 1) on ``state_backend="heap"`` and ``"rocksdb"``.
 
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "| restore (files in page cache) | time | / read |",
         "|---|---:|---:|",
         f"| read every file | {restore['read'].median * 1e3:.0f} ms | 1.00 |",
-        f"| restore from checkpoint storage (copy, crc32, open) "
+        f"| restore from checkpoint storage (hard links, crc32 read, open) "
         f"| {restore['restore'].median * 1e3:.0f} ms | {restore_ratio['ratio']:.2f} |",
         f"| restore from the local copy (hard links, open) "
         f"| {restore['restore_local'].median * 1e3:.0f} ms | {local_ratio['ratio']:.2f} |",
