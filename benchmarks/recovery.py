@@ -27,10 +27,12 @@ Then, interleaved, several rounds of:
   the job restarts from that checkpoint. Measured from the raise to the first record the
   restarted keyed function processes: cancel, restart decision, load, deploy, open.
 
-Each measurement starts with the checkpoint's files evicted from the page cache
-(``posix_fadvise(DONTNEED)`` on each of them, nothing else), so reads come from the disk
-as after a machine restart; ``--warm`` keeps them cached instead. The *failure* path
-reads the checkpoint its own run has just written, cached, as a real restart would.
+Each measurement starts after a full garbage collection (a job's state is freed by the
+cyclic collector: the next measurement must not pay for it) and with the checkpoint's
+files evicted from the page cache (``posix_fadvise(DONTNEED)`` on each of them, nothing
+else), so reads come from the disk as after a machine restart; ``--warm`` keeps them
+cached instead. The *failure* path reads the checkpoint its own run has just written,
+cached, as a real restart would.
 
     python -m benchmarks.recovery            # 10k, 100k, 1M keys and ~100 MB; 5 rounds
     python -m benchmarks.recovery --quick    # 10k and 100k keys, 2 rounds
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import shutil
 import tempfile
@@ -232,7 +235,18 @@ def evict(files: list[Path]) -> None:
 # -- the measurements ----------------------------------------------------------------------
 
 
+def settle() -> None:
+    """Collect the garbage of the previous measurement before the next one starts.
+
+    A job's keyed state hangs in reference cycles (backend, state handles, user
+    function) that only the cyclic collector frees: without this, whichever measurement
+    comes next pays for freeing the previous one's million entries.
+    """
+    gc.collect()
+
+
 def measure_read(subject: Subject, warm: bool) -> float:
+    settle()
     if not warm:
         evict(subject.files)
     start = time.perf_counter()
@@ -244,6 +258,7 @@ def measure_read(subject: Subject, warm: bool) -> float:
 
 def measure_load(subject: Subject, warm: bool) -> float:
     """``load_checkpoint`` and a ``Deployment`` built from it."""
+    settle()
     env = make_env(
         subject.folder.parent.parent, subject.keys, subject.value_bytes, Probe("first record"), 60
     )
@@ -264,6 +279,7 @@ def measure_load(subject: Subject, warm: bool) -> float:
 def measure_restore(subject: Subject, scratch: Path, warm: bool) -> tuple[float, float]:
     """From ``env.start(restore_from=...)`` to the first record processed, and to all
     restored state decoded (seen at the first record processed after that)."""
+    settle()
     probe = Probe("first record")
     env = make_env(scratch, subject.keys, subject.value_bytes, probe, interval=3600)
     if not warm:
@@ -283,6 +299,7 @@ def measure_restore(subject: Subject, scratch: Path, warm: bool) -> tuple[float,
 
 def measure_failure(subject: Subject, scratch: Path) -> float:
     """From an injected failure to the first record processed after the restart."""
+    settle()
     probe = Probe("resumed")
     env = make_env(scratch, subject.keys, subject.value_bytes, probe, interval=0.1)
 

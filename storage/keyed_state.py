@@ -29,7 +29,7 @@ meanwhile carries the groups still encoded, unchanged.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
-from typing import Final, overload
+from typing import Final, cast, overload
 
 from storage.descriptors import (
     ListStateDescriptor,
@@ -52,7 +52,7 @@ from storage.keyed_snapshot import (
     value_columns,
 )
 from storage.keygroups import KeyGroupRange, validate_max_parallelism
-from storage.restoring import RestoringState
+from storage.restoring import RestoringHandle, RestoringState
 from storage.state import ListState, MapState, ReducingState, State, ValueState
 from storage.state_table import StateTable, TableView
 
@@ -201,7 +201,7 @@ class HeapKeyedStateBackend:
                 columns,
                 self.max_parallelism,
                 groups,
-                handle,  # type: ignore[arg-type]  # every heap handle has ``restoring``
+                cast(RestoringHandle, handle),  # every heap handle has ``restoring``
             )
             # Decode one key group now: a declared type that no longer fits the stored
             # values fails at registration, in ``open``, rather than at some record.

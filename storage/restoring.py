@@ -2,11 +2,12 @@
 
 A restore hands the heap backend (:mod:`storage.keyed_state`) the encoded batches of each
 state, by key group. Decoding them all when the operator registers the state (in its
-``open``) would hold the subtask for as long as decoding every key and value takes
-(about 0.3 s per million entries on the 2-core VM): the first record would wait for it.
-Instead the backend gives a registered state a :class:`RestoringState` holding the key
-groups not decoded yet, and a key group is decoded whole, with one decoder call per
-column and one dict update per batch:
+``open``) would hold the subtask for as long as decoding every key and value and
+loading them into the table's dict takes (0.4 to 0.6 s per million entries on the 2-core
+VM, most of it the dict inserts): the first record would wait for all of it. Instead the
+backend gives a registered state a :class:`RestoringState` holding the key groups not
+decoded yet, and a key group is decoded whole, with one decoder call per column and one
+dict update per batch:
 
 * on the first access to one of its keys: the state handles of :mod:`storage.heap_state`
   call :meth:`RestoringState.load` before a write, a removal or a read that found no
@@ -22,6 +23,12 @@ still encoded beside the table's frozen view: together they are every entry.
 
 When the last group is decoded the state handles drop their reference to this object,
 and their accesses are as cheap as those of a state that was never restored.
+
+This moves the decoding off the path to the first record; it does not make it cheaper.
+Records whose keys are spread over all key groups decode most groups within their first
+few hundred records (each first access pays for its whole group), so the time until all
+state is decoded stays about what a full decode costs (``benchmarks/recovery.py``
+reports both).
 """
 
 from __future__ import annotations
