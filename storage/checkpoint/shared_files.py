@@ -31,7 +31,7 @@ from storage.checkpoint.metadata import CheckpointMetadata, SharedFileHandle
 from storage.checkpoint.recovery import completed_checkpoint_ids, load_metadata_file
 from storage.checkpoint.shared_registry import SharedStateRegistry
 
-__all__ = ["SharedFiles", "copy_with_crc"]
+__all__ = ["SharedFiles", "copy_with_crc", "write_batch"]
 
 _COPY_BLOCK: Final = 1 << 20
 
@@ -55,6 +55,59 @@ def copy_with_crc(source: Path, target: Path, *, durable: bool = True) -> tuple[
             writer.flush()
             os.fsync(writer.fileno())
     return size, f"{crc:08x}"
+
+
+def write_batch(
+    copies: list[tuple[Path, Path]],
+    bundle: tuple[Path, list[Path]] | None,
+    folder: Path,
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """Copy files and write a bundle of small files, then sync them all. Blocks.
+
+    Each file is written without a sync, then every one is ``fsync``-ed and, if any
+    copy was made, ``folder`` (the copies' folder) too: one pass of waits at the end
+    instead of one per file, while the kernel writes the earlier files back during the
+    later writes.
+
+    Returns:
+        ``(size, crc32)`` of each copy, and of each small file of the bundle.
+
+    Raises:
+        StorageNotWritableError: If a file cannot be written; names it.
+    """
+    written: list[Path] = []
+    copied: list[tuple[int, str]] = []
+    parts: list[tuple[int, str]] = []
+    target = folder
+    try:
+        for source, target in copies:
+            copied.append(copy_with_crc(source, target, durable=False))
+            written.append(target)
+        if bundle is not None:
+            target, smalls = bundle
+            contents = [path.read_bytes() for path in smalls]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as writer:
+                for data in contents:
+                    writer.write(data)
+                    parts.append((len(data), f"{zlib.crc32(data):08x}"))
+            written.append(target)
+        for target in written:
+            descriptor = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        if copies:
+            target = folder
+            descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(descriptor)  # the copies' names
+            finally:
+                os.close(descriptor)
+    except OSError as error:
+        raise StorageNotWritableError(str(target), error) from error
+    return copied, parts
 
 
 def shared_names(metadata: CheckpointMetadata) -> set[str]:
@@ -92,6 +145,43 @@ class SharedFiles:
         except OSError as error:
             raise StorageNotWritableError(str(target), error) from error
         return SharedFileHandle(name, size, checksum)
+
+    async def upload_batch(
+        self,
+        checkpoint_id: int,
+        sources: list[tuple[Path, str]],
+        bundle: tuple[Path, list[Path]] | None = None,
+    ) -> tuple[list[SharedFileHandle], list[tuple[int, str]]]:
+        """Copy several files into the folder, and write a bundle, in one worker-thread hop.
+
+        Every file is written first and synced after (:func:`write_batch`), so the
+        writes of the later files overlap the write-back of the earlier ones, and the
+        folder is synced once: the files are durable when this returns (the checkpoint's
+        ``_metadata`` is written after).
+
+        Args:
+            checkpoint_id: The pending checkpoint that uses the files.
+            sources: ``(file to copy, name in the folder)`` pairs.
+            bundle: ``(target, small files)``: the small files' contents, one after the
+                other, written to ``target`` (in the checkpoint's folder; the storage's
+                ``commit`` syncs that folder).
+
+        Returns:
+            The handles of the copies, and ``(size, crc32)`` of each small file.
+
+        Raises:
+            StorageNotWritableError: If a file cannot be written; names it.
+        """
+        for _, name in sources:
+            # Referenced before the copy: a discard of the checkpoint meanwhile deletes it.
+            self.registry.reference(checkpoint_id, name, new=True)
+        copies = [(source, self.folder / name) for source, name in sources]
+        copied, parts = await anyio.to_thread.run_sync(write_batch, copies, bundle, self.folder)
+        handles = [
+            SharedFileHandle(name, size, checksum)
+            for (_, name), (size, checksum) in zip(sources, copied, strict=True)
+        ]
+        return handles, parts
 
     def reuse(self, checkpoint_id: int, handle: SharedFileHandle) -> bool:
         """Refer to a file uploaded before; False if it is gone (upload it again)."""

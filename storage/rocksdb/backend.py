@@ -33,6 +33,7 @@ from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+import anyio.to_thread
 import msgspec
 from rocksdict import (
     Checkpoint,
@@ -199,6 +200,12 @@ class RocksDBKeyedStateBackend:
         self.uploaded: dict[str, Any] = {}
         self.uploaded_job_dir: Path | None = None
         self.local_copies: list[Path] = []
+        # Set by the task that owns the backend (runtime.tasks.task): snapshot() then
+        # leaves the RocksDB checkpoint to RocksDBSnapshot.take(), which the task awaits
+        # (in a worker thread) before it processes another record.
+        self.defer_snapshots = False
+        # Blobs and pointer of a restore left to prepare() (see defer_restore).
+        self.pending_restore: tuple[list[tuple[int, bytes | memoryview]], str | None] | None = None
         self.db = open_db(self.instance_dir)
         self._finalizer = weakref.finalize(self, _close, self.db, self.instance_dir)
 
@@ -247,6 +254,8 @@ class RocksDBKeyedStateBackend:
             SerializationError: If restored values do not decode with the descriptor's type.
         """
         registered = self._registered.get(descriptor.name)
+        if self.pending_restore is not None:
+            self._restore_pending()
         if registered is not None:
             if registered.descriptor.kind != descriptor.kind:
                 raise StateError(
@@ -282,6 +291,8 @@ class RocksDBKeyedStateBackend:
 
     def restored_kinds(self) -> dict[str, StateKind]:
         """The kind of every state in the instance (registered or restored), by name."""
+        if self.pending_restore is not None:
+            self._restore_pending()
         return {
             row[1:].decode(): StateKind(kind.decode())
             for row, kind in scan_prefix(self.db, KIND_ROW)
@@ -353,10 +364,25 @@ class RocksDBKeyedStateBackend:
         """
         from storage.rocksdb.snapshot import RocksDBSnapshot
 
+        if self.pending_restore is not None:
+            self._restore_pending()
         snapshot_id = uuid.uuid4().hex
         folder = self.state_dir / ("local-" + snapshot_id)
-        Checkpoint(self.db).create_checkpoint(str(folder))
+        if self.defer_snapshots:
+            return RocksDBSnapshot(self, snapshot_id, folder, canonical=canonical, taken=False)
+        self.create_checkpoint(folder)
         return RocksDBSnapshot(self, snapshot_id, folder, canonical=canonical)
+
+    def create_checkpoint(self, folder: Path) -> None:
+        """Flush the memtables and hard-link the live files into ``folder``. Blocks.
+
+        Milliseconds to tens of milliseconds (the flush writes and syncs one SST file
+        per column family with changes). May run in a worker thread, provided nothing
+        else uses the instance meanwhile (rocksdict objects are not shared across
+        threads here): :meth:`RocksDBSnapshot.take()
+        <storage.rocksdb.snapshot.RocksDBSnapshot.take>` runs it so while its task waits.
+        """
+        Checkpoint(self.db).create_checkpoint(str(folder))
 
     def restore(
         self, key_group_blobs: Iterable[tuple[int, bytes | memoryview]], pointer: str | None = None
@@ -378,7 +404,53 @@ class RocksDBKeyedStateBackend:
         """
         from storage.rocksdb.restore import restore_backend
 
+        if self.pending_restore is not None:
+            self._restore_pending()
         restore_backend(self, key_group_blobs, pointer)
+
+    def defer_restore(
+        self, key_group_blobs: Iterable[tuple[int, bytes | memoryview]], pointer: str | None
+    ) -> None:
+        """Keep the blobs of a restore for :meth:`prepare` (never blocks).
+
+        The runtime's deployment calls this while it builds the subtask, and the task
+        awaits :meth:`prepare` before it opens its operators, so hard links, copies,
+        crc32 checks, the open and a rescale's row copy run in a worker thread. A
+        synchronous use of the backend before then (``get_state``, ``snapshot``,
+        ``restore``, ``state_names``...) restores on the spot instead.
+        """
+        pending = self.pending_restore
+        blobs = list(key_group_blobs)
+        if pending is not None:  # a second call: both sets of blobs, restored together
+            if pending[1] != pointer:
+                self._restore_pending()
+            else:
+                blobs = pending[0] + blobs
+        self.pending_restore = (blobs, pointer)
+
+    async def prepare(self) -> None:
+        """Run a restore left by :meth:`defer_restore`, in a worker thread.
+
+        Call from the owning task before it uses the backend; nothing else may use the
+        backend meanwhile. Cancellation waits for the thread's end (the restore cannot
+        be interrupted half way), then is delivered; the backend is then unusable.
+
+        Raises:
+            The errors of :meth:`restore`.
+        """
+        pending, self.pending_restore = self.pending_restore, None
+        if pending is None:
+            return
+        from storage.rocksdb.restore import restore_backend
+
+        await anyio.to_thread.run_sync(restore_backend, self, *pending)
+
+    def _restore_pending(self) -> None:
+        from storage.rocksdb.restore import restore_backend
+
+        pending, self.pending_restore = self.pending_restore, None
+        if pending is not None:
+            restore_backend(self, *pending)
 
     def reopen(self, folder: Path) -> None:
         """Replace the (empty) instance by the one in ``folder`` (a restored copy)."""

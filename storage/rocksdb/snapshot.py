@@ -24,13 +24,17 @@ with local recovery, keeps it as the local copy of the snapshot (the two newest 
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio.to_thread
+
 from storage.checkpoint.filesystem import FileCheckpointStorage
+from storage.checkpoint.layout import validate_state_name
 from storage.checkpoint.metadata import SharedFileHandle, crc32_hex
 from storage.checkpoint.savepoint import SavepointStorage
 from storage.descriptors import (
@@ -85,6 +89,8 @@ class RocksDBSnapshot:
         snapshot_id: Its unique id.
         folder: The RocksDB checkpoint (hard links to the instance's files).
         canonical: Whether to encode the common format without pickle.
+        taken: Whether the RocksDB checkpoint exists already; if not, :meth:`take`
+            creates it.
     """
 
     def __init__(
@@ -94,8 +100,10 @@ class RocksDBSnapshot:
         folder: Path,
         *,
         canonical: bool = False,
+        taken: bool = True,
     ) -> None:
         self.backend = backend
+        self.taken = taken
         self.snapshot_id = snapshot_id
         self.folder = folder
         self.canonical = canonical
@@ -111,6 +119,26 @@ class RocksDBSnapshot:
     def released(self) -> bool:
         """Whether :meth:`release` was called."""
         return self._released
+
+    async def take(self) -> None:
+        """Create the RocksDB checkpoint in a worker thread (the deferred synchronous part).
+
+        The backend's owner calls it right after ``snapshot()`` of a backend with
+        ``defer_snapshots`` set, and must neither process records nor use the backend
+        until it returns: the checkpoint is the state as of ``snapshot()`` only if no
+        write comes in between, and the instance is not used from two threads at once.
+        Does nothing if taken already or released (an aborted checkpoint). Cancellation
+        waits for the thread's end, then is delivered.
+
+        Raises:
+            Exception: What RocksDB's checkpoint raised (the snapshot stays untaken).
+        """
+        if self.taken or self._released:
+            return
+        await anyio.to_thread.run_sync(self.backend.create_checkpoint, self.folder)
+        self.taken = True
+        if self._released:  # released (aborted) while the thread ran
+            threading.Thread(target=_remove_folders, args=([self.folder],), daemon=True).start()
 
     # -- native format --------------------------------------------------------------------
 
@@ -131,37 +159,67 @@ class RocksDBSnapshot:
         """
         if self.canonical or not isinstance(storage, FileCheckpointStorage):
             return []
-        savepoint = isinstance(storage, SavepointStorage)
+        self._check_taken()
+        if isinstance(storage, SavepointStorage):
+            await self._upload_savepoint(storage, checkpoint_id)
+            return []
         backend = self.backend
-        reusable = (
-            backend.incremental and not savepoint and backend.uploaded_job_dir == storage.job_dir
-        )
+        reusable = backend.incremental and backend.uploaded_job_dir == storage.job_dir
+        prefix = self.snapshot_id[:16]
+        # Decided on the loop (the registry is the loop's), written in one thread hop.
+        plan: list[tuple[str, SharedFileHandle | None]] = []
+        copies: list[tuple[Path, str]] = []
+        small: list[Path] = []
+        reused = False
+        for name in sorted(os.listdir(self.folder)):
+            if not name.endswith(".sst"):
+                small.append(self.folder / name)
+                continue
+            # SST files are immutable: same name in the same instance lineage, same
+            # file, so the name (with the size recorded) identifies it; no re-read.
+            previous = backend.uploaded.get(name) if reusable else None
+            if previous is not None and storage.shared_files.reuse(checkpoint_id, previous):
+                plan.append((name, previous))
+                reused = True
+            else:
+                plan.append((name, None))
+                copies.append((self.folder / name, f"{prefix}-{name}"))
+        bundle_name = validate_state_name(f"rocksdb-{prefix}-files")
+        bundle = (storage.checkpoint_dir(checkpoint_id) / bundle_name, small) if small else None
+        new, parts = await storage.shared_files.upload_batch(checkpoint_id, copies, bundle)
+        fresh = iter(new)
         files: list[RocksDBFile] = []
         shared: list[SharedFileHandle] = []
         uploaded: dict[str, SharedFileHandle] = {}
+        for name, previous in plan:
+            handle = previous
+            if handle is None:
+                handle = next(fresh)
+                self.uploaded_bytes += handle.size
+            uploaded[name] = handle
+            shared.append(handle)
+            files.append(
+                RocksDBFile(name, f"../shared/{handle.name}", handle.size, handle.checksum, True)
+            )
+        # MANIFEST, CURRENT, OPTIONS, ...: kilobytes, written as one file.
+        offset = 0
+        for path, (size, checksum) in zip(small, parts, strict=True):
+            files.append(RocksDBFile(path.name, bundle_name, size, checksum, offset=offset))
+            offset += size
+        self.uploaded_bytes += offset
+        backend.uploaded = uploaded
+        backend.uploaded_job_dir = storage.job_dir
+        kgs = self.key_group_range
+        self.handle = RocksDBStateHandle(self.snapshot_id, kgs.start, kgs.end, files, reused)
+        return shared
+
+    async def _upload_savepoint(self, storage: SavepointStorage, checkpoint_id: int) -> None:
+        """A native savepoint: every file into the savepoint's own folder."""
+        files: list[RocksDBFile] = []
         small: list[Path] = []
-        reused = False
         for path in sorted(self.folder.iterdir()):
             name = path.name
-            if name.endswith(".sst") and not savepoint:
-                previous = backend.uploaded.get(name) if reusable else None
-                if previous is not None and storage.shared_files.reuse(checkpoint_id, previous):
-                    handle = previous
-                    reused = True
-                else:
-                    handle = await storage.shared_files.upload(
-                        checkpoint_id, path, f"{self.snapshot_id[:16]}-{name}"
-                    )
-                    self.uploaded_bytes += handle.size
-                uploaded[name] = handle
-                shared.append(handle)
-                files.append(
-                    RocksDBFile(
-                        name, f"../shared/{handle.name}", handle.size, handle.checksum, True
-                    )
-                )
-                continue
-            if name.endswith(".sst"):  # a native savepoint: every file in its folder
+            if name.endswith(".sst"):
                 state = await storage.write_state(
                     checkpoint_id, f"rocksdb-{self.snapshot_id[:16]}-{name}", _read_blocks(path)
                 )
@@ -170,7 +228,6 @@ class RocksDBSnapshot:
             else:
                 small.append(path)
         if small:
-            # MANIFEST, CURRENT, OPTIONS, ...: kilobytes, written as one file.
             contents = [path.read_bytes() for path in small]
             state = await storage.write_state(
                 checkpoint_id, f"rocksdb-{self.snapshot_id[:16]}-files", contents
@@ -182,12 +239,15 @@ class RocksDBSnapshot:
                     RocksDBFile(path.name, state.path, len(data), crc32_hex(data), offset=offset)
                 )
                 offset += len(data)
-        if not savepoint:
-            backend.uploaded = uploaded
-            backend.uploaded_job_dir = storage.job_dir
         kgs = self.key_group_range
-        self.handle = RocksDBStateHandle(self.snapshot_id, kgs.start, kgs.end, files, reused)
-        return shared
+        self.handle = RocksDBStateHandle(self.snapshot_id, kgs.start, kgs.end, files, False)
+
+    def _check_taken(self) -> None:
+        if not self.taken:
+            raise RuntimeError(
+                f"RocksDB snapshot {self.snapshot_id} was not taken: the backend defers "
+                "its checkpoints (defer_snapshots), so await take() before using it"
+            )
 
     # -- the writer's interface -----------------------------------------------------------
 
@@ -213,6 +273,7 @@ class RocksDBSnapshot:
     def _encode_common(self, chunk_size: int) -> Iterator[list[tuple[int, bytes]]]:
         from storage.rocksdb.backend import KIND_ROW, STASH_ROW, open_db, split_stash_row
 
+        self._check_taken()
         backend = self.backend
         heap = HeapKeyedStateBackend(
             self.max_parallelism, self.key_group_range, allow_pickle=backend.allow_pickle
@@ -275,6 +336,8 @@ class RocksDBSnapshot:
         self._released = True
         if self._heap is not None:
             self._heap.release()
+        if not self.taken:  # no folder yet; take() deletes it if its thread runs now
+            return
         backend = self.backend
         doomed = []
         if self.handle is not None and backend.local_recovery and not self.canonical:
