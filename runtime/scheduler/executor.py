@@ -40,6 +40,7 @@ from runtime.graph.job_graph import JobGraph
 from runtime.scheduler.deployment import Deployment, uid_of
 from runtime.scheduler.restart import RestartStrategy, default_restart_strategy
 from runtime.scheduler.restore import RestoredCheckpoint, load_checkpoint
+from runtime.tasks.collector import STATE_FREEZER
 from storage.checkpoint import (
     METADATA_FILE,
     CheckpointNotFoundError,
@@ -251,6 +252,8 @@ class JobExecution:
         else:
             self.status = JobStatus.FINISHED
         await self._clean_up_checkpoints()
+        # The job's state may be frozen out of the collector's walks: let it be reclaimed.
+        STATE_FREEZER.on_job_end()
         result = self._result(time.perf_counter() - started, failure)
         self.result = result
         self.done.set()

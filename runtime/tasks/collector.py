@@ -32,9 +32,9 @@ process) once :data:`MAX_FROZEN_SECONDS` have passed since it first froze: the n
 collection walks the whole heap once (one stall of the old kind every ten minutes
 instead of every few seconds) and reclaims what died, and the freezer freezes again only
 after that collection has run. While snapshots go on nothing stays frozen much longer
-than that; a process whose checkpointing jobs have all ended keeps what is frozen until
-another snapshot, or until it calls ``gc.unfreeze()`` itself (a hook at the end of a
-job would be the place to unfreeze; the runtime has none in this module's reach).
+than that. When a job ends, the job master calls :meth:`StateFreezer.on_job_end`, which
+unfreezes what the freezer froze (the ended job's state is garbage now, and another
+job's next large snapshot freezes again once a full collection has run).
 
 The freezer stays out of the way of a program that manages the collector itself: it
 does nothing while the collector is disabled, or while objects it did not freeze are
@@ -180,6 +180,19 @@ class StateFreezer:
             case FreezeAction.NOTHING:
                 pass
         return action
+
+    def on_job_end(self) -> FreezeAction:
+        """A job ended: unfreeze what the freezer froze, so its state can be collected.
+
+        Returns:
+            :attr:`FreezeAction.UNFREEZE` if something the freezer froze was unfrozen,
+            else :attr:`FreezeAction.NOTHING`.
+        """
+        if self.state.frozen_since is None:
+            return FreezeAction.NOTHING
+        self.collector.unfreeze()
+        self.state = FreezerState(None, self.collector.get_stats()[-1]["collections"])
+        return FreezeAction.UNFREEZE
 
 
 STATE_FREEZER = StateFreezer()

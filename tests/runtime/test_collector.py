@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -152,3 +153,40 @@ def test_with_the_real_collector_a_frozen_cycle_is_reclaimed_once_unfrozen() -> 
         assert freezer.on_snapshot(BIG) is FreezeAction.FREEZE
     finally:
         gc.unfreeze()
+
+
+def test_a_job_end_unfreezes_what_the_freezer_froze_and_only_that() -> None:
+    if gc.get_freeze_count() or not gc.isenabled():
+        return  # the test process manages the collector itself
+    freezer = StateFreezer(gc, lambda: 0.0)
+    assert freezer.on_job_end() is FreezeAction.NOTHING  # nothing frozen: gc untouched
+    try:
+        assert freezer.on_snapshot(BIG) is FreezeAction.FREEZE
+        assert gc.get_freeze_count() > 0
+        assert freezer.on_job_end() is FreezeAction.UNFREEZE
+        assert gc.get_freeze_count() == 0
+        assert freezer.on_job_end() is FreezeAction.NOTHING
+        # Freezing again waits for a full collection to reclaim the ended job's state.
+        assert freezer.on_snapshot(BIG) is FreezeAction.NOTHING
+        gc.collect()
+        assert freezer.on_snapshot(BIG) is FreezeAction.FREEZE
+    finally:
+        gc.unfreeze()
+
+
+async def test_the_job_master_tells_the_freezer_when_a_job_ends(monkeypatch: Any) -> None:
+    from runtime import StreamEnvironment
+    from runtime.scheduler import executor
+
+    ended: list[str] = []
+
+    class Spy:
+        def on_job_end(self) -> None:
+            ended.append("end")
+
+    monkeypatch.setattr(executor, "STATE_FREEZER", Spy())
+    env = StreamEnvironment(parallelism=1)
+    env.from_collection([1, 2, 3]).map(lambda x: x + 1).collect(name="out")
+    result = await env.execute("freezer")
+    assert result.collected["out"] == [2, 3, 4]
+    assert ended == ["end"]
