@@ -49,6 +49,10 @@ class ExecutionOverrides:
         self.allow_non_restored_state = False
 
 
+FINISHED_JOBS_KEPT = 100
+"""How many ended jobs :class:`JobRegistry` keeps for listing (the newest)."""
+
+
 @dataclass(slots=True)
 class JobRegistry:
     """The jobs of this process, by job id, in start order."""
@@ -60,9 +64,14 @@ class JobRegistry:
         """Add a job and tell the listeners (called by ``execute`` / ``start``).
 
         Runs in the job's event loop, before the job is deployed. A listener must not
-        block; what it raises is raised to the caller of ``execute`` / ``start``.
+        block; what it raises is raised to the caller of ``execute`` / ``start``. Of the
+        jobs that have ended, the newest :data:`FINISHED_JOBS_KEPT` are kept (Flink's
+        history keeps a bounded number too); older ones are forgotten.
         """
         self.executions[execution.job_id] = execution
+        ended = [i for i, e in self.executions.items() if e.status.is_terminal]
+        for job_id in ended[: max(0, len(ended) - FINISHED_JOBS_KEPT)]:
+            del self.executions[job_id]
         for listener in list(self.listeners):
             listener(execution)
 

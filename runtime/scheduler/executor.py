@@ -102,6 +102,7 @@ class JobExecution:
         self.storage: CheckpointStorage | None = None
         self.coordinator: CheckpointCoordinator | None = None
         self.deployment: Deployment | None = None
+        self._absorbed: Deployment | None = None
         self._restore: RestoredCheckpoint | None = None
         self._supervisor: Supervisor | None = None
         self._cancel_requested = False
@@ -256,11 +257,23 @@ class JobExecution:
         STATE_FREEZER.on_job_end()
         result = self._result(time.perf_counter() - started, failure)
         self.result = result
+        self._release()
         self.done.set()
         if failure is not None:
             self.error = JobFailedError(self.job_name, result, failure)
             raise self.error
         return result
+
+    def _release(self) -> None:
+        """Drop what only a running job needs: its tasks, their state, the restored files.
+
+        The result, the statistics and the coordinator's records stay; a finished job
+        kept by a client or by the process's job registry then holds no state.
+        """
+        self.deployment = None
+        self._absorbed = None
+        self._restore = None
+        self._supervisor = None
 
     async def _run_attempts(self) -> BaseException | None:
         while True:
@@ -362,7 +375,7 @@ class JobExecution:
             for name, m in self._metrics.items()
         }
         deployment = self.deployment
-        if deployment is not None and getattr(self, "_absorbed", None) is not deployment:
+        if deployment is not None and self._absorbed is not deployment:
             for vertex, _subtask, operators in deployment.operators:
                 for operator in operators:
                     m = metrics.get(operator.name)
