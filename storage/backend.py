@@ -5,8 +5,10 @@ implementations: :class:`~storage.keyed_state.HeapKeyedStateBackend` (in memory,
 default) and :class:`~storage.rocksdb.backend.RocksDBKeyedStateBackend` (on local disk,
 with incremental checkpoints). The runtime's deployment creates it with
 :func:`create_keyed_backend`, by the job's ``state_backend`` option
-(:data:`STATE_BACKENDS`), and restores it before the subtask runs; operators reach it
-through their runtime context.
+(:data:`STATE_BACKENDS`), and restores it before the subtask runs (a RocksDB restore is
+deferred to :func:`prepare_keyed_backend`, which the subtask awaits before it opens its
+operators, so it runs in a worker thread); operators reach it through their runtime
+context.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "KeyedSnapshot",
     "KeyedStateBackend",
     "create_keyed_backend",
+    "prepare_keyed_backend",
     "restore_keyed_backend",
 ]
 
@@ -117,12 +120,39 @@ def create_keyed_backend(
 
 
 def restore_keyed_backend(
-    backend: KeyedStateBackend, blobs: Iterable[tuple[int, bytes | memoryview]], pointer: str | None
+    backend: KeyedStateBackend,
+    blobs: Iterable[tuple[int, bytes | memoryview]],
+    pointer: str | None,
+    *,
+    deferred: bool = False,
 ) -> None:
-    """Restore ``backend`` from the key-group blobs of checkpoint ``pointer``."""
+    """Restore ``backend`` from the key-group blobs of checkpoint ``pointer``.
+
+    The heap backend restores now (it only indexes the blobs: decoding is lazy). The
+    RocksDB backend restores now too, blocking on file links, copies, checks and its
+    open, unless ``deferred``: then it keeps the blobs, and the owner must await
+    :func:`prepare_keyed_backend` before it uses the backend, which runs that work in a
+    worker thread.
+    """
     from storage.keyed_state import HeapKeyedStateBackend
 
     if isinstance(backend, HeapKeyedStateBackend):
         backend.restore(blobs)
+    elif deferred:
+        backend.defer_restore(blobs, pointer)  # type: ignore[attr-defined]
     else:
         backend.restore(blobs, pointer)  # type: ignore[attr-defined]
+
+
+async def prepare_keyed_backend(backend: KeyedStateBackend | None) -> None:
+    """Finish a deferred restore of ``backend`` off the event loop (no-op for heap).
+
+    The subtask that owns the backend awaits this before it opens its operators;
+    nothing else may use the backend meanwhile.
+
+    Raises:
+        The errors of the backend's restore.
+    """
+    prepare = getattr(backend, "prepare", None)
+    if prepare is not None:
+        await prepare()

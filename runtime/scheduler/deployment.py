@@ -264,7 +264,11 @@ class Deployment:
             )
             if restored is not None and uid in restored.keyed:
                 assert self.restore is not None
-                restore_keyed_backend(keyed, restored.keyed[uid], self.restore.pointer)
+                # A RocksDB restore (links, copies, crc32, open) is left to the task,
+                # which runs it in a worker thread before it opens its operators.
+                restore_keyed_backend(
+                    keyed, restored.keyed[uid], self.restore.pointer, deferred=True
+                )
         operator_backend = OperatorStateBackend(allow_pickle=config.allow_pickle)
         if restored is not None and uid in restored.operator:
             operator_backend.restore(restored.operator[uid])

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import msgspec
 
 from actors import Mailbox
@@ -79,6 +80,10 @@ class PendingSnapshot:
     operators: list[OperatorSnapshot] = field(default_factory=list)
     channel_state: dict[tuple[str, str, int], list[Any]] = field(default_factory=dict)
     aborted: bool = False
+    # Keyed snapshots whose synchronous part runs in a worker thread (RocksDB), and
+    # what it raised.
+    deferred: list[Any] = field(default_factory=list)
+    take_error: Exception | None = None
 
     @property
     def checkpoint_id(self) -> CheckpointId:
@@ -127,6 +132,10 @@ class TaskCheckpointing:
         self.coordinator = coordinator
         self.spawn = spawn
         self.pending: dict[CheckpointId, PendingSnapshot] = {}
+        # Snapshots whose deferred synchronous part is still to run; set while a
+        # _take_deferred job runs.
+        self._untaken: list[PendingSnapshot] = []
+        self._taken: anyio.Event | None = None
         self._records = serializer_for(None, allow_pickle=allow_pickle, what="record")
         self._file_name = _file_name(task_name, task)
 
@@ -161,7 +170,55 @@ class TaskCheckpointing:
         )
         snapshot.sync_duration = time.perf_counter() - started
         self.pending[barrier.checkpoint_id] = snapshot
+        deferred = [
+            op.keyed for op in snapshot.operators if getattr(op.keyed, "taken", True) is False
+        ]
+        if deferred:
+            snapshot.deferred = deferred
+            self._untaken.append(snapshot)
+            if self._taken is None:
+                self._taken = anyio.Event()
+                self.spawn(self._take_deferred)
         return snapshot
+
+    @property
+    def taking(self) -> bool:
+        """Whether a snapshot's synchronous part runs in a worker thread now."""
+        return self._taken is not None
+
+    async def wait_taken(self) -> None:
+        """Wait until no snapshot's synchronous part runs in a worker thread.
+
+        The task awaits this before it processes a record (or ends its input): until
+        then the state must not change, or the snapshot would not be the cut of its
+        barrier.
+        """
+        while (taken := self._taken) is not None:
+            await taken.wait()
+
+    async def _take_deferred(self) -> None:
+        """Take the deferred synchronous parts, oldest first, one thread hop at a time.
+
+        One at a time: the backend's instance is used from one thread at once. A
+        snapshot aborted meanwhile is skipped (its take() returns at once); an error is
+        kept for ``persist``, which declines the checkpoint with it.
+        """
+        try:
+            while self._untaken:
+                snapshot = self._untaken[0]
+                started = time.perf_counter()
+                for keyed in snapshot.deferred:
+                    try:
+                        await keyed.take()
+                    except Exception as error:  # declined by persist
+                        snapshot.take_error = error
+                        break
+                snapshot.sync_duration += time.perf_counter() - started
+                self._untaken.pop(0)
+        finally:
+            taken, self._taken = self._taken, None
+            if taken is not None:
+                taken.set()
 
     def add_channel_state(
         self, checkpoint_id: CheckpointId, key: tuple[str, str, int], records: list[Any]
@@ -222,6 +279,10 @@ class TaskCheckpointing:
 
         shared: dict[int, list[SharedFileHandle]] = {}
         try:
+            if snapshot.deferred:
+                await self.wait_taken()
+                if snapshot.take_error is not None:
+                    raise snapshot.take_error
             frames: list[bytes] = []
             sizes: list[int] = []
             for index, op_snapshot in enumerate(snapshot.operators):

@@ -45,6 +45,7 @@ from runtime.checkpoint.events import (
 from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.snapshot import TaskCheckpointing
+from storage.backend import prepare_keyed_backend
 
 YIELD_INTERVAL = 0.002
 """Seconds a task may run without giving other actors a turn."""
@@ -107,6 +108,15 @@ class Task(Actor):
         self.checkpointing = checkpointing
         self.coordinator = coordinator
         self.output_targets = output_targets
+        # A RocksDB backend's checkpoint (flush, hard links: 10-30 ms for a large state)
+        # then runs in a worker thread while this task waits in process() (see
+        # TaskCheckpointing.wait_taken). An async chain processes records between
+        # priority events without passing through process() (StreamTask's
+        # process_interruptible), so it keeps taking them on the loop.
+        for operator in self.chain.operators:
+            backend: Any = operator.context.keyed_backend
+            if hasattr(backend, "defer_snapshots"):
+                backend.defer_snapshots = not self.chain.is_async
 
     # -- life -----------------------------------------------------------------------------
 
@@ -119,9 +129,13 @@ class Task(Actor):
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
+                for operator in self.chain.operators:
+                    # A deferred RocksDB restore, in a worker thread (heap: no-op).
+                    await prepare_keyed_backend(operator.context.keyed_backend)
                 await self.chain.open()
                 self._decode_restored_state()
                 await self.run_loop()
+                await self.wait_snapshots_taken()
                 if not self.suspended:
                     await self.chain.end_input()
                 await self.flush_all()
@@ -200,13 +214,25 @@ class Task(Actor):
     # -- data -----------------------------------------------------------------------------
 
     async def process(self, batch: list[Any]) -> None:
-        """Run one input buffer through the chain and send what it produced."""
+        """Run one input buffer through the chain and send what it produced.
+
+        Waits first for the synchronous part of a snapshot still running in a worker
+        thread (a RocksDB checkpoint): no record may change state before it exists.
+        """
+        checkpointing = self.checkpointing
+        if checkpointing is not None and checkpointing.taking:
+            await checkpointing.wait_taken()
         chain = self.chain
         if chain.is_async:
             await chain.process(batch)
         else:
             chain.process_sync(batch)
         await self.after_buffer()
+
+    async def wait_snapshots_taken(self) -> None:
+        """Wait until no synchronous part of a snapshot runs in a worker thread."""
+        if self.checkpointing is not None:
+            await self.checkpointing.wait_taken()
 
     async def after_buffer(self) -> None:
         """Send what a buffer produced; honour the buffer timeout; yield now and then."""
