@@ -13,9 +13,12 @@ into a RocksDB job, a canonical one of a RocksDB job into a heap job and back.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -74,6 +77,8 @@ def make_env(
     backend: str = "rocksdb",
     rate: float | None = None,
     parallelism: int = 2,
+    function: KeyedProcessFunction[int, Any] | None = None,
+    numbers: Callable[[int], int] = lambda i: i,
     **options: Any,
 ) -> StreamEnvironment:
     env = StreamEnvironment(
@@ -86,9 +91,9 @@ def make_env(
         retained=2,
     )
     (
-        env.generate(lambda i: i, RECORDS, records_per_second=rate, name="numbers", uid="numbers")
+        env.generate(numbers, RECORDS, records_per_second=rate, name="numbers", uid="numbers")
         .key_by(lambda v: v % KEYS)
-        .process(AllKinds(), name="kinds", uid="kinds")
+        .process(function or AllKinds(), name="kinds", uid="kinds")
         .collect(name="out")
     )
     return env
@@ -192,3 +197,82 @@ async def test_local_recovery_restores_a_restarted_job(tmp_path: Path) -> None:
     await client.wait()
     assert list((tmp_path / "s").glob("local-*")), "local copies are kept"
     await run_to_end(tmp_path / "d", completed.pointer)
+
+
+# -- blocking RocksDB work off the event loop ---------------------------------------------
+
+
+class Watched(AllKinds):
+    """AllKinds, counting the records each subtask's backend saw (by backend)."""
+
+    processed: ClassVar[Counter[int]] = Counter()
+
+    def open(self, ctx: RuntimeContext) -> None:
+        super().open(ctx)
+        self.backend = id(ctx.keyed_backend)
+
+    def process_element(
+        self, value: int, ctx: RuntimeContext
+    ) -> list[tuple[int, int, int, int, int]]:
+        Watched.processed[self.backend] += 1
+        return super().process_element(value, ctx)
+
+
+async def test_checkpoints_and_restore_run_off_the_loop_and_keep_a_consistent_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage.rocksdb.restore as restore_module
+    from storage.rocksdb import RocksDBKeyedStateBackend
+
+    loop_thread = threading.get_ident()
+    generated = [0]
+
+    def numbers(i: int) -> int:
+        generated[0] += 1
+        return i
+
+    # Per RocksDB checkpoint: its thread, the records its subtask processed before and
+    # after it, and the records the sources generated before and after it.
+    takes: list[tuple[int, int, int, int, int]] = []
+    create_checkpoint = RocksDBKeyedStateBackend.create_checkpoint
+
+    def watched_checkpoint(backend: RocksDBKeyedStateBackend, folder: Path) -> None:
+        mine, sourced = Watched.processed[id(backend)], generated[0]
+        # Hold the checkpoint until the sources made more records (bounded): the event
+        # loop runs meanwhile; only this backend's subtask waits.
+        for _ in range(300):
+            if generated[0] > sourced + 10:
+                break
+            time.sleep(0.001)
+        create_checkpoint(backend, folder)
+        takes.append(
+            (threading.get_ident(), mine, Watched.processed[id(backend)], sourced, generated[0])
+        )
+
+    monkeypatch.setattr(RocksDBKeyedStateBackend, "create_checkpoint", watched_checkpoint)
+    Watched.processed.clear()
+    env = make_env(tmp_path / "a", rate=2_000, function=Watched(), numbers=numbers)
+    client = await env.start("off the loop")
+    for _ in range(3):
+        completed = await client.trigger_checkpoint()
+    client.cancel()
+    await client.wait()
+    assert takes, "the job took RocksDB checkpoints"
+    assert all(thread != loop_thread for thread, *_ in takes)
+    # The subtask whose checkpoint was being created processed nothing meanwhile ...
+    assert all(before == after for _, before, after, _, _ in takes)
+    # ... while the sources went on (the event loop was free).
+    assert any(after > before for *_, before, after in takes)
+
+    restores: list[int] = []
+    restore_backend = restore_module.restore_backend
+
+    def watched_restore(*args: Any) -> None:
+        restores.append(threading.get_ident())
+        restore_backend(*args)
+
+    monkeypatch.setattr(restore_module, "restore_backend", watched_restore)
+    # The cut is consistent: the job restored from the last checkpoint ends with
+    # exactly the state of a run without failures.
+    await run_to_end(tmp_path / "b", completed.pointer)
+    assert len(restores) == 2 and loop_thread not in restores  # one per subtask

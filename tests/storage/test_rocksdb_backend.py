@@ -10,6 +10,7 @@ RocksDB one and compares every read.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from storage import (
     ValueStateDescriptor,
     assign_to_key_group,
 )
-from storage.backend import create_keyed_backend
+from storage.backend import create_keyed_backend, prepare_keyed_backend, restore_keyed_backend
 from storage.checkpoint.filesystem import FileCheckpointStorage
 from storage.checkpoint.metadata import (
     METADATA_VERSION,
@@ -230,6 +231,7 @@ def checkpoint(storage: FileCheckpointStorage, checkpoint_id: int, backends: lis
         subtasks = []
         for index, backend in enumerate(backends):
             snapshot = backend.snapshot()
+            await snapshot.take()  # a no-op unless the backend defers its checkpoints
             shared = await snapshot.upload(storage, checkpoint_id)
             blobs = snapshot.encode_key_groups()
             snapshot.release()
@@ -359,3 +361,85 @@ def test_backend_factory_names_the_allowed_values(state_dir: Path) -> None:
     rdb.dispose()
     with pytest.raises(ValueError, match="state_backend must be one of 'heap', 'rocksdb'"):
         create_keyed_backend("leveldb", MAXP, ALL)
+
+
+# -- blocking work off the event loop -------------------------------------------------------
+
+
+def test_a_deferred_snapshot_is_taken_in_a_worker_thread(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    original = RocksDBKeyedStateBackend.create_checkpoint
+
+    def recording(self: RocksDBKeyedStateBackend, folder: Path) -> None:
+        threads.append(threading.get_ident())
+        original(self, folder)
+
+    monkeypatch.setattr(RocksDBKeyedStateBackend, "create_checkpoint", recording)
+    storage = new_storage(tmp_path)
+    backend = rocks(state_dir)
+    backend.defer_snapshots = True
+    fill(backend, range(20))
+    expected = contents(backend)
+    snapshot = backend.snapshot()
+    assert not snapshot.taken and not snapshot.folder.exists() and not threads
+    with pytest.raises(RuntimeError, match="await take"):
+        asyncio.run(snapshot.upload(storage, 1))
+    snapshot.release()
+    pointer = checkpoint(storage, 1, [backend])  # snapshot(), take(), upload()
+    assert threads and threading.get_ident() not in threads
+    restored = rocks(state_dir)
+    restored.restore(read_blobs(pointer), pointer)
+    assert contents(restored) == expected
+    restored.dispose()
+    backend.dispose()
+
+
+def test_a_snapshot_released_before_it_is_taken_never_touches_the_instance(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = rocks(state_dir)
+    backend.defer_snapshots = True
+    fill(backend, range(5))
+    snapshot = backend.snapshot()
+    snapshot.release()  # an aborted checkpoint
+    monkeypatch.setattr(backend, "create_checkpoint", lambda folder: pytest.fail("taken"))
+    asyncio.run(snapshot.take())
+    assert not snapshot.taken and not snapshot.folder.exists()
+    backend.dispose()
+
+
+def test_a_deferred_restore_runs_in_a_worker_thread_or_on_first_use(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage.rocksdb.restore as restore_module
+
+    threads: list[int] = []
+    original = restore_module.restore_backend
+
+    def recording(*args: Any) -> None:
+        threads.append(threading.get_ident())
+        original(*args)
+
+    monkeypatch.setattr(restore_module, "restore_backend", recording)
+    storage = new_storage(tmp_path)
+    backend = rocks(state_dir)
+    fill(backend, range(30))
+    expected = contents(backend)
+    pointer = checkpoint(storage, 1, [backend])
+    restored = rocks(state_dir)
+    restore_keyed_backend(restored, read_blobs(pointer), pointer, deferred=True)
+    assert not threads  # deferred: nothing read yet
+    asyncio.run(prepare_keyed_backend(restored))
+    assert threads and threading.get_ident() not in threads
+    assert contents(restored) == expected
+    # Used before prepare(), a deferred restore happens on the spot (the same state).
+    threads.clear()
+    eager = rocks(state_dir)
+    restore_keyed_backend(eager, read_blobs(pointer), pointer, deferred=True)
+    assert contents(eager) == expected and threads == [threading.get_ident()]
+    asyncio.run(prepare_keyed_backend(eager))  # nothing left to do
+    assert len(threads) == 1
+    for each in (backend, restored, eager):
+        each.dispose()
