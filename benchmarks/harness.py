@@ -30,7 +30,7 @@ RESULTS = Path(__file__).parent / "results"
 NOISY_SPREAD = 1.25
 """A series whose max / min exceeds this is flagged noisy."""
 
-LIBRARIES = ("weir", "anyio", "msgspec", "aiofiles", "rich", "bytewax", "matplotlib")
+LIBRARIES = ("weir", "anyio", "msgspec", "rocksdict", "rich", "bytewax", "matplotlib")
 
 _progress: Callable[[str], None] | None = None
 
