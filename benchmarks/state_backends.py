@@ -14,7 +14,10 @@ Three parts, each with its variants interleaved (ABBA) over ``--repeats`` rounds
   every file). Measured: bytes uploaded and the checkpoint's time, from the synchronous
   part (RocksDB checkpoint) through upload, the state file and the commit of
   ``_metadata``. Two checkpoints are retained (older ones discarded through the
-  registry), as a job would.
+  registry), as a job would. The synchronous part runs as in a job: ``snapshot()`` on
+  the event loop, the RocksDB checkpoint (flush, hard links) in a worker thread
+  (``RocksDBSnapshot.take``); both are reported, and the longest stall of the event
+  loop during the checkpoint, seen by a probe task that sleeps 1 ms at a time.
 * **restore**, of the last incremental checkpoint: *read* (read every file it refers to:
   the floor), *restore* (a new backend fetches the files from the checkpoint storage,
   hard links on one file system, checks their crc32 and opens RocksDB), *restore-local*
@@ -65,6 +68,7 @@ from storage.rocksdb import RocksDBKeyedStateBackend
 from storage.rocksdb.handle import decode_handle
 
 MAX_PARALLELISM = 128
+PROBE_INTERVAL = 0.001
 STATE = ValueStateDescriptor("value", type=bytes)
 
 
@@ -83,6 +87,8 @@ class Subject:
             state_dir=folder / "state",
             local_recovery=True,
         )
+        self.backend.defer_snapshots = True  # as in a job: see RocksDBSnapshot.take
+        self.take_seconds = self.loop_sync_seconds = self.stall_seconds = 0.0
         self.state = self.backend.get_state(STATE)
         self.random = random.Random(6)
         self.next_id = 1
@@ -99,17 +105,48 @@ class Subject:
             put(key, self.random.randbytes(self.value_bytes))
 
     def checkpoint(self, incremental: bool) -> tuple[float, int]:
-        """Take one checkpoint; return (seconds, bytes uploaded)."""
+        """Take one checkpoint; return (seconds, bytes uploaded).
+
+        Also sets :attr:`take_seconds` (the synchronous part, in a worker thread),
+        :attr:`loop_sync_seconds` (``snapshot()`` on the loop) and :attr:`stall_seconds`
+        (the longest the event loop did not answer a 1 ms probe during the checkpoint).
+        """
         self.change()
         self.backend.incremental = incremental
         checkpoint_id = self.next_id
         self.next_id += 1
-        return asyncio.run(self._checkpoint(checkpoint_id))
+        return asyncio.run(self._probed(checkpoint_id))
+
+    async def _probed(self, checkpoint_id: int) -> tuple[float, int]:
+        stop = asyncio.Event()
+        longest = [0.0]
+
+        async def probe() -> None:
+            # Sleeps, not a busy loop: it must not take the GIL from the worker threads.
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(PROBE_INTERVAL)
+                now = time.perf_counter()
+                longest[0] = max(longest[0], now - last - PROBE_INTERVAL)
+                last = now
+
+        prober = asyncio.create_task(probe())
+        await asyncio.sleep(0)
+        try:
+            return await self._checkpoint(checkpoint_id)
+        finally:
+            stop.set()
+            await prober
+            self.stall_seconds = longest[0]
 
     async def _checkpoint(self, checkpoint_id: int) -> tuple[float, int]:
         storage = self.storage
         start = time.perf_counter()
+        # As a task does: snapshot() on the loop, the RocksDB checkpoint in a thread.
         snapshot = self.backend.snapshot()
+        self.loop_sync_seconds = time.perf_counter() - start
+        await snapshot.take()
+        self.take_seconds = time.perf_counter() - start - self.loop_sync_seconds
         shared = await snapshot.upload(storage, checkpoint_id)
         blobs = snapshot.encode_key_groups()
         snapshot.release()
@@ -197,6 +234,9 @@ def measure_checkpoints(subject: Subject, repeats: int) -> dict[str, Series]:
     """Interleaved incremental and full checkpoints: seconds and bytes."""
     seconds = {"incremental": Series("incremental"), "full": Series("full")}
     sizes = {"incremental": Series("incremental"), "full": Series("full")}
+    takes = {"incremental": Series("incremental"), "full": Series("full")}
+    loop_syncs = {"incremental": Series("incremental"), "full": Series("full")}
+    stalls = {"incremental": Series("incremental"), "full": Series("full")}
     subject.checkpoint(incremental=False)  # the first upload of everything
     tick("first checkpoint")
     subject.checkpoint(incremental=True)  # warm-up
@@ -205,6 +245,9 @@ def measure_checkpoints(subject: Subject, repeats: int) -> dict[str, Series]:
             elapsed, size = subject.checkpoint(incremental=name == "incremental")
             seconds[name].values.append(elapsed)
             sizes[name].values.append(float(size))
+            takes[name].values.append(subject.take_seconds)
+            loop_syncs[name].values.append(subject.loop_sync_seconds)
+            stalls[name].values.append(subject.stall_seconds)
             tick(name)
     # Restore measures the last checkpoint: make it an incremental one.
     subject.checkpoint(incremental=True)
@@ -213,6 +256,12 @@ def measure_checkpoints(subject: Subject, repeats: int) -> dict[str, Series]:
         "full_seconds": seconds["full"],
         "incremental_bytes": sizes["incremental"],
         "full_bytes": sizes["full"],
+        "incremental_take_seconds": takes["incremental"],
+        "full_take_seconds": takes["full"],
+        "incremental_loop_sync_seconds": loop_syncs["incremental"],
+        "full_loop_sync_seconds": loop_syncs["full"],
+        "incremental_stall_seconds": stalls["incremental"],
+        "full_stall_seconds": stalls["full"],
     }
 
 
@@ -258,6 +307,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
     inc_b, full_b = checkpoints["incremental_bytes"], checkpoints["full_bytes"]
     inc_s, full_s = checkpoints["incremental_seconds"], checkpoints["full_seconds"]
+    inc_take, full_take = checkpoints["incremental_take_seconds"], checkpoints["full_take_seconds"]
+    inc_loop = checkpoints["incremental_loop_sync_seconds"]
+    full_loop = checkpoints["full_loop_sync_seconds"]
+    stalls = (
+        checkpoints["incremental_stall_seconds"].values + checkpoints["full_stall_seconds"].values
+    )
     bytes_ratio = paired_ratios(inc_b, full_b)
     seconds_ratio = paired_ratios(inc_s, full_s)
     restore_ratio = paired_ratios(restore["restore"], restore["read"])
@@ -276,6 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "incremental_over_full_bytes": bytes_ratio,
         "incremental_over_full_bytes_mean": mean_inc_bytes / mean_full_bytes,
         "incremental_over_full_seconds": seconds_ratio,
+        "longest_stall_seconds": max(stalls),
         "restore": {name: series.summary() for name, series in restore.items()},
         "restore_over_read": restore_ratio,
         "restore_local_over_read": local_ratio,
@@ -299,6 +355,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"| incremental / full | {bytes_ratio['ratio']:.3f} "
         f"(mean of rounds {mean_inc_bytes / mean_full_bytes:.3f}) "
         f"| {seconds_ratio['ratio']:.3f} |",
+        "",
+        "| synchronous part | on the event loop (`snapshot()`) "
+        "| in a worker thread (flush + RocksDB checkpoint) | longest loop stall |",
+        "|---|---:|---:|---:|",
+        f"| full | {full_loop.median * 1e3:.2f} ms | {full_take.median * 1e3:.1f} ms "
+        f"| {checkpoints['full_stall_seconds'].median * 1e3:.1f} ms |",
+        f"| incremental | {inc_loop.median * 1e3:.2f} ms | {inc_take.median * 1e3:.1f} ms "
+        f"| {checkpoints['incremental_stall_seconds'].median * 1e3:.1f} ms |",
+        "",
+        f"Longest event-loop stall in any checkpoint of the run: {max(stalls) * 1e3:.1f} ms "
+        "(probe sleeping 1 ms; includes the upload's, state file's and commit's loop "
+        "turns).",
         "",
         "| restore (files in page cache) | time | / read |",
         "|---|---:|---:|",

@@ -27,6 +27,7 @@ import os
 import shutil
 import struct
 import tempfile
+import time
 import uuid
 import weakref
 from collections.abc import Hashable, Iterable, Iterator
@@ -62,6 +63,17 @@ STASH_ROW: Final = b"s"
 
 ROW_CACHE: Final = 1 << 16
 """Keys whose row key a backend remembers."""
+
+FLUSH_POLL_INTERVAL: Final = 0.0005
+"""Seconds between two looks at a requested memtable flush (see ``create_checkpoint``)."""
+
+FLUSH_WAIT_LIMIT: Final = 60.0
+"""Seconds a checkpoint polls for its flushes before it lets RocksDB's checkpoint wait."""
+
+_MEMTABLE_ENTRIES: Final = "rocksdb.num-entries-active-mem-table"
+_IMMUTABLE_MEMTABLES: Final = "rocksdb.num-immutable-mem-table"
+_FLUSH_PENDING: Final = "rocksdb.mem-table-flush-pending"
+_BACKGROUND_ERRORS: Final = "rocksdb.background-errors"
 
 _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
@@ -381,7 +393,33 @@ class RocksDBKeyedStateBackend:
         else uses the instance meanwhile (rocksdict objects are not shared across
         threads here): :meth:`RocksDBSnapshot.take()
         <storage.rocksdb.snapshot.RocksDBSnapshot.take>` runs it so while its task waits.
+
+        rocksdict holds the GIL for the whole of a call, so a waiting flush (or a
+        checkpoint that flushes) would stall every thread, the event loop too, however
+        it is called. Hence the flushes are only requested here (RocksDB's background
+        thread writes them, without the GIL) and waited for by polling with sleeps, which
+        release it; RocksDB's checkpoint then finds the memtables empty and only links
+        files (about a millisecond with the GIL held). Column families whose memtable is
+        empty are not flushed.
         """
+        columns = [self.db] + [self.db.get_column_family(name) for name in self.restored_kinds()]
+        flushing = []
+        for column in columns:
+            if column.property_int_value(_MEMTABLE_ENTRIES):
+                column.flush(False)
+                flushing.append(column)
+        deadline = time.monotonic() + FLUSH_WAIT_LIMIT
+        while flushing and time.monotonic() < deadline:
+            if self.db.property_int_value(_BACKGROUND_ERRORS):
+                break  # the checkpoint's own flush below raises it
+            flushing = [
+                column
+                for column in flushing
+                if column.property_int_value(_IMMUTABLE_MEMTABLES)
+                or column.property_int_value(_FLUSH_PENDING)
+            ]
+            if flushing:
+                time.sleep(FLUSH_POLL_INTERVAL)
         Checkpoint(self.db).create_checkpoint(str(folder))
 
     def restore(
