@@ -260,7 +260,11 @@ def _is_immutable(value: Any) -> bool:
     if kind in IMMUTABLE_TYPES:
         return True
     if kind is tuple or kind is frozenset:
-        return all(map(_is_immutable, value))
+        # Scalars inline: a keyed reduce's tuples are checked per record during a snapshot.
+        for item in value:
+            if type(item) not in IMMUTABLE_TYPES and not _is_immutable(item):
+                return False
+        return True
     return False
 
 

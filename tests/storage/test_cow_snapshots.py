@@ -649,3 +649,21 @@ def test_table_entries_counts_the_bases_cheaply() -> None:
     assert snapshot.table_entries() == 300
     snapshot.release()
     assert snapshot.table_entries() == 300
+
+
+def test_a_tuple_holding_a_mutable_value_is_copied_before_it_is_handed_out() -> None:
+    # Tuples of scalars are shared with the snapshot as they are; a tuple with a list
+    # (or a nested tuple with one) inside is copied, so mutating it leaves the view alone.
+    table = StateTable("t")
+    shared_tuple = (1, ("x", 2.5, None, b"b", frozenset({3})))
+    table.put("plain", shared_tuple)
+    table.put("nested", (1, ("y", [2])))
+    table.put("list", (1, [2]))
+    view = table.freeze()
+    assert table.get("plain") is shared_tuple
+    table.get("nested")[1][1].append(9)
+    table.get("list")[1].append(9)
+    frozen = dict(view.items())
+    assert frozen["nested"] == (1, ("y", [2])) and frozen["list"] == (1, [2])
+    assert table.get("nested") == (1, ("y", [2, 9])) and table.get("list") == (1, [2, 9])
+    table.release()
