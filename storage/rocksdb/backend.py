@@ -10,10 +10,15 @@ laid out key group first (:mod:`storage.rocksdb.keys`). The write-ahead log is o
 durability comes from checkpoints, as in Flink.
 
 At a checkpoint :meth:`~RocksDBKeyedStateBackend.snapshot` (the synchronous part) takes a
-RocksDB checkpoint: a memtable flush and hard links to the live files, milliseconds for a
-small memtable. The asynchronous part (:mod:`storage.rocksdb.snapshot`) then uploads the
+RocksDB checkpoint: a memtable flush and hard links to the live files, 10-30 ms for a
+large state. In a job the owning task sets ``defer_snapshots``: ``snapshot()`` is then
+O(1) and :meth:`RocksDBSnapshot.take() <storage.rocksdb.snapshot.RocksDBSnapshot.take>`
+creates the checkpoint in a worker thread while the task waits, before its next record
+(see :meth:`~RocksDBKeyedStateBackend.create_checkpoint` for how the GIL is kept free
+meanwhile). The asynchronous part (:mod:`storage.rocksdb.snapshot`) then uploads the
 files not uploaded before, or encodes the state in the common key-group format.
-Restore (:mod:`storage.rocksdb.restore`) takes either format.
+Restore (:mod:`storage.rocksdb.restore`) takes either format; in a job it is deferred
+to :meth:`~RocksDBKeyedStateBackend.prepare`, which runs it in a worker thread.
 
 Key-group-format state restored before its state is registered is kept, still encoded,
 in the default column family ("stash" rows) until ``get_state`` registers it, and is
@@ -159,9 +164,11 @@ def _close(db: Rdict, folder: Path) -> None:
 class RocksDBKeyedStateBackend:
     """Keyed state of one subtask in a RocksDB instance, with incremental snapshots.
 
-    Owned by one subtask and used from its task only (not thread safe). State accesses
-    never block for long; the constructor, :meth:`restore` and :meth:`snapshot` block on
-    RocksDB's open, restore and checkpoint calls.
+    Owned by one subtask and used from its task only (not thread safe: the worker
+    threads of :meth:`prepare` and ``RocksDBSnapshot.take`` use it while the task
+    waits). State accesses never block for long; the constructor, :meth:`restore` and
+    :meth:`snapshot` block on RocksDB's open, restore and checkpoint calls, unless
+    deferred (``defer_snapshots``, :meth:`defer_restore`).
 
     Args:
         max_parallelism: The job's number of key groups.
@@ -365,7 +372,9 @@ class RocksDBKeyedStateBackend:
 
         Flushes the memtables and hard-links the live files into a new folder (under
         the state directory, kept as the local copy with local recovery). O(files), not
-        O(keys); blocks for the flush of at most one memtable (16 MiB).
+        O(keys); blocks for the flush of at most one memtable (16 MiB). With
+        ``defer_snapshots`` set it does neither and never blocks: the caller must await
+        the snapshot's ``take()`` before it writes state or uses the backend again.
 
         Args:
             canonical: encode the state in the common key-group format without pickle

@@ -18,8 +18,11 @@ processes any record, with the ``(key group, blob)`` pairs of its range:
 * **Key-group blobs** (heap checkpoints, canonical savepoints): each state's entries are
   decoded and written; a state not registered yet is stashed, still encoded.
 
-Blocks on file copies and RocksDB calls: the runtime calls it while it builds the
-subtask, before the subtask's actor runs.
+Blocks on file copies and RocksDB calls. In a job it runs in a worker thread: the
+deployment defers it (``RocksDBKeyedStateBackend.defer_restore``) and the subtask awaits
+``prepare()`` before it opens its operators, while other subtasks and the coordinator
+run. Links, reads and crc32 release the GIL; RocksDB's open and a rescale's row copy
+hold it in bursts (rocksdict holds it for each call).
 """
 
 from __future__ import annotations

@@ -3,14 +3,19 @@
 :meth:`RocksDBKeyedStateBackend.snapshot()
 <storage.rocksdb.backend.RocksDBKeyedStateBackend.snapshot>` (the synchronous part)
 takes a RocksDB checkpoint into a folder of hard links and returns a
-:class:`RocksDBSnapshot`. The subtask's checkpoint writer then, while records keep
+:class:`RocksDBSnapshot`; in a job it returns at once and the task awaits
+:meth:`RocksDBSnapshot.take`, which takes the checkpoint in a worker thread, before it
+processes another record. The subtask's checkpoint writer then, while records keep
 flowing, either
 
 * calls :meth:`RocksDBSnapshot.upload` with its checkpoint storage, which writes the
   native format: into a file-system checkpoint storage, each SST file not uploaded before
   goes to the job's ``shared/`` folder and the others are referred to (incremental; the
-  shared-state registry must still know them, else they are uploaded again), and the
-  small files go into the checkpoint's folder; into a savepoint's folder, every file.
+  shared-state registry must still know them, else they are uploaded again, and an SST
+  file is known by its name: SST files are immutable, so it is never re-read), and the
+  small files go into the checkpoint's folder, all in one worker-thread hop that syncs
+  the files after writing them all (``SharedFiles.upload_batch``); into a savepoint's
+  folder, every file.
   :meth:`~RocksDBSnapshot.encode_chunks` then yields the handle
   (:mod:`storage.rocksdb.handle`) once per key group of the range; or
 * does not (memory storage, canonical savepoints, offline tools): then

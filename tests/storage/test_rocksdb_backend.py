@@ -10,6 +10,7 @@ RocksDB one and compares every read.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -443,3 +444,38 @@ def test_a_deferred_restore_runs_in_a_worker_thread_or_on_first_use(
     assert len(threads) == 1
     for each in (backend, restored, eager):
         each.dispose()
+
+
+def test_an_upload_writes_its_files_in_one_hop_and_syncs_them_and_the_shared_folder(
+    tmp_path: Path, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import storage.checkpoint.shared_files as shared_files
+
+    batches: list[list[Path]] = []
+    synced: list[str] = []
+    write_batch, fsync = shared_files.write_batch, os.fsync
+
+    def recording_batch(copies: Any, bundle: Any, folder: Path) -> Any:
+        batches.append([target for _, target in copies])
+        return write_batch(copies, bundle, folder)
+
+    def recording_fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        fsync(descriptor)
+
+    monkeypatch.setattr(shared_files, "write_batch", recording_batch)
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    storage = new_storage(tmp_path)
+    backend = rocks(state_dir)
+    fill(backend, range(50))
+    pointer = checkpoint(storage, 1, [backend])
+    (copies,) = batches
+    assert copies, "the first checkpoint uploads its SST files"
+    shared = storage.shared_files.folder
+    bundle = next(Path(pointer).glob("rocksdb-*-files"))
+    for path in [*copies, bundle, shared]:
+        assert str(path.resolve()) in synced, f"{path} was not synced"
+    # Every file is synced before the checkpoint's _metadata is written.
+    metadata = [i for i, name in enumerate(synced) if name.endswith("_metadata.tmp")]
+    assert metadata and max(synced.index(str(p.resolve())) for p in copies) < metadata[0]
+    backend.dispose()
