@@ -65,7 +65,8 @@ PARTS: dict[str, Part] = {
     "backpressure": Part("benchmarks.backpressure", "Aligned vs unaligned vs aligned-with-timeout"),
     "sweep": Part("benchmarks.sweep", "Backpressure sweep"),
     "recovery": Part("benchmarks.recovery", "Recovery"),
-    "backends": Part("benchmarks.backends", "State backends and checkpoint storage"),
+    "backends": Part("benchmarks.backends", "Heap state: checkpoint storages and state sizes"),
+    "rocksdb": Part("benchmarks.state_backends", "RocksDB: incremental checkpoints, restore"),
     "savepoint": Part("benchmarks.savepoint", "Savepoints", optional=True),
 }
 """Every part, in the order the kit runs them."""
@@ -405,6 +406,25 @@ def _overhead(r: dict[str, Any]) -> list[dict[str, Any]]:
                 r.get("ratio_to_off_per_round", {}).get(name),
             )
         )
+    cost = r.get("checkpoint_cost", {})
+    for name, projected in r.get("projected_ratio_to_off", {}).items():
+        goal = r["goals"].get(name)
+        mode = name.split()[0]
+        if goal is None or mode not in cost:
+            continue
+        rows.append(
+            headline_row(
+                "overhead",
+                f"keyed count, checkpoints ({name}) vs none, projected from the cost of one "
+                f"checkpoint ({cost[mode]['cost_s'] * 1e3:.1f} ms, measured at "
+                f"{cost[mode]['interval_s'] * 1e3:g} ms intervals)",
+                "",
+                "",
+                projected,
+                f">= {goal:.2f}x",
+                _at_least(projected, goal),
+            )
+        )
     stall = r["stall"]
     during, without = (
         stall["max_stall_during_checkpoint_s"],
@@ -533,6 +553,56 @@ def _backends(r: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _mb(size: float) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def _rocksdb(r: dict[str, Any]) -> list[dict[str, Any]]:
+    checkpoints, restore = r["checkpoints"], r["restore"]
+    by_bytes = r["incremental_over_full_bytes"]
+    by_time = r["incremental_over_full_seconds"]
+    changed = f"{r['keys']:,} keys, 1 % changed"
+    throughput = r["throughput_records_per_second"]
+    return [
+        headline_row(
+            "rocksdb",
+            f"incremental vs full checkpoint, bytes uploaded ({changed})",
+            _mb(checkpoints["incremental_bytes"]["median"]),
+            _mb(checkpoints["full_bytes"]["median"]),
+            by_bytes["ratio"],
+            "<= 0.05x",
+            by_bytes["ratio"] <= 0.05,
+            by_bytes["per_round"],
+        ),
+        headline_row(
+            "rocksdb",
+            f"incremental vs full checkpoint, duration ({changed})",
+            _ms(checkpoints["incremental_seconds"]["median"]),
+            _ms(checkpoints["full_seconds"]["median"]),
+            by_time["ratio"],
+            "<= 0.20x",
+            by_time["ratio"] <= 0.20,
+            by_time["per_round"],
+        ),
+        headline_row(
+            "rocksdb",
+            "restore from checkpoint storage vs reading its files",
+            _ms(restore["restore"]["median"]),
+            _ms(restore["read"]["median"]),
+            r["restore_over_read"]["ratio"],
+            per_round=r["restore_over_read"]["per_round"],
+        ),
+        headline_row(
+            "rocksdb",
+            "keyed count throughput, RocksDB vs heap",
+            _rate(throughput["rocksdb"]),
+            _rate(throughput["heap"]),
+            r["rocksdb_over_heap_throughput"]["ratio"],
+            per_round=r["rocksdb_over_heap_throughput"]["per_round"],
+        ),
+    ]
+
+
 _HEADLINES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "throughput": _throughput,
     "bytewax": _bytewax,
@@ -541,6 +611,7 @@ _HEADLINES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "sweep": _sweep,
     "recovery": _recovery,
     "backends": _backends,
+    "rocksdb": _rocksdb,
 }
 
 

@@ -301,6 +301,59 @@ def test_headlines_of_a_throughput_report() -> None:
     assert row["met"] is False
 
 
+def test_headlines_of_a_rocksdb_report_judge_both_goals() -> None:
+    def summary(median: float) -> dict[str, Any]:
+        return {"median": median}
+
+    def paired(value: float) -> dict[str, Any]:
+        return {"ratio": value, "per_round": {"min": value * 0.9, "max": value * 1.1}}
+
+    report = {
+        "keys": 1_000_000,
+        "checkpoints": {
+            "incremental_bytes": summary(3e6),
+            "full_bytes": summary(100e6),
+            "incremental_seconds": summary(0.05),
+            "full_seconds": summary(0.2),
+        },
+        "restore": {"restore": summary(0.1), "read": summary(0.02)},
+        "throughput_records_per_second": {"heap": summary(1e6), "rocksdb": summary(1e5)},
+        "incremental_over_full_bytes": paired(0.03),
+        "incremental_over_full_seconds": paired(0.25),
+        "restore_over_read": paired(5.0),
+        "rocksdb_over_heap_throughput": paired(0.1),
+    }
+    rows = kit.headlines("rocksdb", report)
+    assert [(row["ratio"], row["met"]) for row in rows] == [
+        (0.03, True),  # bytes: <= 0.05x
+        (0.25, False),  # duration: <= 0.20x
+        (5.0, None),  # reported, no goal
+        (0.1, None),
+    ]
+    assert rows[0]["value"] == "3.0 MB" and rows[0]["baseline"] == "100.0 MB"
+
+
+def test_overhead_headlines_include_the_projection_from_the_cost_per_checkpoint() -> None:
+    report = {
+        "records_per_s": {"off": {"median": 100.0}, "aligned 100 ms": {"median": 80.0}},
+        "ratio_to_off": {"off": 1.0, "aligned 100 ms": 0.8},
+        "goals": {"aligned 100 ms": 0.90, "unaligned 100 ms": 0.90},
+        "checkpoint_cost": {"aligned": {"cost_s": 0.006, "interval_s": 0.01}},
+        "projected_ratio_to_off": {"aligned 100 ms": 0.94, "unaligned 100 ms": 0.93},
+        "stall": {
+            "keys": 1000,
+            "max_stall_during_checkpoint_s": 0.008,
+            "max_stall_without_checkpoint_s": 0.002,
+        },
+    }
+    rows = kit.headlines("overhead", report)
+    direct, projected, stall = rows  # no cost measured for unaligned: no projection row
+    assert (direct["ratio"], direct["met"]) == (0.8, False)
+    assert (projected["ratio"], projected["met"]) == (0.94, True)
+    assert "6.0 ms" in projected["figure"] and "10 ms intervals" in projected["figure"]
+    assert stall["met"] is True
+
+
 def test_headlines_of_an_unknown_or_odd_report() -> None:
     assert kit.headlines("savepoint", {"anything": 1}) == []
     own = {"headline": [{"figure": "f", "value": "1", "baseline": "2", "ratio": 0.5}]}
