@@ -24,6 +24,7 @@ The two kinds of task share this base: ``SourceTask`` (reads a source reader) an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from typing import Any
@@ -45,7 +46,7 @@ from runtime.checkpoint.events import (
 from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.snapshot import TaskCheckpointing
-from storage.backend import prepare_keyed_backend
+from storage.backend import close_keyed_backend, prepare_keyed_backend
 
 YIELD_INTERVAL = 0.002
 """Seconds a task may run without giving other actors a turn."""
@@ -148,8 +149,10 @@ class Task(Actor):
                 self.checkpointing.abort_all()
             with anyio.CancelScope(shield=True):
                 await self.chain.close(suppress_errors=True)
+                await self._close_backends()
             raise
         await self.chain.close()
+        await self._close_backends()
         if self.coordinator is not None:
             self.coordinator.put(TaskFinished(self.task_id))
 
@@ -164,6 +167,15 @@ class Task(Actor):
 
     async def before_end_of_output(self) -> None:
         """Called after the last output was flushed, before the channels close."""
+
+    async def _close_backends(self) -> None:
+        """Release the operators' keyed state backends (a RocksDB instance: off the loop).
+
+        Runs after the task group ended, so no snapshot thread uses them any more.
+        """
+        for operator in self.chain.operators:
+            with contextlib.suppress(Exception):
+                await close_keyed_backend(operator.context.keyed_backend)
 
     def _decode_restored_state(self) -> None:
         """Decode restored keyed state in the background, a bounded step per turn."""

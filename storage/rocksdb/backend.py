@@ -548,6 +548,22 @@ class RocksDBKeyedStateBackend:
         finally:
             self.current_key = saved
 
+    async def close(self) -> None:
+        """Close the instance and delete its folder, in a worker thread; idempotent.
+
+        The local copies stay (a restarted subtask may recover from them).
+        """
+        await anyio.to_thread.run_sync(self._release_instance)
+
+    def _release_instance(self) -> None:
+        self._finalizer()
+        # Drop the column families' handles here, not in a later garbage collection of
+        # the task's objects: freed there, RocksDB's teardown took about a second, in
+        # whatever code happened to run that collection.
+        for registered in self._registered.values():
+            registered.column = None  # type: ignore[assignment]
+            registered.handle._column = None
+
     def dispose(self) -> None:
         """Close the instance and delete its folder (and the local copies)."""
         self._finalizer()

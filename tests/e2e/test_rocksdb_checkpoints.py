@@ -276,3 +276,23 @@ async def test_checkpoints_and_restore_run_off_the_loop_and_keep_a_consistent_cu
     # exactly the state of a run without failures.
     await run_to_end(tmp_path / "b", completed.pointer)
     assert len(restores) == 2 and loop_thread not in restores  # one per subtask
+
+
+async def test_a_finished_subtask_closes_its_instance_and_deletes_its_folder(
+    tmp_path: Path,
+) -> None:
+    # Closed by the task as it ends (in a worker thread), not by a later garbage
+    # collection in whatever code runs it: with the collector off, nothing is left.
+    import gc
+
+    state_dir = tmp_path / "state"
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        env = make_env(tmp_path / "checkpoints", state_dir=str(state_dir))
+        result = await env.execute("closes")
+        assert last_per_key(result.collected["out"]) == expected()
+        assert not list(state_dir.glob("rocksdb-*")), "an instance folder was left behind"
+    finally:
+        if enabled:
+            gc.enable()
