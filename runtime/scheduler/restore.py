@@ -25,7 +25,6 @@ have, or whose max parallelism differs, is an error naming the operator.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,8 +41,9 @@ from storage import (
     redistribute,
     serializer_for,
 )
-from storage.checkpoint import CheckpointMetadata, CheckpointStorage, CorruptCheckpointError
+from storage.checkpoint import CheckpointMetadata, CheckpointStorage
 from storage.checkpoint.splits import decode_splits
+from storage.checkpoint.state_file import decode_frames
 
 _operator_state_decoder = msgspec.msgpack.Decoder(OperatorStateSnapshot)
 
@@ -63,8 +63,6 @@ class StateFrameView(msgspec.Struct, frozen=True, array_like=True):
 
 
 _frame_decoder: Final = msgspec.msgpack.Decoder(StateFrameView)
-# The frame length prefix of ``storage.checkpoint.state_file``: 4 bytes, big-endian.
-_LENGTH: Final = struct.Struct(">I")
 
 
 def iter_frame_views(data: bytes | memoryview, path: str) -> Iterator[StateFrameView]:
@@ -74,32 +72,7 @@ def iter_frame_views(data: bytes | memoryview, path: str) -> Iterator[StateFrame
         CorruptCheckpointError: If a length or a body is truncated, or a body does not
             decode to a frame; names ``path`` and the frame's offset.
     """
-    view = memoryview(data)
-    offset = 0
-    end = len(view)
-    while offset < end:
-        if end - offset < _LENGTH.size:
-            raise CorruptCheckpointError(
-                path,
-                f"truncated frame length at byte {offset} ({end - offset} of {_LENGTH.size} bytes)",
-                "checkpoint state file",
-            )
-        (length,) = _LENGTH.unpack_from(view, offset)
-        start = offset + _LENGTH.size
-        if end - start < length:
-            raise CorruptCheckpointError(
-                path,
-                f"truncated frame at byte {offset}: it needs {length} bytes, {end - start} remain",
-                "checkpoint state file",
-            )
-        try:
-            frame = _frame_decoder.decode(view[start : start + length])
-        except msgspec.DecodeError as error:
-            raise CorruptCheckpointError(
-                path, f"frame at byte {offset} does not decode: {error}", "checkpoint state file"
-            ) from error
-        offset = start + length
-        yield frame
+    return decode_frames(data, path, _frame_decoder)
 
 
 @dataclass(slots=True)

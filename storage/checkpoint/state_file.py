@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -32,9 +32,12 @@ __all__ = [
     "MAX_FRAME_SIZE",
     "NO_KEY_GROUP",
     "StateFrame",
+    "decode_frames",
     "encode_frame",
     "iter_frames",
 ]
+
+T = TypeVar("T")
 
 NO_KEY_GROUP: Final = -1
 """The ``key_group`` of a frame that holds no keyed state."""
@@ -104,6 +107,21 @@ def iter_frames(data: bytes | bytearray | memoryview, path: str) -> Iterator[Sta
         CorruptCheckpointError: If a length or a body is truncated, or a body does not
             decode to a :class:`StateFrame`; names ``path`` and the frame's offset.
     """
+    return decode_frames(data, path, _decoder)
+
+
+def decode_frames(
+    data: bytes | bytearray | memoryview, path: str, decoder: msgspec.msgpack.Decoder[T]
+) -> Iterator[T]:
+    """Yield the frames of a state file decoded by ``decoder``; see :func:`iter_frames`.
+
+    A reader that wants frames of its own type (e.g. with the payload left as views into
+    ``data``) passes its decoder.
+
+    Raises:
+        CorruptCheckpointError: If a length or a body is truncated, or a body does not
+            decode; names ``path`` and the frame's offset.
+    """
     view = memoryview(data)
     offset = 0
     end = len(view)
@@ -123,7 +141,7 @@ def iter_frames(data: bytes | bytearray | memoryview, path: str) -> Iterator[Sta
                 "checkpoint state file",
             )
         try:
-            frame = _decoder.decode(view[start : start + length])
+            frame = decoder.decode(view[start : start + length])
         except msgspec.DecodeError as error:
             raise CorruptCheckpointError(
                 path, f"frame at byte {offset} does not decode: {error}", "checkpoint state file"
