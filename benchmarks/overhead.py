@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import interleave, machine, machine_line, paired_ratios, write_report
-from benchmarks.throughput import CountingSink, make_functions
+from benchmarks.throughput import CountingSink, time_keyed_count
 from runtime import StreamEnvironment
 
 
@@ -72,29 +72,14 @@ def run_counted(
     records: int, keys: int, checkpointing: dict[str, Any] | None, storage: str | None = None
 ) -> tuple[float, int]:
     """The keyed count job's run time in seconds, and how many checkpoints completed."""
-    to_pair, key_of, add = make_functions(keys)
-
-    async def job() -> tuple[float, int]:
-        env = StreamEnvironment(parallelism=1)
-        if checkpointing is not None:
-            env.enable_checkpointing(
-                checkpointing["interval"], unaligned=checkpointing["unaligned"], storage=storage
-            )
-        (
-            env.from_sequence(0, records - 1)
-            .map(to_pair, name="map")
-            .key_by(key_of)
-            .reduce(add, name="count")
-            .sink_to(CountingSink(), name="sink")
+    env = StreamEnvironment(parallelism=1)
+    if checkpointing is not None:
+        env.enable_checkpointing(
+            checkpointing["interval"], unaligned=checkpointing["unaligned"], storage=storage
         )
-        start = time.perf_counter()
-        result = await env.execute("keyed count")
-        elapsed = time.perf_counter() - start
-        assert result.records_in("sink") == records
-        stats = result.checkpoints
-        return elapsed, 0 if stats is None else stats.counts.completed
-
-    return asyncio.run(job())
+    elapsed, result = time_keyed_count(env, records, keys)
+    stats = result.checkpoints
+    return elapsed, 0 if stats is None else stats.counts.completed
 
 
 def checkpoint_cost(

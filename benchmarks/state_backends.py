@@ -56,7 +56,7 @@ from benchmarks.harness import (
     tick,
     write_report,
 )
-from benchmarks.throughput import CountingSink, make_functions
+from benchmarks.throughput import time_keyed_count
 from runtime import StreamEnvironment
 from storage import KeyGroupRange, ValueStateDescriptor
 from storage.checkpoint.filesystem import FileCheckpointStorage
@@ -253,24 +253,9 @@ class Subject:
 
 def run_job(backend: str, records: int, keys: int, state_dir: Path) -> float:
     """Records/s of the keyed count job on ``backend``."""
-    to_pair, key_of, add = make_functions(keys)
-
-    async def job() -> float:
-        env = StreamEnvironment(parallelism=1, state_backend=backend, state_dir=state_dir)
-        (
-            env.from_sequence(0, records - 1)
-            .map(to_pair, name="map")
-            .key_by(key_of)
-            .reduce(add, name="count")
-            .sink_to(CountingSink(), name="sink")
-        )
-        start = time.perf_counter()
-        result = await env.execute("keyed count")
-        elapsed = time.perf_counter() - start
-        assert result.records_in("sink") == records, "the job lost or duplicated records"
-        return records / elapsed
-
-    return asyncio.run(job())
+    env = StreamEnvironment(parallelism=1, state_backend=backend, state_dir=state_dir)
+    seconds, _ = time_keyed_count(env, records, keys)
+    return records / seconds
 
 
 def measure_checkpoints(subject: Subject, repeats: int) -> dict[str, Series]:

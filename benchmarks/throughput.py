@@ -44,26 +44,35 @@ def make_functions(keys: int) -> tuple[Any, Any, Any]:
     return to_pair, key_of, add
 
 
-def run_weir(records: int, keys: int, parallelism: int = 1) -> float:
-    """Records/s of the keyed count job."""
-    to_pair, key_of, add = make_functions(keys)
+def time_keyed_count(env: StreamEnvironment, records: int, keys: int) -> tuple[float, Any]:
+    """Build the keyed count job on ``env``, run it; ``(seconds, JobResult)``.
 
-    async def job() -> float:
-        env = StreamEnvironment(parallelism=parallelism)
-        (
-            env.from_sequence(0, records - 1)
-            .map(to_pair, name="map")
-            .key_by(key_of)
-            .reduce(add, name="count")
-            .sink_to(CountingSink(), name="sink")
-        )
+    The job: ``records`` numbers -> map to ``(key, 1)`` -> key_by -> reduce -> a counting
+    sink. Fails if the sink did not see every record exactly once.
+    """
+    to_pair, key_of, add = make_functions(keys)
+    (
+        env.from_sequence(0, records - 1)
+        .map(to_pair, name="map")
+        .key_by(key_of)
+        .reduce(add, name="count")
+        .sink_to(CountingSink(), name="sink")
+    )
+
+    async def job() -> tuple[float, Any]:
         start = time.perf_counter()
         result = await env.execute("keyed count")
         elapsed = time.perf_counter() - start
         assert result.records_in("sink") == records, "the job lost or duplicated records"
-        return records / elapsed
+        return elapsed, result
 
     return asyncio.run(job())
+
+
+def run_weir(records: int, keys: int, parallelism: int = 1) -> float:
+    """Records/s of the keyed count job."""
+    seconds, _ = time_keyed_count(StreamEnvironment(parallelism=parallelism), records, keys)
+    return records / seconds
 
 
 def run_loop(records: int, keys: int) -> float:

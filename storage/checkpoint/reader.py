@@ -383,16 +383,7 @@ def _read_file(
     """Read one state file, verify it and hand its frames to the operators it holds."""
     path = state_file_path(folder, relative)
     handle = _agreed_handle(metadata_path, relative, owners)
-    try:
-        data = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError) as error:
-        raise CheckpointNotFoundError(str(path), "checkpoint state file") from error
-    except OSError as error:
-        raise StorageError(
-            f"cannot read checkpoint state file {path}: {error.strerror or error}; "
-            f"fix its permissions or read another checkpoint"
-        ) from error
-    verify_state(handle, len(data), crc32_hex(data), str(path))
+    data = read_verified_state_file(path, handle, "checkpoint")
 
     by_uid: dict[str, tuple[OperatorStateHandle, _Builder]] = {}
     for op, builder in owners:
@@ -542,3 +533,29 @@ def _add_key_group(
             if seen:
                 raise SerializationError(f"{what} holds key {key!r} twice")
             entries[key] = value
+
+
+def read_verified_state_file(path: Path, handle: StateHandle, what: str) -> bytes:
+    """Read a state file whole and check it against its handle (size and crc32). Blocking.
+
+    Args:
+        path: The file.
+        handle: Its handle in the metadata.
+        what: ``"checkpoint"`` or ``"savepoint"``: what to read instead, in the message.
+
+    Raises:
+        CheckpointNotFoundError: The file is missing.
+        StorageError: It cannot be read.
+        CorruptCheckpointError: Its size or checksum differ from the handle's.
+    """
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError) as error:
+        raise CheckpointNotFoundError(str(path), "checkpoint state file") from error
+    except OSError as error:
+        raise StorageError(
+            f"cannot read checkpoint state file {path}: {error.strerror or error}; "
+            f"fix its permissions or read another {what}"
+        ) from error
+    verify_state(handle, len(data), crc32_hex(data), str(path))
+    return data

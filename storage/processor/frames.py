@@ -24,15 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from storage.checkpoint.errors import CheckpointNotFoundError, CorruptCheckpointError, StorageError
+from storage.checkpoint.errors import CorruptCheckpointError
 from storage.checkpoint.layout import METADATA_FILE, checkpoint_folder, state_file_path
 from storage.checkpoint.metadata import (
     CheckpointMetadata,
     OperatorStateHandle,
     StateHandle,
-    crc32_hex,
-    verify_state,
 )
+from storage.checkpoint.reader import read_verified_state_file
 from storage.checkpoint.recovery import load_metadata_file
 from storage.checkpoint.state_file import StateFrame, iter_frames
 
@@ -126,7 +125,7 @@ def read_frames(path: str | os.PathLike[str]) -> SavepointFrames:
     in_flight = 0
     for relative, handle in handles.items():
         file = state_file_path(folder, relative)
-        data = _read_verified(file, handle)
+        data = read_verified_state_file(file, handle, "savepoint")
         for frame in iter_frames(data, str(file)):
             if frame.kind in _CHANNEL_KINDS:
                 in_flight += 1
@@ -145,17 +144,3 @@ def read_frames(path: str | os.PathLike[str]) -> SavepointFrames:
             else:
                 operator.frames.setdefault(subtask_index, []).append(frame)
     return SavepointFrames(folder, metadata, operators, in_flight)
-
-
-def _read_verified(path: Path, handle: StateHandle) -> bytes:
-    try:
-        data = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError) as error:
-        raise CheckpointNotFoundError(str(path), "checkpoint state file") from error
-    except OSError as error:
-        raise StorageError(
-            f"cannot read checkpoint state file {path}: {error.strerror or error}; "
-            f"fix its permissions or read another savepoint"
-        ) from error
-    verify_state(handle, len(data), crc32_hex(data), str(path))
-    return data
