@@ -14,7 +14,7 @@ context.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
 from storage.descriptors import StateDescriptor
@@ -32,6 +32,9 @@ __all__ = [
 
 STATE_BACKENDS: Final = ("heap", "rocksdb")
 """The values of the ``state_backend`` option."""
+
+# storage.rocksdb.handle.NATIVE_MAGIC, without importing the RocksDB package (and rocksdict).
+_ROCKSDB_NATIVE_MAGIC: Final = b"WEIRRDB1"
 
 
 class KeyedSnapshot(Protocol):
@@ -126,6 +129,8 @@ def restore_keyed_backend(
     pointer: str | None,
     *,
     deferred: bool = False,
+    allow_pickle: bool = True,
+    describe: Callable[[int], str] | None = None,
 ) -> None:
     """Restore ``backend`` from the key-group blobs of checkpoint ``pointer``.
 
@@ -134,11 +139,53 @@ def restore_keyed_backend(
     open, unless ``deferred``: then it keeps the blobs, and the owner must await
     :func:`prepare_keyed_backend` before it uses the backend, which runs that work in a
     worker thread.
+
+    Args:
+        backend: The backend, fresh.
+        blobs: ``(key group, blob)`` pairs; those outside the backend's range are skipped.
+        pointer: The checkpoint's or savepoint's folder.
+        deferred: Leave a RocksDB restore to :func:`prepare_keyed_backend`.
+        allow_pickle: Whether state written with pickle may be read. If False (a job
+            that forbids pickle, or a savepoint that declares the canonical format),
+            every blob of the range is checked now, before anything is decoded: a state
+            written with pickle, or a native RocksDB snapshot (whose rows may hold
+            pickle), is refused.
+        describe: Names the file that holds a key group, for messages.
+
+    Raises:
+        PickleForbiddenError: See ``allow_pickle``; names the file, state and key group.
+        SerializationError: A blob that does not decode; names the file and key group.
     """
+    from storage.errors import PickleForbiddenError, SerializationError
+    from storage.keyed_format import decode_key_group
     from storage.keyed_state import HeapKeyedStateBackend
 
+    where = describe or (lambda key_group: f"{pointer} (key group {key_group})")
+    in_range = backend.key_group_range
+    blobs = [(key_group, blob) for key_group, blob in blobs if key_group in in_range]
+    if not allow_pickle:
+        for key_group, blob in blobs:
+            if bytes(blob[: len(_ROCKSDB_NATIVE_MAGIC)]) == _ROCKSDB_NATIVE_MAGIC:
+                raise PickleForbiddenError(
+                    f"{where(key_group)}: key group {key_group} is a native RocksDB "
+                    "snapshot, whose values may hold pickle, and pickle may not be read here"
+                )
+            try:
+                decode_key_group(key_group, blob, allow_pickle=False)
+            except SerializationError as exc:
+                raise type(exc)(f"{where(key_group)}: {exc}") from exc
     if isinstance(backend, HeapKeyedStateBackend):
-        backend.restore(blobs)
+        current = [0]
+
+        def tracked() -> Iterator[tuple[int, bytes | memoryview]]:
+            for key_group, blob in blobs:
+                current[0] = key_group
+                yield key_group, blob
+
+        try:
+            backend.restore(tracked())
+        except SerializationError as exc:
+            raise type(exc)(f"{where(current[0])}: {exc}") from exc
     elif deferred:
         backend.defer_restore(blobs, pointer)  # type: ignore[attr-defined]
     else:

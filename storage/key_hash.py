@@ -22,7 +22,7 @@ version). ``stable_hash(key)`` is a 32-bit unsigned integer computed as follows.
   ====================  ====  ==========================================================
   ``None``              0x00  nothing
   ``int``               0x01  two's complement, big-endian, ``(k.bit_length() + 8) // 8`` bytes
-  ``float``             0x02  IEEE 754 binary64, big-endian; every NaN as ``7ff8...0``
+  ``float``             0x02  IEEE 754 binary64, big-endian (NaN is refused, see below)
   ``str``               0x03  UTF-8 (lone surrogates pass through)
   ``bytes``             0x04  the bytes
   ``tuple``             0x05  per element: 4-byte big-endian length of ``enc(e)``, ``enc(e)``
@@ -34,7 +34,10 @@ encoded as the ``int`` ``1`` (so is ``(True,)`` as ``(1,)``), and ``-0.0`` as ``
 that are not equal are told apart by the tag: ``1``, ``"1"``, ``b"1"`` and ``1.5`` are
 encoded differently. Subclasses of the supported types (``IntEnum``, ``StrEnum``, a
 ``NamedTuple``) are encoded as their base type, which is what they compare equal to.
-Any other type raises :class:`~storage.errors.KeyEncodingError`.
+Any other type raises :class:`~storage.errors.KeyEncodingError`, and so does a NaN
+(alone or inside a tuple): a NaN is not equal to itself, so keyed state could never find
+its key again (a dict of heap state would keep one entry per NaN object, RocksDB one
+entry for all of them).
 
 :func:`stable_hashes` computes the same hashes for many keys at once (the asynchronous
 part of a keyed state snapshot hashes every key). When the keys are all ``int`` (64-bit),
@@ -75,7 +78,6 @@ _TAG_TUPLE: Final = b"\x05"
 # without concatenating the tag (zlib.crc32(b, crc32(tag)) == zlib.crc32(tag + b)).
 _CRC_STR: Final = zlib.crc32(_TAG_STR)
 _CRC_BYTES: Final = zlib.crc32(_TAG_BYTES)
-_CANONICAL_NAN: Final = bytes.fromhex("7ff8000000000000")
 _pack_double = struct.Struct(">d").pack
 _pack_u32 = struct.Struct(">I").pack
 
@@ -134,7 +136,11 @@ def _encode_float(x: float) -> bytes:
     if x.is_integer():
         return _TAG_INT + _int_payload(int(x))
     if x != x:
-        return _TAG_FLOAT + _CANONICAL_NAN
+        raise KeyEncodingError(
+            "cannot use NaN as a key (or inside a tuple key): NaN is not equal to itself, "
+            "so its keyed state could never be found again; map NaN to another value "
+            "(e.g. None) in key_by"
+        )
     return _TAG_FLOAT + _pack_double(x)
 
 

@@ -31,7 +31,7 @@ from storage.descriptors import (
     ValueStateDescriptor,
 )
 from storage.entry_columns import ColumnCodec, ValueColumns, decode_key_column
-from storage.errors import SerializationError, StateError
+from storage.errors import PickleForbiddenError, SerializationError, StateError
 from storage.serializers import Serializer, UntypedSerializer, serializer_for
 
 __all__ = [
@@ -165,15 +165,26 @@ def encode_key_group(
     return _encoder.encode(data)
 
 
-def decode_key_group(key_group: int, blob: bytes | memoryview) -> KeyGroupSnapshotData:
+def decode_key_group(
+    key_group: int, blob: bytes | memoryview, *, allow_pickle: bool = True
+) -> KeyGroupSnapshotData:
     """Decode one blob (one part) of ``key_group`` and check its version and key group.
 
     A key group may have been written as several blobs (``parts``); each decodes alone.
     The batches' columns stay encoded: read them with :func:`decode_entries`.
 
+    Args:
+        key_group: The key group the blob was stored for.
+        blob: The blob.
+        allow_pickle: Whether batches written with pickle may be read later; if False, a
+            batch whose keys or values were pickled is refused here, before anything is
+            unpickled (O(batches): the columns' codecs are looked at, not their bytes).
+
     Raises:
         SerializationError: If the blob is not a key group snapshot of a known version,
             or is the blob of another key group.
+        PickleForbiddenError: If ``allow_pickle`` is False and a batch was pickled; the
+            message names the state and the key group.
     """
     try:
         data = _decoder.decode(blob)
@@ -200,6 +211,14 @@ def decode_key_group(key_group: int, blob: bytes | memoryview) -> KeyGroupSnapsh
             f"the blob of key group {key_group} says it is part {data.part} of {data.parts}; "
             "the checkpoint file is corrupt"
         )
+    if not allow_pickle:
+        for batch in data.states:
+            if ColumnCodec.PICKLE in (batch.key_codec, batch.value_codec):
+                column = "keys" if batch.key_codec is ColumnCodec.PICKLE else "values"
+                raise PickleForbiddenError(
+                    f"the {column} of {batch.kind} state {batch.name!r} in key group "
+                    f"{key_group} were written with pickle, and pickle may not be read here"
+                )
     return data
 
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 import msgspec
 
 from storage.descriptors import ListStateDescriptor
-from storage.errors import SerializationError, StateError
+from storage.errors import PickleForbiddenError, SerializationError, StateError
 from storage.serializers import Serializer, serializer_for
 from storage.state import ListState
 
@@ -108,10 +108,12 @@ class OperatorStateBackend:
         allow_pickle: Whether elements of undeclared types may be pickled.
     """
 
-    __slots__ = ("_restored", "_serializers", "_states", "allow_pickle")
+    __slots__ = ("_restored", "_serializers", "_states", "allow_pickle", "restored_pickle")
 
     def __init__(self, *, allow_pickle: bool = True) -> None:
         self.allow_pickle = allow_pickle
+        # Whether restored elements may be unpickled (see ``restore``).
+        self.restored_pickle = allow_pickle
         self._states: dict[str, OperatorListState] = {}
         self._serializers: dict[str, Serializer[Any]] = {}
         self._restored: dict[str, OperatorStateEntry] = {}
@@ -153,7 +155,8 @@ class OperatorStateBackend:
         if restored is not None:
             _check_mode(name, restored.mode, mode, "restored")
             try:
-                elements = [serializer.decode(v) for v in restored.values]
+                decode = self._restored_serializer(descriptor, serializer).decode
+                elements = [decode(v) for v in restored.values]
             except SerializationError as exc:
                 self._restored[name] = restored
                 raise type(exc)(f"cannot restore operator list state {name!r}: {exc}") from exc
@@ -191,13 +194,22 @@ class OperatorStateBackend:
             states[name] = OperatorStateEntry(state.mode, values)
         return OperatorStateSnapshot(states)
 
-    def restore(self, snapshot: OperatorStateSnapshot) -> None:
+    def restore(self, snapshot: OperatorStateSnapshot, *, allow_pickle: bool | None = None) -> None:
         """Load a (redistributed) snapshot; call before the operator registers its states.
 
         States already registered get the restored elements appended.
 
+        Args:
+            snapshot: The snapshot.
+            allow_pickle: Whether restored elements may be unpickled (None: as
+                ``allow_pickle`` says for this backend). False for a savepoint that
+                declares the canonical format: an element of an untyped state written
+                with pickle is refused here, and a state declared with a type msgspec
+                cannot encode is refused when it is registered.
+
         Raises:
             SerializationError: If the snapshot has an unknown format version.
+            PickleForbiddenError: An element was pickled and ``allow_pickle`` is False.
             StateError: If a state comes back with another distribution mode.
         """
         if snapshot.version != OPERATOR_STATE_FORMAT_VERSION:
@@ -205,11 +217,22 @@ class OperatorStateBackend:
                 f"operator state snapshot has format version {snapshot.version}, this weir "
                 f"reads version {OPERATOR_STATE_FORMAT_VERSION}; restore with a matching weir"
             )
+        if allow_pickle is not None:
+            self.restored_pickle = allow_pickle
+        if not self.restored_pickle:
+            for name, entry in snapshot.states.items():
+                # b"P" + pickle is the untyped envelope of a pickled element; a msgpack
+                # value that starts with b"P" is the int 80, one byte long.
+                if any(v[:1] == b"P" and len(v) > 1 for v in entry.values):
+                    raise PickleForbiddenError(
+                        f"operator list state {name!r} holds elements written with pickle, "
+                        "and pickle may not be read here"
+                    )
         for name, entry in snapshot.states.items():
             state = self._states.get(name)
             if state is not None:
                 _check_mode(name, state.mode, entry.mode, "registered")
-                decode = self._serializers[name].decode
+                decode = self._restored_serializer(state.descriptor, self._serializers[name]).decode
                 state.add_all(decode(v) for v in entry.values)
                 continue
             old = self._restored.get(name)
@@ -217,6 +240,14 @@ class OperatorStateBackend:
                 _check_mode(name, old.mode, entry.mode, "restored")
                 entry = OperatorStateEntry(entry.mode, [*old.values, *entry.values])
             self._restored[name] = entry
+
+    def _restored_serializer(
+        self, descriptor: ListStateDescriptor, serializer: Serializer[Any]
+    ) -> Serializer[Any]:
+        """The serializer that reads restored elements: never pickle if not allowed."""
+        if self.restored_pickle or not self.allow_pickle:
+            return serializer
+        return serializer_for(descriptor.type, False, f"operator list state {descriptor.name!r}")
 
 
 def _check_mode(name: str, have: DistributionMode, want: DistributionMode, how: str) -> None:

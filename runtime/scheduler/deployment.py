@@ -15,6 +15,8 @@ state that the task processes before it reads its inputs.
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
 from actors import Channel, InputGate
@@ -38,8 +40,56 @@ from runtime.tasks.task import Task
 from storage import KeyGroupRange, OperatorStateBackend
 from storage.backend import create_keyed_backend, restore_keyed_backend
 from storage.checkpoint import CheckpointStorage
+from storage.checkpoint.metadata import declares_canonical
+from storage.errors import PickleForbiddenError, SerializationError
 
 ChannelMatrix = dict[tuple[int, int], Channel[Any]]
+
+logger = logging.getLogger("weir.restore")
+
+
+def key_group_file(restore: RestoredCheckpoint, uid: str, key_group: int) -> str:
+    """The state file that holds ``key_group`` of operator ``uid``, for messages."""
+    for operator in restore.metadata.operators:
+        if operator.uid != uid:
+            continue
+        for subtask in operator.subtasks:
+            start, end = subtask.key_group_start, subtask.key_group_end
+            if (
+                subtask.handle is not None
+                and start is not None
+                and end is not None
+                and start <= key_group <= end
+            ):
+                return f"{restore.pointer}/{subtask.handle.path}"
+    return restore.pointer
+
+
+def restore_error(
+    restore: RestoredCheckpoint, name: str, uid: str, error: SerializationError
+) -> SerializationError:
+    """The error of state that cannot be restored, of the same type as ``error``.
+
+    It names the operator and the checkpoint, and says what to do.
+    """
+    where = f"cannot restore operator {name!r} (uid {uid!r}) from {restore.pointer}"
+    if not isinstance(error, PickleForbiddenError):
+        message = f"{where}: {error}"
+    elif declares_canonical(restore.metadata):
+        message = (
+            f"{where}: the savepoint declares the canonical format (data only, never "
+            f"unpickled), but {error}; it was not written as a canonical savepoint (crafted "
+            "or altered): do not restore it"
+        )
+    else:
+        message = (
+            f"{where}: {error}, since the job forbids pickle (allow_pickle=False); "
+            "unpickling runs code the file names: only if you trust this checkpoint, "
+            "restore it with StreamEnvironment(allow_pickle=True), or restore from a "
+            "canonical savepoint"
+        )
+    logger.error("%s", message)
+    return type(error)(message)
 
 
 def uid_of(node: Transformation) -> str:
@@ -153,15 +203,18 @@ class Deployment:
                 not in (None, edge.target.parallelism)
                 for edge in vertex.outputs
             }
-            restored = restore.for_task(
-                [uid_of(node) for node in vertex.nodes],
-                subtask,
-                p,
-                key_groups if keyed else None,
-                input_key_selectors,
-                output_rescaled,
-                graph.max_parallelism,
-            )
+            try:
+                restored = restore.for_task(
+                    [uid_of(node) for node in vertex.nodes],
+                    subtask,
+                    p,
+                    key_groups if keyed else None,
+                    input_key_selectors,
+                    output_rescaled,
+                    graph.max_parallelism,
+                )
+            except SerializationError as error:
+                raise restore_error(restore, vertex.name, uid_of(vertex.head), error) from error
         operators: list[StreamOperator] = []
         for node in vertex.nodes:
             operators.append(self._make_operator(node, subtask, p, key_groups, restored))
@@ -263,15 +316,30 @@ class Deployment:
                 local_recovery=config.local_recovery,
             )
             if restored is not None and uid in restored.keyed:
-                assert self.restore is not None
+                restore = self.restore
+                assert restore is not None
                 # A RocksDB restore (links, copies, crc32, open) is left to the task,
                 # which runs it in a worker thread before it opens its operators.
-                restore_keyed_backend(
-                    keyed, restored.keyed[uid], self.restore.pointer, deferred=True
-                )
+                try:
+                    restore_keyed_backend(
+                        keyed,
+                        restored.keyed[uid],
+                        restore.pointer,
+                        deferred=True,
+                        allow_pickle=restore.allow_pickle,
+                        describe=functools.partial(key_group_file, restore, uid),
+                    )
+                except SerializationError as error:
+                    raise restore_error(restore, node.name, uid, error) from error
         operator_backend = OperatorStateBackend(allow_pickle=config.allow_pickle)
         if restored is not None and uid in restored.operator:
-            operator_backend.restore(restored.operator[uid])
+            assert self.restore is not None
+            try:
+                operator_backend.restore(
+                    restored.operator[uid], allow_pickle=self.restore.allow_pickle
+                )
+            except SerializationError as error:
+                raise restore_error(self.restore, node.name, uid, error) from error
         ctx = RuntimeContext(
             operator_name=node.name,
             subtask_index=subtask,

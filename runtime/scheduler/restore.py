@@ -42,6 +42,7 @@ from storage import (
     serializer_for,
 )
 from storage.checkpoint import CheckpointMetadata, CheckpointStorage
+from storage.checkpoint.metadata import declares_canonical
 from storage.checkpoint.splits import decode_splits
 from storage.checkpoint.state_file import decode_frames
 
@@ -352,4 +353,6 @@ async def load_checkpoint(
     for path, read in zip(handles, reads, strict=True):
         data = read.result()
         files.append(_FileFrames(owners[path], list(iter_frame_views(data, f"{pointer}/{path}"))))
+    # A savepoint that declares the canonical format is data only: never unpickled.
+    allow_pickle = allow_pickle and not declares_canonical(metadata)
     return RestoredCheckpoint(pointer, metadata, files, allow_pickle)

@@ -34,8 +34,11 @@ import msgspec
 from storage.checkpoint.errors import CorruptCheckpointError
 
 __all__ = [
+    "CANONICAL_FORMAT",
+    "FORMAT_PROPERTY",
     "METADATA_MAGIC",
     "METADATA_VERSION",
+    "NATIVE_FORMAT",
     "SUPPORTED_METADATA_VERSIONS",
     "CheckpointMetadata",
     "OperatorStateHandle",
@@ -43,6 +46,7 @@ __all__ = [
     "StateHandle",
     "SubtaskStateHandle",
     "crc32_hex",
+    "declares_canonical",
     "decode_metadata",
     "encode_metadata",
     "verify_state",
@@ -55,6 +59,15 @@ SUPPORTED_METADATA_VERSIONS: Final = (1,)
 """The format versions this code reads."""
 
 METADATA_MAGIC: Final = b"WEIRMETA"
+
+FORMAT_PROPERTY: Final = "format"
+"""The property in which a savepoint declares its format: canonical or native."""
+
+CANONICAL_FORMAT: Final = "canonical"
+"""msgspec only: restoring it never unpickles (a value written with pickle is refused)."""
+
+NATIVE_FORMAT: Final = "native"
+"""The runtime's own format: may hold pickle, read only where the job allows pickle."""
 
 _HEADER: Final = struct.Struct(">8sII")
 
@@ -275,3 +288,12 @@ def decode_metadata(data: bytes | bytearray | memoryview, path: str) -> Checkpoi
             path, f"body says format version {meta.version}, header says {version}"
         )
     return meta
+
+
+def declares_canonical(metadata: CheckpointMetadata) -> bool:
+    """Whether ``metadata`` declares the canonical (msgspec only, no pickle) format.
+
+    Checkpoints and savepoints that declare nothing (written before the declaration
+    existed) are native: their pickled values are read only where the job allows pickle.
+    """
+    return metadata.properties.get(FORMAT_PROPERTY) == CANONICAL_FORMAT

@@ -2,18 +2,21 @@
 
 A split that is a ``msgspec.Struct`` (all built-in splits are) is stored as msgpack of
 ``[[type name, fields], ...]``: no pickle, readable offline as plain data, and turned
-back into its type on restore (``module:QualName``, imported). Any other split needs
-pickle, which a job can forbid (``allow_pickle=False``): then the checkpoint says which
-split type to make a ``msgspec.Struct``.
+back into its type on restore (``module:QualName``, looked up among the modules already
+imported: restoring never imports a module a file names, since importing runs code, and
+the type must be a ``msgspec.Struct``). Any other split needs pickle, which a job can
+forbid (``allow_pickle=False``): then the checkpoint says which split type to make a
+``msgspec.Struct``.
 """
 
 from __future__ import annotations
 
-import importlib
+import sys
 from typing import Any
 
 import msgspec
 
+from storage.errors import SerializationError
 from storage.serializers import serializer_for
 
 _MARK = b"WSPL1"
@@ -33,9 +36,20 @@ def encode_splits(splits: list[Any], allow_pickle: bool) -> bytes:
 
 def _type_of(name: str) -> Any:
     module, _, qualname = name.partition(":")
-    target: Any = importlib.import_module(module)
+    target: Any = sys.modules.get(module)
+    if target is None:
+        raise SerializationError(
+            f"cannot restore source splits of type {name!r}: module {module!r} is not "
+            "imported; restore with the job that defines the source (restoring never "
+            "imports a module a checkpoint names)"
+        )
     for part in qualname.split("."):
-        target = getattr(target, part)
+        target = getattr(target, part, None)
+    if not (isinstance(target, type) and issubclass(target, msgspec.Struct)):
+        raise SerializationError(
+            f"cannot restore source splits of type {name!r}: it is not a msgspec.Struct "
+            "of an imported module; the checkpoint is corrupt or was not written by weir"
+        )
     return target
 
 

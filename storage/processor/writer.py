@@ -19,6 +19,11 @@ Operators of the source savepoint that are not touched are written again byte fo
 default) makes what the writer encodes canonical (no pickle); ``allow_pickle=True`` lets
 it unpickle state of a native savepoint it transforms, and encode values msgspec cannot
 carry with pickle (the native format).
+
+The metadata declares the format (property ``format``): ``canonical`` when nothing was
+encoded with pickle allowed and every operator carried over came from a savepoint that
+declared ``canonical`` itself, else ``native``. A job never unpickles state of a
+savepoint that declares ``canonical`` (see ``StreamEnvironment(allow_pickle=...)``).
 """
 
 from __future__ import annotations
@@ -35,10 +40,14 @@ from typing import Any, Final
 import anyio
 
 from storage.checkpoint.metadata import (
+    CANONICAL_FORMAT,
+    FORMAT_PROPERTY,
     METADATA_VERSION,
+    NATIVE_FORMAT,
     CheckpointMetadata,
     OperatorStateHandle,
     SubtaskStateHandle,
+    declares_canonical,
 )
 from storage.checkpoint.savepoint import SavepointStorage, new_savepoint_folder
 from storage.checkpoint.state_file import NO_KEY_GROUP, StateFrame, encode_frame
@@ -77,6 +86,8 @@ class _Operator:
         is_keyed: Whether its subtasks get key-group ranges in the metadata.
         keyed: Per key group, its blobs.
         frames: Per subtask, its other frames (operator state, splits).
+        canonical: Whether its state is known to hold no pickle (encoded without
+            pickle, or carried over from a savepoint that declares the canonical format).
     """
 
     uid: str
@@ -85,6 +96,7 @@ class _Operator:
     is_keyed: bool
     keyed: dict[int, list[bytes]] = field(default_factory=dict)
     frames: dict[int, list[StateFrame]] = field(default_factory=dict)
+    canonical: bool = True
 
 
 def _check_uid(uid: object) -> str:
@@ -186,6 +198,7 @@ class SavepointWriter:
             job_id=source.metadata.job_id,
             checkpoint_id=source.metadata.checkpoint_id,
         )
+        canonical = declares_canonical(source.metadata)
         for uid, operator in source.operators.items():
             writer._operators[uid] = _Operator(
                 uid,
@@ -194,6 +207,7 @@ class SavepointWriter:
                 operator.is_keyed,
                 operator.keyed,
                 operator.frames,
+                canonical=canonical,
             )
         return writer
 
@@ -276,7 +290,13 @@ class SavepointWriter:
         validate_parallelism(parallelism, self.max_parallelism)
         given = list(descriptors)
         what = f"operator {uid!r}"
-        new = _Operator(uid, name or uid, parallelism, is_keyed=keyed is not None)
+        new = _Operator(
+            uid,
+            name or uid,
+            parallelism,
+            is_keyed=keyed is not None,
+            canonical=not self.allow_pickle,
+        )
         if keyed is not None:
             new.keyed = encode_keyed(
                 keyed,
@@ -375,6 +395,7 @@ class SavepointWriter:
             operator.parallelism,
             allow_pickle=self.allow_pickle,
         )
+        operator.canonical = operator.canonical and not self.allow_pickle
         return self
 
     def _files(self) -> list[tuple[str, _Operator, int, list[bytes], int]]:
@@ -451,7 +472,12 @@ class SavepointWriter:
                     )
                     for op in self._operators.values()
                 ],
-                properties={WRITER_PROPERTY: "storage.processor.SavepointWriter"},
+                properties={
+                    WRITER_PROPERTY: "storage.processor.SavepointWriter",
+                    FORMAT_PROPERTY: CANONICAL_FORMAT
+                    if all(op.canonical for op in self._operators.values())
+                    else NATIVE_FORMAT,
+                },
             )
             await storage.commit(metadata)
         except BaseException:

@@ -162,7 +162,10 @@ def test_the_folder_is_a_movable_self_contained_savepoint(tmp_path: Path) -> Non
     metadata = load_metadata_file(path)
     assert metadata.version == METADATA_VERSION
     assert metadata.is_savepoint
-    assert metadata.properties == {"written_by": "storage.processor.SavepointWriter"}
+    assert metadata.properties == {
+        "written_by": "storage.processor.SavepointWriter",
+        "format": "canonical",
+    }
     for operator in metadata.operators:
         for subtask in operator.subtasks:
             assert subtask.handle is not None and "/" not in subtask.handle.path
