@@ -17,6 +17,12 @@ The public API::
 
 from __future__ import annotations
 
+from runtime.api.async_io import (
+    AsyncFunction,
+    ExponentialBackoffRetry,
+    FixedDelayRetry,
+    RetryStrategy,
+)
 from runtime.api.datastream import DataStream, DataStreamSink, KeyedStream
 from runtime.api.environment import StreamEnvironment
 from runtime.api.functions import (
@@ -70,6 +76,7 @@ from storage import (
 )
 
 __all__ = [
+    "AsyncFunction",
     "CheckpointConfig",
     "CheckpointError",
     "CheckpointFailedError",
@@ -83,6 +90,7 @@ __all__ = [
     "DataStream",
     "DataStreamSink",
     "ExecutionConfig",
+    "ExponentialBackoffRetry",
     "ExponentialDelayRestart",
     "ExternalizedCheckpointRetention",
     "FailureRateRestart",
@@ -90,6 +98,7 @@ __all__ = [
     "FileTransaction",
     "FilterFunction",
     "FixedDelayRestart",
+    "FixedDelayRetry",
     "FlatMapFunction",
     "Function",
     "GeneratorSource",
@@ -112,6 +121,7 @@ __all__ = [
     "ReducingStateDescriptor",
     "RestartStrategy",
     "RestoreWarning",
+    "RetryStrategy",
     "RuntimeContext",
     "SavepointFormat",
     "SinkFunction",

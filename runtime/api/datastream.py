@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from runtime.api.async_io import AsyncFunction, RetryStrategy, check_async_options
 from runtime.api.functions import (
     Adapted,
     FilterFunction,
@@ -38,6 +39,7 @@ from runtime.graph.partitioning import (
     PartitionKind,
 )
 from runtime.graph.transformations import NodeKind, Transformation
+from runtime.tasks.async_wait import AsyncWaitOperator
 from runtime.tasks.operators import (
     FilterOperator,
     FlatMapOperator,
@@ -172,6 +174,57 @@ class DataStream:
         node = self._operator(
             "flat_map", name, uid, parallelism, lambda n, u: FlatMapOperator(n, u, make())
         )
+        return DataStream(self._env, node)
+
+    def async_map(
+        self,
+        fn: Callable[[Any], Any] | AsyncFunction[Any, Any],
+        *,
+        capacity: int = 100,
+        ordered: bool = True,
+        timeout: float | None = None,
+        retry: RetryStrategy | None = None,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Call ``fn`` for every record with up to ``capacity`` calls in flight (async I/O).
+
+        As Flink's ``AsyncDataStream.orderedWait`` / ``unorderedWait``: ``fn`` is an
+        ``async def`` of one record or an ``AsyncFunction``; it returns one output
+        record or a list of them. The operator runs alone in its subtasks (not chained).
+
+        Args:
+            fn: the call.
+            capacity: calls in flight per subtask; when full, the operator takes no more
+                input (backpressure) but still takes part in checkpoints at once.
+            ordered: emit results in input order (else as soon as each completes).
+            timeout: seconds per record, retries included; on expiry the function's
+                ``timeout(value)`` gives the outputs, else the operator fails.
+            retry: a ``FixedDelayRetry`` or ``ExponentialBackoffRetry``.
+            name: the operator's name.
+            uid: its stable id (its checkpoints hold the records in flight).
+            parallelism: its number of subtasks.
+
+        Raises:
+            ConfigError: an option is invalid or ``fn`` is not asynchronous.
+        """
+        label = name or "async_map"
+        options = check_async_options(label, capacity, ordered, timeout, retry)
+        adapted = adapt(fn, "async_invoke", 1, "the async_map function", label, AsyncFunction)
+        if not adapted.is_async:
+            what = getattr(adapted.call, "__qualname__", type(fn).__name__)
+            raise ConfigError(
+                f"operator {label!r}: the async_map function {what} is not asynchronous; "
+                f"make it async def (use map() for a plain function)"
+            )
+        make = _per_subtask(adapted, label)
+
+        def factory(n: str, u: str) -> StreamOperator:
+            return AsyncWaitOperator(n, u, make(), options)
+
+        node = self._operator("async_map", name, uid, parallelism, factory)
+        node.chainable = False
         return DataStream(self._env, node)
 
     # -- partitioning ---------------------------------------------------------------------

@@ -9,7 +9,8 @@ executor deploys, and is where a job is validated (``ConfigError`` naming the op
    node sets the partitioner (the one closest to the consumer wins); an edge with no
    partitioner is ``FORWARD`` between equal parallelism, else ``REBALANCE``;
 3. a node joins its upstream's chain when chaining is on, it has exactly one input
-   edge, the edge is ``FORWARD``, and the upstream has no other consumer;
+   edge, the edge is ``FORWARD``, the upstream has no other consumer, and neither of
+   them runs alone (``Transformation.chainable``: async I/O);
 4. a job needs at least one source and one sink.
 """
 
@@ -186,6 +187,8 @@ def build_job_graph(
             and edges[0][1].kind is PartitionKind.FORWARD
             and consumers[edges[0][0].id] == 1
             and parallelism[edges[0][0].id] == parallelism[node.id]
+            and node.chainable
+            and edges[0][0].chainable
         ):
             vertex = vertex_of[edges[0][0].id]
             vertex.nodes.append(node)

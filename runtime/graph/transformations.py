@@ -56,6 +56,8 @@ class Transformation:
         key_selector: the key of a keyed operator's state (keyed operators).
         max_parallelism: the most subtasks this node allows (non-parallel sources: 1).
         explicit_name: whether the user gave ``name``.
+        chainable: whether the node may share a chain with its neighbours (async I/O
+            runs alone: its task interleaves completed calls with new input).
     """
 
     id: int
@@ -70,6 +72,7 @@ class Transformation:
     key_selector: Callable[[Any], Any] | None = None
     max_parallelism: int | None = None
     explicit_name: bool = False
+    chainable: bool = True
 
     def __repr__(self) -> str:
         return f"<{self.kind.value} {self.name!r} #{self.id}>"

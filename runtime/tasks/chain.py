@@ -96,6 +96,10 @@ class OperatorChain:
         if first is not None and not suppress_errors:
             raise first
 
+    def emit(self, batch: list[Any]) -> None:
+        """Hand records the tail emitted outside ``process`` (async I/O results) onward."""
+        self._write(batch)
+
     def _write(self, batch: list[Any]) -> None:
         single = self._single_writer
         if single is not None:

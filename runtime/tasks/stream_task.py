@@ -126,7 +126,7 @@ class StreamTask(Task):
             if item.__class__ is list:
                 if recording and index in recording:
                     self._record(index, item)
-                if self.chain.is_async and self.checkpointing is not None:
+                if self.chain.is_async:
                     await self.process_interruptible(index, item)
                 else:
                     await process(item)
@@ -138,15 +138,21 @@ class StreamTask(Task):
                 self.handle_event(index, item)
 
     async def process_interruptible(self, index: int, batch: list[Any]) -> None:
-        """Run an async chain record by record, handling priority events in between."""
+        """Run an async chain record by record, handling priority events in between.
+
+        What the chain emitted before an await goes out within the buffer timeout
+        (``flushing_while_awaiting``); an async I/O operator waiting for a free slot
+        handles priority events itself (``Task.wait_operator``).
+        """
         gate = self.gate
-        for position in range(len(batch)):
-            self._in_progress = (index, batch, position + 1)
-            await self.chain.process(batch[position : position + 1])
-            if gate.has_priority or self.mailbox:
-                self.handle_urgent()
-            if self.deadline != math.inf:
-                self.on_deadline(time.monotonic())
+        with self.flushing_while_awaiting():
+            for position in range(len(batch)):
+                self._in_progress = (index, batch, position + 1)
+                await self.chain.process(batch[position : position + 1])
+                if gate.has_priority or self.mailbox:
+                    self.handle_urgent()
+                if self.deadline != math.inf:
+                    self.on_deadline(time.monotonic())
         self._in_progress = None
         await self.after_buffer()
 

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -91,6 +92,14 @@ class Task(Actor):
         for writer in self.writers:
             for channel in writer.channels:
                 channel.set_producer_waker(self.waker)
+        # Async I/O operators (runtime.tasks.async_wait): they wake the task when a call
+        # completes; the task emits their results between buffers and while it waits.
+        self.async_operators: list[Any] = [
+            op for op in chain.operators if hasattr(op, "bind_host")
+        ]
+        for operator in self.async_operators:
+            operator.bind_host(self)
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def enable_checkpointing(
         self,
@@ -236,7 +245,11 @@ class Task(Actor):
             await checkpointing.wait_taken()
         chain = self.chain
         if chain.is_async:
-            await chain.process(batch)
+            # Record by record, so that what the chain emitted before an await is in the
+            # writers, where the flush timer sends it within the buffer timeout.
+            with self.flushing_while_awaiting():
+                for position in range(len(batch)):
+                    await chain.process(batch[position : position + 1])
         else:
             chain.process_sync(batch)
         await self.after_buffer()
@@ -248,6 +261,8 @@ class Task(Actor):
 
     async def after_buffer(self) -> None:
         """Send what a buffer produced; honour the buffer timeout; yield now and then."""
+        if self.async_operators:
+            self.emit_async_results()
         await self.drain_outputs()
         now = time.perf_counter()
         self.check_buffer_timeout(time.monotonic())
@@ -293,10 +308,13 @@ class Task(Actor):
         for writer in self.writers:
             if writer.has_full_buffers or writer.partial_since is not None:
                 return True
-        return False
+        # Results of completed async calls count as held output (an idle task emits them).
+        return any(op.has_ready for op in self.async_operators)
 
     async def flush_all(self) -> None:
         """Send every buffer, partial ones too (idle, end of input)."""
+        if self.async_operators:
+            self.emit_async_results()
         for writer in self.writers:
             writer.seal_partial()
         await self.drain_outputs()
@@ -369,6 +387,84 @@ class Task(Actor):
             for channel in writer.channels:
                 if not channel.closed:
                     channel.send_priority(marker)
+
+    # -- async I/O and awaits in the chain ----------------------------------------------
+
+    def emit_async_results(self) -> bool:
+        """Hand the results of completed async calls to the writers (never blocks).
+
+        Returns:
+            Whether anything was emitted.
+
+        Raises:
+            OperatorError: a call failed (the operator names itself, subtask, record).
+        """
+        emitted = False
+        for operator in self.async_operators:
+            out = operator.poll()
+            if out:
+                self.chain.emit(out)
+                emitted = True
+        return emitted
+
+    async def wait_operator(self, ready: Callable[[], bool]) -> None:
+        """Wait until ``ready()``: an async I/O operator waits for a free slot or its end.
+
+        Meanwhile the task emits completed results and sends them (waiting for room in
+        a full output: backpressure), sends partial buffers older than the buffer
+        timeout, and handles control messages and priority events at once (an unaligned
+        barrier is snapshotted while the calls are in flight). Called from within the
+        chain, so the input is not read meanwhile.
+        """
+        while True:
+            self.emit_async_results()
+            await self.drain_outputs()
+            if ready():
+                return
+            now = time.monotonic()
+            self.check_buffer_timeout(now)
+            if any(writer.has_full_buffers for writer in self.writers):
+                continue
+            delay = math.inf
+            for writer in self.writers:
+                since = writer.partial_since
+                if since is not None:
+                    delay = min(delay, since + self.buffer_timeout - now)
+            if delay == math.inf:
+                await self.wait_for(self.waker.wait)
+            else:
+                with anyio.move_on_after(max(delay, 0.0)):
+                    await self.wait_for(self.waker.wait)
+            self.handle_urgent()
+
+    @contextlib.contextmanager
+    def flushing_while_awaiting(self) -> Iterator[None]:
+        """While the chain awaits inside a buffer, send partial buffers on time.
+
+        A timer seals every partial buffer older than the buffer timeout and hands
+        queued buffers to channels with room (``try_flush`` never blocks; a full
+        channel keeps them for the next drain), so records an ``async def`` operator
+        emitted before its await go out within ``buffer_timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        interval = max(self.buffer_timeout, 0.001)
+        self._flush_timer = loop.call_later(interval, self._flush_on_timer, loop, interval)
+        try:
+            yield
+        finally:
+            timer, self._flush_timer = self._flush_timer, None
+            if timer is not None:
+                timer.cancel()
+
+    def _flush_on_timer(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        # Runs while the task is suspended at an await of its chain: writers are never
+        # in the middle of a write then (writing is synchronous).
+        self.check_buffer_timeout(time.monotonic())
+        for writer in self.writers:
+            if writer.has_full_buffers:
+                writer.try_flush()
+        if self._flush_timer is not None:
+            self._flush_timer = loop.call_later(interval, self._flush_on_timer, loop, interval)
 
 
 async def _restore_steps(backend: Any) -> None:
