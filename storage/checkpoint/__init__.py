@@ -7,7 +7,8 @@ pending checkpoint (:meth:`~CheckpointStorage.write_state`, framed by
 :func:`encode_frame`); the checkpoint coordinator completes it by writing its
 :class:`CheckpointMetadata` last and atomically (:meth:`~CheckpointStorage.commit`),
 keeps the newest ones (:class:`CompletedCheckpointStore`) and discards the rest; recovery
-finds the newest usable checkpoint on disk (:func:`find_latest_valid`), loads its
+chooses the checkpoint to restore (:class:`RecoveryPlanner`, :func:`verify_checkpoint`;
+:func:`find_latest_valid` on disk), loads its
 metadata and reads the state back (:meth:`~CheckpointStorage.read_state`,
 :func:`iter_frames`). Offline, without a job, :func:`read_checkpoint` verifies a completed
 checkpoint or savepoint and decodes its state for people and tests to inspect. Errors are
@@ -52,7 +53,12 @@ from storage.checkpoint.reader import (
     read_checkpoint,
 )
 from storage.checkpoint.recovery import (
+    Candidate,
     CheckpointScan,
+    NoValidCheckpointError,
+    RecoveryDecision,
+    RecoveryPlanner,
+    RestoreRefusedError,
     completed_checkpoint_ids,
     find_latest_valid,
     load_metadata_file,
@@ -66,6 +72,7 @@ from storage.checkpoint.savepoint import (
 )
 from storage.checkpoint.state_file import NO_KEY_GROUP, StateFrame, encode_frame, iter_frames
 from storage.checkpoint.storage import CheckpointStorage
+from storage.checkpoint.verification import CheckpointVerificationError, verify_checkpoint
 
 __all__ = [
     "CHECKPOINT_DIR_PREFIX",
@@ -78,18 +85,24 @@ __all__ = [
     "SUPPORTED_METADATA_VERSIONS",
     "TASK_OWNED_DIR",
     "WRITE_BATCH_BYTES",
+    "Candidate",
     "ChannelKey",
     "CheckpointContents",
     "CheckpointMetadata",
     "CheckpointNotFoundError",
     "CheckpointScan",
     "CheckpointStorage",
+    "CheckpointVerificationError",
     "CompletedCheckpointStore",
     "CorruptCheckpointError",
     "FileCheckpointStorage",
     "MemoryCheckpointStorage",
+    "NoValidCheckpointError",
     "OperatorContents",
     "OperatorStateHandle",
+    "RecoveryDecision",
+    "RecoveryPlanner",
+    "RestoreRefusedError",
     "RetainedCheckpoint",
     "SavepointStorage",
     "StateFrame",
@@ -111,4 +124,5 @@ __all__ = [
     "new_savepoint_folder",
     "read_checkpoint",
     "resolve_storage",
+    "verify_checkpoint",
 ]

@@ -42,6 +42,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -49,12 +50,14 @@ from typing import Final
 
 import anyio
 import anyio.to_thread
+import msgspec
 
 from storage.checkpoint.errors import (
     CheckpointNotFoundError,
     StorageError,
     StorageNotWritableError,
 )
+from storage.checkpoint.job_record import JobRecord, write_job_record
 from storage.checkpoint.layout import (
     METADATA_FILE,
     METADATA_TMP_FILE,
@@ -72,12 +75,12 @@ from storage.checkpoint.metadata import (
     encode_metadata,
     verify_state,
 )
-from storage.checkpoint.recovery import completed_checkpoint_ids, load_metadata_file
+from storage.checkpoint.scan import completed_checkpoint_ids, load_metadata_file
 from storage.checkpoint.shared_files import SharedFiles
 from storage.checkpoint.storage import check_commit
 from storage.checkpoint.verified_read import read_with_crc32
 
-__all__ = ["WRITE_BATCH_BYTES", "FileCheckpointStorage"]
+__all__ = ["WRITE_BATCH_BYTES", "FileCheckpointStorage", "remove_empty_folders"]
 
 WRITE_BATCH_BYTES: Final = 1 << 20
 """Small chunks are joined into writes of up to this many bytes (larger ones go alone)."""
@@ -109,6 +112,7 @@ class FileCheckpointStorage:
         self.description = str(self.job_dir)
         # Incremental (RocksDB) state: the shared/ folder and its reference counts.
         self.shared_files = SharedFiles(self.job_dir / SHARED_DIR)
+        self._job_record: JobRecord | None = None
 
     def __repr__(self) -> str:
         return f"FileCheckpointStorage({str(self.directory)!r}, {self.job_id!r})"
@@ -118,16 +122,65 @@ class FileCheckpointStorage:
         return self.job_dir / checkpoint_dir_name(checkpoint_id)
 
     async def initialize(self) -> None:
-        """Create ``<directory>/<job id>/{shared,taskowned}`` and check it is writable.
+        """Create ``<directory>/<job id>`` and check it is writable.
 
-        One worker-thread hop. Safe to call again (e.g. on restart).
+        One worker-thread hop. Safe to call again (e.g. on restart). ``shared/`` is
+        created by the first upload of an incremental checkpoint, and ``taskowned/``
+        (Flink's folder for task-owned state, which Weir does not use) never: a job
+        leaves no empty folders. The shared-state registry is rebuilt from the
+        checkpoints found on disk, and files of ``shared/`` that none of them uses
+        (left by a killed run) are deleted.
 
         Raises:
-            StorageNotWritableError: If a folder cannot be created, or the job's folder
-                cannot be written (a probe file is created and removed); names the path.
+            StorageNotWritableError: If the folder cannot be created, or cannot be
+                written (a probe file is created and removed); names the path.
         """
         await anyio.to_thread.run_sync(_initialize, self.job_dir)
         await self.shared_files.rebuild(self.job_dir)
+
+    async def record_notified(self, checkpoint_id: int, pointer: str) -> None:
+        """Record that the tasks were told checkpoint ``checkpoint_id`` completed.
+
+        Call it when ``notify_checkpoint_complete`` goes out (checkpoints, and savepoints
+        that notify: stop-with-savepoint, final ones): the job folder's ``_job`` record
+        (:mod:`storage.checkpoint.job_record`) then keeps the newest checkpoint whose
+        output two-phase-commit sinks may have committed, which recovery never goes back
+        past silently. Monotonic (an older id changes nothing); one worker-thread hop;
+        a failure to write it is ignored (the ``_metadata`` files tell the same for
+        the checkpoints still on disk).
+        """
+        record = self._record()
+        if record.notified is not None and record.notified >= checkpoint_id:
+            return
+        record.notified = checkpoint_id
+        record.notified_pointer = pointer
+        await self._write_record(record)
+
+    async def record_job_end(self, status: str, notified: int | None = None) -> None:
+        """Record in the job folder that the job ended (``finished``, ``canceled``, ``failed``).
+
+        A later restore from this folder warns if the job finished (its newest
+        checkpoint is a stale "latest"). ``notified`` raises the recorded newest
+        notified checkpoint (the job master passes its newest completed one). Writes
+        only if the job's folder exists; errors are ignored (best effort).
+        """
+        record = self._record()
+        if notified is not None and (record.notified is None or notified > record.notified):
+            record.notified = notified
+            record.notified_pointer = str(self.checkpoint_dir(notified))
+        record.status = status  # type: ignore[assignment]
+        record.ended_at = time.time()
+        await self._write_record(record)
+
+    def _record(self) -> JobRecord:
+        if self._job_record is None:
+            self._job_record = JobRecord(job_id=self.job_id)
+        return self._job_record
+
+    async def _write_record(self, record: JobRecord) -> None:
+        snapshot = msgspec.structs.replace(record)
+        with contextlib.suppress(OSError):
+            await anyio.to_thread.run_sync(_write_record_if_folder, self.job_dir, snapshot)
 
     async def write_state(
         self, checkpoint_id: int, name: str, chunks: Iterable[bytes]
@@ -321,14 +374,24 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def _initialize(job_dir: Path) -> None:
-    """Create the job's folders and probe that the job's folder is writable."""
+def _write_record_if_folder(job_dir: Path, record: JobRecord) -> None:
+    if job_dir.is_dir():
+        write_job_record(job_dir, record)
+
+
+def remove_empty_folders(job_dir: Path) -> None:
+    """Remove ``shared/`` and ``taskowned/`` of a job's folder if they are empty. Blocks."""
     for name in (SHARED_DIR, TASK_OWNED_DIR):
-        folder = job_dir / name
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StorageNotWritableError(str(folder), error) from error
+        with contextlib.suppress(OSError):
+            (job_dir / name).rmdir()  # only an empty folder is removed
+
+
+def _initialize(job_dir: Path) -> None:
+    """Create the job's folder and probe that it is writable."""
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageNotWritableError(str(job_dir), error) from error
     # mkdir(exist_ok=True) succeeds on an existing read-only folder: probe it.
     try:
         descriptor, probe = tempfile.mkstemp(prefix=".write-probe-", dir=job_dir)

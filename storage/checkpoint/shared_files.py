@@ -27,11 +27,24 @@ from typing import Final
 import anyio.to_thread
 
 from storage.checkpoint.errors import StorageError, StorageNotWritableError
+from storage.checkpoint.layout import (
+    METADATA_FILE,
+    SHARED_DIR,
+    TASK_OWNED_DIR,
+    parse_checkpoint_dir_name,
+)
 from storage.checkpoint.metadata import CheckpointMetadata, SharedFileHandle
-from storage.checkpoint.recovery import completed_checkpoint_ids, load_metadata_file
+from storage.checkpoint.scan import completed_checkpoint_ids, load_metadata_file
 from storage.checkpoint.shared_registry import SharedStateRegistry
 
-__all__ = ["SharedFiles", "copy_with_crc", "write_batch"]
+__all__ = [
+    "SharedFiles",
+    "copy_with_crc",
+    "find_orphans",
+    "incomplete_checkpoints",
+    "remove_orphans",
+    "write_batch",
+]
 
 _COPY_BLOCK: Final = 1 << 20
 
@@ -57,6 +70,11 @@ def copy_with_crc(source: Path, target: Path, *, durable: bool = True) -> tuple[
     return size, f"{crc:08x}"
 
 
+def _copy_into_folder(source: Path, target: Path) -> tuple[int, str]:
+    target.parent.mkdir(parents=True, exist_ok=True)  # created by the first upload
+    return copy_with_crc(source, target)
+
+
 def write_batch(
     copies: list[tuple[Path, Path]],
     bundle: tuple[Path, list[Path]] | None,
@@ -80,6 +98,8 @@ def write_batch(
     parts: list[tuple[int, str]] = []
     target = folder
     try:
+        if copies:
+            folder.mkdir(parents=True, exist_ok=True)  # created by the first upload
         for source, target in copies:
             copied.append(copy_with_crc(source, target, durable=False))
             written.append(target)
@@ -141,7 +161,7 @@ class SharedFiles:
         # Referenced before the copy: a discard of the checkpoint meanwhile deletes it.
         self.registry.reference(checkpoint_id, name, new=True)
         try:
-            size, checksum = await anyio.to_thread.run_sync(copy_with_crc, source, target)
+            size, checksum = await anyio.to_thread.run_sync(_copy_into_folder, source, target)
         except OSError as error:
             raise StorageNotWritableError(str(target), error) from error
         return SharedFileHandle(name, size, checksum)
@@ -219,6 +239,8 @@ class SharedFiles:
         return await anyio.to_thread.run_sync(self._rebuild, job_dir)
 
     def _rebuild(self, job_dir: Path) -> list[str]:
+        for folder in incomplete_checkpoints(job_dir):
+            remove_tree(folder)  # no checkpoint is pending when the storage starts
         for checkpoint_id in completed_checkpoint_ids(job_dir):
             if checkpoint_id in self.registry.committed():
                 continue
@@ -233,6 +255,63 @@ class SharedFiles:
         orphans = sorted(name for name in os.listdir(self.folder) if name not in used)
         self._delete(orphans)
         return orphans
+
+
+def incomplete_checkpoints(job_dir: Path) -> list[Path]:
+    """The ``chk-<n>`` folders of a job's folder without ``_metadata``. Blocks."""
+    try:
+        children = list(job_dir.iterdir())
+    except OSError:
+        return []
+    return sorted(
+        child
+        for child in children
+        if parse_checkpoint_dir_name(child.name) is not None
+        and child.is_dir()
+        and not child.is_symlink()
+        and not (child / METADATA_FILE).exists()
+    )
+
+
+def find_orphans(job_dir: Path) -> list[Path]:
+    """What a killed run left in a job's folder that no retained checkpoint uses. Blocks.
+
+    Files of ``shared/`` that no checkpoint with a loadable ``_metadata`` names, and
+    ``chk-<n>`` folders without ``_metadata`` (never completed). Only safe to delete
+    while no job writes to the folder (``weir checkpoints --remove-orphans``).
+
+    Returns:
+        Their paths, sorted.
+    """
+    used: set[str] = set()
+    for checkpoint_id in completed_checkpoint_ids(job_dir):
+        try:
+            metadata = load_metadata_file(job_dir / f"chk-{checkpoint_id}")
+        except StorageError:
+            continue  # never restored: the files only it names are unused
+        used |= shared_names(metadata)
+    shared = job_dir / SHARED_DIR
+    try:
+        names = sorted(os.listdir(shared))
+    except OSError:
+        names = []
+    orphans = [shared / name for name in names if name not in used]
+    return sorted(orphans + incomplete_checkpoints(job_dir))
+
+
+def remove_orphans(job_dir: Path) -> list[Path]:
+    """Delete :func:`find_orphans` and empty ``shared/``/``taskowned/``; return them."""
+    orphans = find_orphans(job_dir)
+    for path in orphans:
+        if path.is_dir():
+            remove_tree(path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    for name in (SHARED_DIR, TASK_OWNED_DIR):
+        with contextlib.suppress(OSError):
+            (job_dir / name).rmdir()
+    return orphans
 
 
 def remove_tree(folder: Path) -> None:

@@ -40,7 +40,7 @@ async def test_initialize_creates_flinks_layout(file_storage: FileCheckpointStor
     job_dir = file_storage.directory / "job-1"
     assert file_storage.job_dir == job_dir
     assert file_storage.description == str(job_dir)
-    assert names(job_dir) == ["shared", "taskowned"]
+    assert names(job_dir) == []  # shared/ comes with the first upload; no taskowned/
 
 
 async def test_layout_after_a_checkpoint(
@@ -51,11 +51,7 @@ async def test_layout_after_a_checkpoint(
     assert names(file_storage.job_dir / "chk-3") == ["count-0"]
     pointer = await file_storage.commit(make_metadata(3, [handle]))
     assert pointer == str(file_storage.job_dir / "chk-3")
-    assert names(file_storage.job_dir) == [
-        "chk-3",
-        "shared",
-        "taskowned",
-    ]
+    assert names(file_storage.job_dir) == ["chk-3"]
     assert names(pointer) == ["_metadata", "count-0"]
     assert (Path(pointer) / "_metadata").read_bytes() == encode_metadata(make_metadata(3, [handle]))
 
@@ -249,7 +245,7 @@ async def test_discard_removes_the_whole_folder(
     await file_storage.write_state(1, "count-1", [b"def"])
     await file_storage.commit(make_metadata(1, [handle]))
     await file_storage.discard(1)
-    assert names(file_storage.job_dir) == ["shared", "taskowned"]
+    assert names(file_storage.job_dir) == []
 
 
 async def test_initialize_on_an_unwritable_directory_names_it(tmp_path: Path) -> None:
@@ -266,8 +262,8 @@ async def test_initialize_on_an_unwritable_directory_names_it(tmp_path: Path) ->
         storage = FileCheckpointStorage(directory, "job-1")
         with pytest.raises(
             StorageNotWritableError,
-            match=rf"^cannot write checkpoint storage at {re.escape(str(directory))}/job-1/"
-            r"shared: .*; fix its permissions or choose another checkpoint directory$",
+            match=rf"^cannot write checkpoint storage at {re.escape(str(directory))}/job-1"
+            r": .*; fix its permissions or choose another checkpoint directory$",
         ) as info:
             await storage.initialize()
         assert isinstance(info.value.__cause__, OSError)
@@ -327,7 +323,7 @@ async def test_a_write_cancelled_in_its_thread_completes_and_discard_removes_it(
     assert data == b"a" * (2 << 20) + b"b" * (2 << 20)  # written to its end
     assert file_storage.list_completed() == []
     await file_storage.discard(1)
-    assert names(file_storage.job_dir) == ["shared", "taskowned"]
+    assert names(file_storage.job_dir) == []
 
 
 async def test_a_commit_cancelled_in_its_thread_completes_and_returns(
