@@ -1,18 +1,25 @@
-"""Crash consistency: a job in its own process, killed with SIGKILL at random moments.
+"""Crash consistency: a job in its own process, killed with SIGKILL at chosen points.
 
 The job (``tests/e2e/crash_job.py``) counts records per key and writes them through an
 exactly-once ``FileSink``, checkpointing every 50 ms into a file-system storage that
-retains its last two checkpoints. The driver starts it, waits until it runs, sleeps a
-seeded random 50-400 ms and kills it with SIGKILL; then restarts it from the job folder
-that holds the newest valid checkpoint (from scratch while none has completed), and so
-on ``WEIR_CRASH_KILLS`` times (20 by default); the last run is left to finish.
+retains its last two checkpoints. The driver starts it with a kill point
+(``--kill-at``): the run kills itself with SIGKILL when it gets there, after saying so
+on its stdout. The driver then restarts it from the job folder that holds the newest
+valid checkpoint (from scratch while none has completed), with the next kill point, and
+so on ``WEIR_CRASH_KILLS`` times (20 by default); the last run is left to finish.
 
-The kills land anywhere: while records flow, while a checkpoint's state files are being
-written (the keyed state carries a padding blob per key, so each checkpoint writes a few
-MB), between a checkpoint's completion and the sink's commit (pre-committed part files
-left in ``.pending``), during a discard. Now and then the driver also tears the
-metadata of the checkpoint after the newest valid one, as a file system without atomic
-renames could, to check that a corrupt newest checkpoint is skipped with a warning.
+Nothing depends on timing. A run that is to be killed reads at most ``BUDGET`` records
+and never ends its input (its checkpoints go on until the kill point comes, however
+slow the machine), and the record count leaves every such run ``BUDGET`` records to
+read. The kill points, in turn (``KILL_SCHEDULE``): the first run dies in the sink's
+first pre-commit (before any checkpoint can complete: the next run starts from
+scratch, over the killed run's part files); later runs die half way through a state
+file, half way through ``_metadata.tmp``, between a checkpoint's completion and the
+sink's commit (pre-committed part files left in ``.pending``), in the middle of a
+discard, at a record while records flow, and in a later pre-commit. Every third kill
+after a checkpoint completed, the driver also tears the metadata of the checkpoint
+after the newest valid one, as a file system without atomic renames could, to check
+that a corrupt newest checkpoint is skipped with a warning.
 
 What must hold:
 
@@ -24,18 +31,18 @@ What must hold:
   together, across every kill. Transactions pre-committed by a killed run are committed
   by the run that resumes it (``TwoPhaseCommitSink.recover_and_commit``), and the
   committed output of earlier runs is never lost;
-* no part file is left pending or in progress when the last run has finished.
+* no part file is left pending or in progress when the last run has finished;
+* and each kill point left what it should: an incomplete checkpoint folder, part
+  files in ``.pending`` that the next run committed, no checkpoint before the first.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +59,34 @@ REPO = Path(__file__).absolute().parents[2]
 
 KILLS = int(os.environ.get("WEIR_CRASH_KILLS", "20"))
 STRESS_KILLS = int(os.environ.get("WEIR_CRASH_STRESS_KILLS", "10"))
-SEED = int(os.environ.get("WEIR_CRASH_SEED", "20240611"))
 
-START_TIMEOUT = 30.0
-"""Seconds a run may take to print that it started (imports, restore)."""
-FINISH_TIMEOUT = 120.0
-"""Seconds the last run may take to finish."""
+BUDGET = 1_000
+"""Records a run that is to be killed reads at most (``crash_job.py --budget``)."""
+
+FIRST_KILL = "pre-commit:1"
+"""The first run's kill point: before any checkpoint can have completed."""
+KILL_SCHEDULE = (
+    "state-write:2",
+    "commit",
+    "metadata:2",
+    "record:500",
+    "discard",
+    "pre-commit:3",
+)
+"""The kill points of the later runs, in turn (``crash_job.KILL_POINTS``)."""
+LEAVES_INCOMPLETE = ("state-write", "metadata", "discard")
+"""Kill points that leave a ``chk-<n>`` folder without ``_metadata``."""
+TEAR_EVERY = 3
+"""Every third kill after a checkpoint completed, tear the next metadata."""
+
+RUN_TIMEOUT = 120.0
+"""Seconds a run may take to reach its kill point, or the last run to finish: a bound
+against hangs, not an expectation (a run takes well under a second)."""
+
+
+def kill_point(index: int) -> str:
+    """The kill point of run ``index``."""
+    return FIRST_KILL if index == 0 else KILL_SCHEDULE[(index - 1) % len(KILL_SCHEDULE)]
 
 
 @dataclass
@@ -71,9 +100,10 @@ class Checkpoint:
 
 @dataclass
 class Tally:
-    """What the kills hit, for the report and a few sanity checks."""
+    """What the kills hit, for the report and the checks."""
 
     kills: int = 0
+    points: list[str] = field(default_factory=list)  # the kill points, in order
     during_checkpoint: int = 0  # an incomplete chk-<n> folder was left behind
     with_pending: int = 0  # pre-committed part files were left in .pending
     pending_left: set[str] = field(default_factory=set)  # their names, over all kills
@@ -126,6 +156,7 @@ class Run:
     """One process of the job, its output in files (a pipe could fill and block it)."""
 
     def __init__(self, workdir: Path, index: int, job_args: list[str]) -> None:
+        self.index = index
         self.stdout_path = workdir / f"run-{index}.out"
         self.stderr_path = workdir / f"run-{index}.err"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -138,42 +169,43 @@ class Run:
         # A killed run may have been cut in the middle of a line.
         return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
 
+    def event(self, name: str) -> dict[str, Any]:
+        found = [e for e in self.events() if e["event"] == name]
+        assert found, f"run {self.index} printed no {name!r} event:\n{self.stderr()}"
+        return found[0]
+
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
-    def wait_started(self) -> dict[str, Any]:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            started = [e for e in self.events() if e["event"] == "started"]
-            if started:
-                return started[0]
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"the job exited with {self.process.returncode} before it started:\n"
-                    f"{self.stderr()}"
-                )
-            time.sleep(0.005)
-        self.kill()
-        pytest.fail(f"the job did not start within {START_TIMEOUT} s:\n{self.stderr()}")
-
-    def kill(self) -> bool:
-        """SIGKILL the process; False if it had already exited."""
-        if self.process.poll() is not None:
-            return False
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        return True
-
-    def finish(self) -> dict[str, Any]:
+    def wait(self) -> int:
+        """Wait for the process to exit; its return code."""
         try:
-            self.process.wait(timeout=FINISH_TIMEOUT)
+            return self.process.wait(timeout=RUN_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.kill()
-            pytest.fail(f"the last run did not finish within {FINISH_TIMEOUT} s")
-        assert self.process.returncode == 0, self.stderr()
-        finished = [e for e in self.events() if e["event"] == "finished"]
-        assert finished, self.stderr()
-        return finished[0]
+            pytest.fail(f"run {self.index} did not exit within {RUN_TIMEOUT} s:\n{self.stderr()}")
+
+    def wait_killed(self, point: str) -> dict[str, Any]:
+        """Wait until the run killed itself at ``point``; its ``kill`` event."""
+        code = self.wait()
+        assert code == -signal.SIGKILL, (
+            f"run {self.index} exited with {code} instead of killing itself at {point}:\n"
+            f"{self.stderr()}"
+        )
+        killed = self.event("kill")
+        assert killed["point"] == point, killed
+        return killed
+
+    def kill(self) -> None:
+        """SIGKILL the process if it still runs (cleanup after a failure)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def finish(self) -> dict[str, Any]:
+        code = self.wait()
+        assert code == 0, self.stderr()
+        return self.event("finished")
 
 
 def check_output(out: Path, count: int, keys: int) -> None:
@@ -204,23 +236,22 @@ def crash_and_recover(
     tmp_path: Path,
     *,
     kills: int,
-    seed: int,
     extra_args: list[str],
     records_per_second: int = 10_000,
     keys: int = 1_000,
 ) -> Tally:
     """Kill the job ``kills`` times, resume it each time, let it finish; check it all."""
-    rng = random.Random(seed)
     checkpoints, out = tmp_path / "checkpoints", tmp_path / "out"
-    # Enough records for every kill to land in a running job: a run progresses by
-    # less than its 50-400 ms of life (it loses what followed its last checkpoint).
-    count = int(records_per_second * (1.0 + 0.25 * kills))
+    # A run restores a position no later than where the run before it stopped, and
+    # reads at most BUDGET records: run i starts before i * BUDGET, so every killed run
+    # has BUDGET records left to read.
+    count = BUDGET * (kills + 1)
     job_args = [
         str(checkpoints),
         str(out),
         f"--count={count}",
-        f"--rate={records_per_second}",
         f"--keys={keys}",
+        f"--budget={BUDGET}",
         *extra_args,
     ]
     tally = Tally()
@@ -229,42 +260,37 @@ def crash_and_recover(
     torn: Path | None = None
     for index in range(kills + 1):
         restore = [] if latest is None else [f"--restore-from={latest.job_folder}"]
-        run = Run(tmp_path, index, job_args + restore)
+        point = kill_point(index)
+        # The last run reads the rest as fast as it goes, and finishes.
+        run_args = (
+            ["--rate=0"]
+            if index == kills
+            else [f"--rate={records_per_second}", f"--kill-at={point}"]
+        )
+        run = Run(tmp_path, index, job_args + restore + run_args)
         try:
-            started = run.wait_started()
-            # The run restored exactly the checkpoint the scan found, or none.
-            restored = started["restored_from"]
-            if latest is None:
-                assert restored is None, restored
-            else:
-                assert restored is not None and Path(restored) == latest.folder, (
-                    f"run {index} restored {restored}, the newest valid checkpoint is "
-                    f"{latest.folder}"
-                )
-            if torn is not None:
-                warnings = run.stderr()
-                assert "RestoreWarning" in warnings and str(torn) in warnings, warnings
             if index == kills:
                 break
-            # The first kill comes early, before any checkpoint can complete, so that
-            # a restart from scratch (over a killed run's part files) is tested too.
-            time.sleep(0.005 if index == 0 else rng.uniform(0.05, 0.4))
-            killed = run.kill()
-            assert killed, (
-                f"run {index} finished before its kill; raise the record count\n{run.stderr()}"
-            )
+            run.wait_killed(point)
         except BaseException:
             run.kill()
             raise
+        started = check_started(run, latest, torn)
 
         tally.kills += 1
+        tally.points.append(point)
         job_folder = checkpoints / started["job_id"]
-        if incomplete_folders(job_folder):
+        incomplete = incomplete_folders(job_folder)
+        if incomplete:
             tally.during_checkpoint += 1
+        if point.startswith(LEAVES_INCOMPLETE):
+            assert incomplete, f"kill {index + 1} at {point} left no incomplete checkpoint"
         pending = {p.name for p in (out / PENDING_DIR).glob("part-*")}
         if pending:
             tally.with_pending += 1
             tally.pending_left |= pending
+        if point == "commit":
+            assert pending, f"kill {index + 1} at {point} left no pre-committed part file"
         # Committed part files stay, unchanged, whatever happens after.
         now_committed = committed_files(out)
         lost = {n: size for n, size in committed.items() if now_committed.get(n) != size}
@@ -277,12 +303,14 @@ def crash_and_recover(
             # Once a checkpoint completed, there is always one, and never an older one.
             assert latest is not None, f"after kill {index + 1} no valid checkpoint is left"
             assert latest.checkpoint_id >= previous.checkpoint_id
+        if index == 0:
+            assert latest is None, "a checkpoint completed before the sink's first pre-commit"
         if latest is None:
             tally.before_first_checkpoint += 1
             torn = None
             continue
         tally.restored_ids.append(latest.checkpoint_id)
-        torn = tear_next_metadata(latest) if rng.random() < 0.2 else None
+        torn = tear_next_metadata(latest) if len(tally.restored_ids) % TEAR_EVERY == 0 else None
         if torn is not None:
             tally.torn += 1
             rescan, skipped = newest_valid(checkpoints)
@@ -290,6 +318,7 @@ def crash_and_recover(
 
     try:
         finished = run.finish()
+        check_started(run, latest, torn)
     finally:
         run.kill()
     assert finished["status"] == "finished"
@@ -300,6 +329,22 @@ def crash_and_recover(
     # (its records came again from the sources and went into another file).
     tally.recovered = len(tally.pending_left & set(committed_files(out)))
     return tally
+
+
+def check_started(run: Run, latest: Checkpoint | None, torn: Path | None) -> dict[str, Any]:
+    """The run restored exactly the checkpoint the scan found (or none), warning of ``torn``."""
+    started = run.event("started")
+    restored = started["restored_from"]
+    if latest is None:
+        assert restored is None, restored
+    else:
+        assert restored is not None and Path(restored) == latest.folder, (
+            f"run {run.index} restored {restored}, the newest valid checkpoint is {latest.folder}"
+        )
+    if torn is not None:
+        warnings = run.stderr()
+        assert "RestoreWarning" in warnings and str(torn) in warnings, warnings
+    return started
 
 
 def committed_files(out: Path) -> dict[str, int]:
@@ -317,15 +362,26 @@ def summary(tally: Tally) -> str:
     )
 
 
+def check_tally(tally: Tally, kills: int) -> None:
+    """Every kill happened where it was aimed, and hit what its point promises."""
+    assert tally.kills == kills
+    assert tally.points == [kill_point(i) for i in range(kills)]
+    assert tally.before_first_checkpoint == 1, tally
+    if kills > 1:
+        # Recovery, not only fresh starts.
+        assert tally.restored_ids, tally
+    aimed = tally.points
+    incomplete = sum(p.startswith(LEAVES_INCOMPLETE) for p in aimed)
+    assert tally.during_checkpoint >= incomplete, tally
+    if "commit" in aimed:
+        # Part files pre-committed for a completed checkpoint: the next run commits them.
+        assert tally.recovered > 0, tally
+
+
 def test_crash_consistency(tmp_path: Path) -> None:
-    tally = crash_and_recover(tmp_path, kills=KILLS, seed=SEED, extra_args=[])
+    tally = crash_and_recover(tmp_path, kills=KILLS, extra_args=[])
     print(summary(tally))
-    assert tally.kills == KILLS
-    # The run must have exercised recovery, not only fresh starts, and (with this many
-    # kills) hit checkpoints in the middle of their writes.
-    assert tally.restored_ids, tally
-    if KILLS >= 10:
-        assert tally.during_checkpoint > 0 and tally.recovered > 0, tally
+    check_tally(tally, KILLS)
 
 
 @pytest.mark.stress
@@ -338,9 +394,8 @@ def test_crash_consistency_stress_unaligned(tmp_path: Path) -> None:
     tally = crash_and_recover(
         tmp_path,
         kills=STRESS_KILLS,
-        seed=SEED + 1,
         extra_args=["--parallelism=3", "--unaligned", "--padding=4000"],
         records_per_second=15_000,
     )
     print(summary(tally))
-    assert tally.kills == STRESS_KILLS
+    check_tally(tally, STRESS_KILLS)
