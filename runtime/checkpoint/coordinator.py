@@ -4,10 +4,18 @@ It owns the pure bookkeeping (``TriggerRules``, ``PendingCheckpoint``s,
 ``FailureCounter``, the ``CompletedCheckpointStore``, ``CheckpointStatsTracker``) and does
 only what they decide:
 
-* trigger: periodically (interval, min pause, max concurrent), on request
-  (``JobClient.trigger_checkpoint``), and once more when every source has read all of
-  its input (the final checkpoint, so that two-phase-commit sinks commit their last
-  data); triggering puts ``TriggerCheckpoint`` in every source task's mailbox;
+* trigger: periodically (interval, min pause, max concurrent) for as long as any task
+  runs, in the job's mode (unaligned included) also while a bounded job drains; on
+  request (``JobClient.trigger_checkpoint``); and at once when every task reported
+  ``InputEnded``, so that the job's final checkpoint need not wait for the interval.
+  Triggering puts ``TriggerCheckpoint`` in every source task's mailbox: a source that
+  read all of its input still takes part (FLIP-147, with finished sources acknowledging
+  their final state);
+* end the job (FLIP-147): the first completed checkpoint that every task acknowledged
+  *after the end of its input* holds the effects of every record, and no channel holds
+  any; its notification says ``final=True``, and each task ends once it handled it
+  (two-phase-commit sinks commit their last data there). A stop-with-savepoint with
+  drain makes that final checkpoint its savepoint;
 * collect ``CheckpointAcknowledged`` / ``CheckpointDeclined`` from the tasks' reports;
 * complete: write ``_metadata`` last and atomically (``CheckpointStorage.commit``),
   discard what retention no longer keeps, abort older pending checkpoints (subsumed),
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -35,13 +44,14 @@ import msgspec
 from actors import Actor, Mailbox, Waker
 from runtime.checkpoint.config import CheckpointConfig, CheckpointingMode
 from runtime.checkpoint.events import (
+    AwaitFinalCheckpoint,
     CheckpointAcknowledged,
     CheckpointBarrier,
     CheckpointDeclined,
     CheckpointOptions,
+    InputEnded,
     NotifyCheckpointAborted,
     NotifyCheckpointComplete,
-    SourceReachedEnd,
     StopSource,
     TaskFinished,
     TriggerCheckpoint,
@@ -62,6 +72,11 @@ from storage.checkpoint import (
     SubtaskStateHandle,
     new_savepoint_folder,
 )
+
+logger = logging.getLogger("weir.checkpoint")
+
+END_PHASE_RETRY = 1.0
+"""Seconds before a failed final checkpoint is triggered again without an interval."""
 
 
 class CheckpointError(WeirError):
@@ -161,13 +176,22 @@ class CheckpointCoordinator(Actor):
         self._next_id = first_checkpoint_id
         self._requests: dict[CheckpointId, list[TriggerRequest]] = {}
         self._queued_requests: deque[TriggerRequest] = deque()
-        self._sources_at_end: set[TaskId] = set()
         self._finished: set[TaskId] = set()
-        self._final_id: CheckpointId | None = None
-        self._final_done = False
-        self._stopped = False
+        self._reset_end_phase()
         self._drain: TriggerRequest | None = None
         self._savepoint_storages: dict[CheckpointId, CheckpointStorage] = {}
+
+    def _reset_end_phase(self) -> None:
+        # Tasks that processed all of their input (InputEnded).
+        self._input_ended: set[TaskId] = set()
+        # Checkpoints some task acknowledged before the end of its input: not final.
+        self._not_final: set[CheckpointId] = set()
+        # Checkpoints triggered once every task had ended its input.
+        self._end_phase_ids: set[CheckpointId] = set()
+        # When a failed end-phase checkpoint may be triggered again.
+        self._end_retry_at = 0.0
+        # The job's final checkpoint completed: nothing more is triggered.
+        self._final_done = False
 
     # -- attempts -------------------------------------------------------------------------
 
@@ -200,12 +224,13 @@ class CheckpointCoordinator(Actor):
         self.pending.clear()
         self.tasks = dict(tasks)
         self.sources = list(sources)
-        self._sources_at_end = set()
         self._finished = set()
-        self._final_id = None
-        self._final_done = False
+        self._reset_end_phase()
         self.waker = Waker()
         self.mailbox = Mailbox(self.waker)
+        if self._drain is not None:
+            # A stop-with-drain asked before the failure: the new sources stop too.
+            self._send_drain()
 
     # -- public (called from other actors in the loop) ------------------------------------
 
@@ -237,8 +262,8 @@ class CheckpointCoordinator(Actor):
     ) -> asyncio.Future[CompletedCheckpoint]:
         """Stop-with-savepoint with drain.
 
-        Every source ends its input; the final checkpoint, once everything drained, is a
-        savepoint in a new folder under ``directory``.
+        Every source ends its input; the job's final checkpoint, triggered once every
+        task ended its input, is a savepoint in a new folder under ``directory``.
         """
         future: asyncio.Future[CompletedCheckpoint] = asyncio.get_running_loop().create_future()
         folder = new_savepoint_folder(directory, self.job_id)
@@ -246,11 +271,18 @@ class CheckpointCoordinator(Actor):
             future,
             CheckpointOptions(is_savepoint=True, target=str(folder), canonical=canonical),
         )
+        self._send_drain()
+        self.waker.wake()
+        return future
+
+    def _send_drain(self) -> None:
+        """Sources end their input; every task waits for the final checkpoint."""
+        for task, mailbox in self.tasks.items():
+            if task not in self._finished:
+                mailbox.put(AwaitFinalCheckpoint())
         for source in self.sources:
             if source not in self._finished:
                 self.tasks[source].put(StopSource())
-        self.waker.wake()
-        return future
 
     def statistics_snapshot(self) -> CheckpointStatistics:
         """The checkpoint statistics now."""
@@ -325,8 +357,8 @@ class CheckpointCoordinator(Actor):
                 )
             case TriggerRequest():
                 self._queued_requests.append(message)
-            case SourceReachedEnd():
-                self._sources_at_end.add(message.task)
+            case InputEnded():
+                self._input_ended.add(message.task)
             case TaskFinished():
                 self._finished.add(message.task)
             case _:
@@ -334,15 +366,26 @@ class CheckpointCoordinator(Actor):
 
     def _next_wake(self, now: float) -> float | None:
         times = [p.timestamp + self.config.timeout for p in self.pending.values()]
-        if self.rules is not None and not self._final_phase:
+        if self._final_done:
+            pass
+        elif self._end_phase:
+            if not self._end_phase_pending:
+                times.append(self._end_retry_at)
+        elif self.rules is not None:
             due = self.rules.next_trigger_time(now, len(self.pending))
             if due is not None:
                 times.append(due)
         return min(times) if times else None
 
     @property
-    def _final_phase(self) -> bool:
-        return len(self._sources_at_end) >= len(self.sources)
+    def _end_phase(self) -> bool:
+        """Every running task processed all of its input."""
+        return all(t in self._input_ended or t in self._finished for t in self.tasks)
+
+    @property
+    def _end_phase_pending(self) -> bool:
+        """A checkpoint triggered in the end phase is pending (it will be final)."""
+        return any(i in self._end_phase_ids for i in self.pending)
 
     async def _maybe_trigger(self, now: float) -> None:
         limit = self.config.max_concurrent
@@ -350,32 +393,43 @@ class CheckpointCoordinator(Actor):
             request = self._queued_requests.popleft()
             if request.future.cancelled():
                 continue
-            await self._trigger_request(now, request)
-        if self._final_phase:
-            if not self._final_done and self._final_id is None and len(self.pending) < limit:
-                drain = self._drain
-                if drain is not None:
-                    options = msgspec.structs.replace(drain.options, is_final=True)
-                    self._final_id = await self._trigger_request(now, drain, options)
-                    return
-                options = self.default_options()
-                self._final_id = self._trigger(
-                    now,
-                    # Always aligned: the sources emit nothing after it, so the barrier
-                    # follows every record and each subtask's final snapshot holds the
-                    # effects of all of them (an unaligned one would leave the records it
-                    # overtook in channel state, never to be committed by a sink).
-                    CheckpointOptions(
-                        unaligned=False,
-                        aligned_timeout=0.0,
-                        exactly_once=options.exactly_once,
-                        is_final=True,
-                    ),
+            if self._final_done:
+                request.future.set_exception(
+                    CheckpointError(
+                        "the job's final checkpoint completed: the job is ending and "
+                        "takes no more checkpoints or savepoints"
+                    )
                 )
+                continue
+            await self._trigger_request(now, request)
+        if self._final_done or len(self.pending) >= limit:
+            return
+        if self._end_phase:
+            # Every task ended its input: the next checkpoint is the job's final one
+            # (each task snapshots after its end). Trigger it now, in the job's mode,
+            # or the drain savepoint; after a failure, not before the retry time.
+            drain = self._drain
+            if drain is not None and not self._drain_triggered(drain):
+                # Even beside a pending plain one: only the drain savepoint may end it.
+                if now < self._end_retry_at:
+                    return
+                options = msgspec.structs.replace(drain.options, is_final=True)
+                checkpoint_id = await self._trigger_request(now, drain, options)
+            elif self._end_phase_pending or now < self._end_retry_at or drain is not None:
+                return
+            else:
+                checkpoint_id = self._trigger(now, self.default_options())
+            if checkpoint_id is not None:
+                self._end_phase_ids.add(checkpoint_id)
             return
         rules = self.rules
         if rules is not None and rules.should_trigger(now, len(self.pending)):
             self._trigger(now, self.default_options())
+
+    def _drain_triggered(self, drain: TriggerRequest) -> bool:
+        return any(
+            request is drain for requests in self._requests.values() for request in requests
+        )
 
     async def _trigger_request(
         self, now: float, request: TriggerRequest, options: CheckpointOptions | None = None
@@ -421,6 +475,8 @@ class CheckpointCoordinator(Actor):
         result = pending.acknowledge(ack.task, ack.state, ack.metrics)
         if result is AckResult.SUCCESS:
             self.stats.acknowledged(ack.checkpoint_id, ack.task, ack.metrics)
+            if not ack.after_end_of_input:
+                self._not_final.add(ack.checkpoint_id)
         if pending.is_fully_acknowledged:
             await self._complete(pending)
 
@@ -441,6 +497,7 @@ class CheckpointCoordinator(Actor):
         self._savepoint_storages.pop(checkpoint_id, None)
         pending.discard()
         del self.pending[checkpoint_id]
+        self._end_phase_ids.discard(checkpoint_id)
         now = self.clock()
         completed = CompletedCheckpoint(
             checkpoint_id, pointer, pending.timestamp, pending.options.is_savepoint
@@ -460,6 +517,15 @@ class CheckpointCoordinator(Actor):
         # until the next checkpoint completes; Flink notifies only for checkpoints and
         # synchronous savepoints).
         notify = not options.is_savepoint or options.terminate or options.is_final
+        # The job's final checkpoint: every task took it after the end of its input
+        # (while a drain is asked for, only its savepoint may be the final one).
+        final = (
+            notify
+            and not options.terminate
+            and checkpoint_id not in self._not_final
+            and (self._drain is None or options.is_final)
+        )
+        self._not_final.discard(checkpoint_id)
         if not options.is_savepoint:
             # Completing n subsumes every older pending checkpoint (Flink aborts them).
             for older in sorted(i for i in self.pending if i < checkpoint_id):
@@ -471,9 +537,10 @@ class CheckpointCoordinator(Actor):
                     )
         if notify:
             for mailbox in self.tasks.values():
-                mailbox.put(NotifyCheckpointComplete(checkpoint_id))
-        if pending.options.is_final or checkpoint_id == self._final_id:
+                mailbox.put(NotifyCheckpointComplete(checkpoint_id, final=final))
+        if final:
             self._final_done = True
+            logger.debug("job %s: checkpoint %d is its final one", self.job_id, checkpoint_id)
         for request in self._requests.pop(checkpoint_id, []):
             if not request.future.done():
                 request.future.set_result(completed)
@@ -525,8 +592,16 @@ class CheckpointCoordinator(Actor):
         if pending is None:
             return
         pending.discard()
+        self._not_final.discard(checkpoint_id)
+        if checkpoint_id in self._end_phase_ids:
+            self._end_phase_ids.discard(checkpoint_id)
+            # Not at once again: a task that declines every time would spin.
+            self._end_retry_at = self.clock() + (
+                END_PHASE_RETRY if self.config.interval is None else self.config.interval
+            )
         now = self.clock()
         self.stats.failed(checkpoint_id, now - pending.timestamp, message)
+        logger.warning("job %s: %s", self.job_id, message)
         if self.rules is not None:
             self.rules.finished(now)
         for mailbox in self.tasks.values():
@@ -534,9 +609,11 @@ class CheckpointCoordinator(Actor):
         storage = self._savepoint_storages.pop(checkpoint_id, self.storage)
         with contextlib.suppress(Exception):
             await storage.discard(checkpoint_id)
-        if checkpoint_id == self._final_id:
-            self._final_id = None  # trigger another final checkpoint
-            self._drain = None  # ... a plain one: the stop-with-savepoint failed
+        drain = self._drain
+        if drain is not None and checkpoint_id in self._requests and any(
+            request is drain for request in self._requests[checkpoint_id]
+        ):
+            self._drain = None  # the stop-with-savepoint failed: the next final is plain
         for request in self._requests.pop(checkpoint_id, []):
             if not request.future.done():
                 request.future.set_exception(CheckpointError(message, checkpoint_id, reason))

@@ -8,11 +8,13 @@ Events travel in channels with the data (``runtime.tasks`` puts them there):
   barrier is queued in the data lane, so that an alignment timeout can promote it
   (Flink's ``EventAnnouncement``).
 * ``CancelCheckpointMarker``: checkpoint ``n`` was aborted upstream; stop aligning it.
+* ``EndOfData``: the producing subtask emitted its last record (Flink's ``EndOfData``).
+  The channel stays open: barriers still follow it until the job's final checkpoint.
 
 Commands go to a task's control mailbox (``TriggerCheckpoint`` to sources,
 ``NotifyCheckpointComplete`` and ``NotifyCheckpointAborted`` to every task); reports go
 to the coordinator's mailbox (``CheckpointAcknowledged``, ``CheckpointDeclined``, and the
-task lifecycle reports ``SourceReachedEnd`` and ``TaskFinished``).
+task lifecycle reports ``InputEnded`` and ``TaskFinished``).
 
 All are msgspec Structs: frozen, cheap, and ready to be sent across processes later.
 """
@@ -34,7 +36,8 @@ class CheckpointOptions(msgspec.Struct, frozen=True):
             unaligned; 0 for never (or, with ``unaligned``, from the start).
         exactly_once: align (or capture in-flight data); False is at-least-once.
         is_savepoint: a savepoint (always aligned, never subsumed).
-        is_final: the last checkpoint of a job whose sources all ended.
+        is_final: a stop-with-savepoint with drain: triggered once every subtask ended
+            its input, it is the job's final checkpoint.
         target: a savepoint's own folder (its files go there, not to ``chk-<n>``).
         canonical: a savepoint in the canonical (msgspec only) format, else native.
         terminate: stop-with-savepoint: sources stop after it, and no operator ends its
@@ -73,6 +76,18 @@ class BarrierAnnouncement(msgspec.Struct, frozen=True):
     barrier: CheckpointBarrier
 
 
+class EndOfData(msgspec.Struct, frozen=True):
+    """The producer emitted its last record on this channel (data lane, in order).
+
+    Unlike the end of the channel, barriers may still follow: the producer keeps taking
+    part in checkpoints until the job's final checkpoint completed (FLIP-147).
+    """
+
+
+END_OF_DATA = EndOfData()
+"""The one ``EndOfData`` instance (it carries nothing)."""
+
+
 class CancelCheckpointMarker(msgspec.Struct, frozen=True):
     """Checkpoint ``checkpoint_id`` was aborted upstream."""
 
@@ -86,13 +101,27 @@ class TriggerCheckpoint(msgspec.Struct, frozen=True):
 
 
 class NotifyCheckpointComplete(msgspec.Struct, frozen=True):
-    """Command to every task: checkpoint ``checkpoint_id`` completed (commit side effects)."""
+    """Command to every task: checkpoint ``checkpoint_id`` completed (commit side effects).
+
+    ``final``: every subtask took this checkpoint after the end of its input, so it holds
+    the effects of every record: the job's final checkpoint. Each task ends once it has
+    handled this notification (its two-phase-commit sinks committed their last data).
+    """
 
     checkpoint_id: CheckpointId
+    final: bool = False
 
 
 class StopSource(msgspec.Struct, frozen=True):
     """Command to a source task: end the input now (stop-with-savepoint with drain)."""
+
+
+class AwaitFinalCheckpoint(msgspec.Struct, frozen=True):
+    """Command to every task: at the end of input, wait for the job's final checkpoint.
+
+    Sent with a stop-with-savepoint with drain, for jobs without periodic checkpoints
+    (with them, every task waits anyway): the drain savepoint is the final checkpoint.
+    """
 
 
 class NotifyCheckpointAborted(msgspec.Struct, frozen=True):
@@ -136,12 +165,16 @@ class CheckpointAcknowledged(msgspec.Struct, frozen=True):
 
     Attributes:
         state: one report per operator of the task's chain, for the metadata.
+        after_end_of_input: the snapshot was taken after the task had processed all of
+            its input and ended its chain's input. A checkpoint every task acknowledged
+            this way is the job's final checkpoint: no channel holds a record then.
     """
 
     checkpoint_id: CheckpointId
     task: TaskId
     metrics: SubtaskCheckpointMetrics
     state: list[SubtaskStateReport] = []
+    after_end_of_input: bool = False
 
 
 class CheckpointDeclined(msgspec.Struct, frozen=True):
@@ -156,8 +189,11 @@ class CheckpointDeclined(msgspec.Struct, frozen=True):
     subsumed: bool = False
 
 
-class SourceReachedEnd(msgspec.Struct, frozen=True):
-    """Report: source ``task`` read all of its input (it waits for the final checkpoint)."""
+class InputEnded(msgspec.Struct, frozen=True):
+    """Report: ``task`` processed all of its input and sent ``EndOfData`` downstream.
+
+    Its chain's input was ended; it takes part in checkpoints until the job's final one.
+    """
 
     task: TaskId
 

@@ -84,6 +84,8 @@ class PendingSnapshot:
     # what it raised.
     deferred: list[Any] = field(default_factory=list)
     take_error: Exception | None = None
+    # Taken after the task ended its input (see CheckpointAcknowledged).
+    after_end_of_input: bool = False
 
     @property
     def checkpoint_id(self) -> CheckpointId:
@@ -138,6 +140,8 @@ class TaskCheckpointing:
         self._taken: anyio.Event | None = None
         self._records = serializer_for(None, allow_pickle=allow_pickle, what="record")
         self._file_name = _file_name(task_name, task)
+        # Set by the task once its chain's input ended: later snapshots say so.
+        self.input_ended = False
 
     def begin(
         self,
@@ -150,6 +154,7 @@ class TaskCheckpointing:
         """The synchronous part: snapshot every operator now."""
         started = time.perf_counter()
         snapshot = PendingSnapshot(barrier, unaligned, alignment_duration, start_delay)
+        snapshot.after_end_of_input = self.input_ended
         try:
             canonical = barrier.options.is_savepoint and barrier.options.canonical
             for operator in self.operators:
@@ -362,6 +367,14 @@ class TaskCheckpointing:
                     reports[index],
                     subtask=msgspec.structs.replace(reports[index].subtask, shared=files),
                 )
-        self.coordinator.put(CheckpointAcknowledged(checkpoint_id, self.task, metrics, reports))
+        self.coordinator.put(
+            CheckpointAcknowledged(
+                checkpoint_id,
+                self.task,
+                metrics,
+                reports,
+                after_end_of_input=snapshot.after_end_of_input,
+            )
+        )
         for operator in self.operators:
             operator.after_acknowledge(checkpoint_id)

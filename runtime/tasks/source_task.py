@@ -14,10 +14,13 @@ handled there, between two buffers: the buffers not yet sent were produced befor
 snapshot, so they go before an aligned barrier, or into the output channel state of an
 unaligned one.
 
-End of input with checkpointing on: the source reports ``SourceReachedEnd`` and keeps
-taking checkpoints (with nothing new to read) until the final checkpoint has completed;
-only then does it end its output, so that every record's effects are in a completed
-checkpoint and two-phase-commit sinks can commit them.
+End of input with checkpointing on (``Task.take_part_until_final``): the source ends its
+chain's input, sends ``EndOfData``, reports ``InputEnded`` and keeps taking checkpoints
+in the job's mode (its snapshot then holds the reader at its end) until the job's final
+checkpoint has completed; only then does it end its output, so that every record's
+effects are in a completed checkpoint and two-phase-commit sinks can commit them. A
+source subtask without splits (more subtasks than splits, or after a rescale) takes the
+same path at once.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import anyio
 
-from runtime.checkpoint.events import SourceReachedEnd, StopSource, TriggerCheckpoint
+from runtime.checkpoint.events import StopSource, TriggerCheckpoint
 from runtime.connectors.source import SourceReader
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
@@ -94,7 +97,6 @@ class SourceTask(Task):
         self.buffer_size = buffer_size
         self.records_per_second = records_per_second
         self.end_of_input = False
-        self._final_checkpoint: int | None = None
         self._stop_requested = False
 
     async def run_loop(self) -> None:
@@ -148,15 +150,17 @@ class SourceTask(Task):
         finally:
             reader.close()
 
-    async def before_end_of_output(self) -> None:
-        """With checkpoints on, take part in checkpoints until the final one completed."""
-        if self.coordinator is None or not self.wait_for_final or self.suspended:
-            return
-        self.coordinator.put(SourceReachedEnd(self.task_id))
-        while self._final_checkpoint is None or self.completed_checkpoint < self._final_checkpoint:
-            await self.wait_idle()
+    async def serve_after_end(self) -> bool:
+        """Serve checkpoint triggers and notifications (nothing is left to read)."""
+        if self.mailbox:
             self.poll_mailbox()
+        if self.job_final or self.suspended:
+            return True
+        if self.holds_output():
             await self.flush_all()
+        elif not self.mailbox:
+            await self.wait_idle()
+        return False
 
     async def idle(self, seconds: float) -> None:
         """Send partial buffers, then wait up to ``seconds`` (or until woken)."""
@@ -172,9 +176,8 @@ class SourceTask(Task):
             self.trigger_checkpoint(message)
         elif isinstance(message, StopSource):
             # Stop-with-savepoint with drain: end the input now; the final checkpoint
-            # (a savepoint) follows once everything drained.
+            # (a savepoint) follows once every subtask ended its input.
             self._stop_requested = True
-            self.wait_for_final = True
         else:
             super().handle_control(message)
 
@@ -184,8 +187,6 @@ class SourceTask(Task):
         if checkpointing is None:
             return
         barrier = trigger.barrier
-        if barrier.options.is_final:
-            self._final_checkpoint = barrier.checkpoint_id
         if barrier.options.terminate:
             self.suspend_after = barrier.checkpoint_id
         unaligned = barrier.options.unaligned and barrier.options.exactly_once

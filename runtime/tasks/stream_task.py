@@ -2,9 +2,11 @@
 
 Its loop, per turn: control messages first; then one element from the gate. A buffer
 goes through the chain (``Task.process``); an event goes to ``handle_event``; the end
-of a channel is noted; when every channel has ended the loop returns and ``Task.run``
-ends the input. With nothing to read, the task sends its partial buffers (an idle task
-holds no data back) and waits on its waker.
+of a channel (or ``EndOfData`` on it: its producer emitted its last record) is noted;
+when every channel has given its last record the loop returns and ``Task.run`` ends the
+input. With nothing to read, the task sends its partial buffers (an idle task holds no
+data back) and waits on its waker. With checkpoints on, the task then goes on reading
+the gate for barriers (``serve_after_end``) until the job's final checkpoint completed.
 
 Checkpoints: events go to the ``BarrierHandler`` (``runtime.checkpoint.barriers``), a
 pure state machine, and the task performs the actions it returns: block and unblock
@@ -39,6 +41,7 @@ from runtime.checkpoint.events import (
     CancelCheckpointMarker,
     CheckpointBarrier,
     CheckpointDeclined,
+    EndOfData,
 )
 from runtime.checkpoint.ids import CheckpointId
 from runtime.tasks.chain import OperatorChain
@@ -81,6 +84,9 @@ class StreamTask(Task):
         self._replaying = False
         # The buffer being processed, for an async chain interrupted by a barrier.
         self._in_progress: tuple[int, list[Any], int] | None = None
+        # Per input channel: whether it gave its last record (EndOfData or its end).
+        self._data_ended = [False] * gate.num_channels
+        self._channels_with_data = gate.num_channels
 
     async def replay_restored_input(self) -> None:
         """Process restored input channel state, per channel in order, before any input.
@@ -134,8 +140,50 @@ class StreamTask(Task):
                     self.on_deadline(time.monotonic())
             elif item is END_OF_CHANNEL:
                 self.perform(self.barriers.on_end_of_channel(index, time.monotonic()))
+                if self._end_of_data(index):
+                    return
+            elif item.__class__ is EndOfData:
+                if self._end_of_data(index):
+                    return
             else:
                 self.handle_event(index, item)
+
+    def _end_of_data(self, channel: int) -> bool:
+        """Input ``channel`` gave its last record; returns whether every channel has."""
+        if not self._data_ended[channel]:
+            self._data_ended[channel] = True
+            self._channels_with_data -= 1
+        return self._channels_with_data == 0
+
+    async def serve_after_end(self) -> bool:
+        """Read the gate for barriers and the ends of the channels; no record may come."""
+        if self.mailbox:
+            self.poll_mailbox()
+        if self.job_final or self.suspended:
+            return True
+        gate = self.gate
+        polled = gate.poll()
+        if polled is None:
+            if gate.finished:
+                return True
+            if self.holds_output():
+                await self.flush_all()
+            else:
+                await self.wait_for(self.wait_idle)
+            return False
+        index, item = polled
+        if item.__class__ is list:
+            # Our invariant, not the user's: EndOfData follows a producer's last record.
+            raise AssertionError(
+                f"task {self.name!r}: records on input {index} after the end of its data"
+            )
+        if item is END_OF_CHANNEL:
+            self.perform(self.barriers.on_end_of_channel(index, time.monotonic()))
+        elif item.__class__ is not EndOfData:
+            self.handle_event(index, item)
+        if self.deadline != math.inf:
+            self.on_deadline(time.monotonic())
+        return False
 
     async def process_interruptible(self, index: int, batch: list[Any]) -> None:
         """Run an async chain record by record, handling priority events in between.

@@ -16,9 +16,14 @@ The two kinds of task share this base: ``SourceTask`` (reads a source reader) an
   ``YIELD_INTERVAL`` seconds, so one busy chain cannot starve the others;
 * checkpoints (when the job has them): forwarding barriers, aligned (in the data lane,
   after all data) or unaligned (on the priority lane, recording what they overtake as
-  output channel state), notifications to the operators, and the final checkpoint a
-  source waits for before it ends its output;
+  output channel state), notifications to the operators;
 * end of input: ``end_input`` through the chain, flush, close the output channels.
+  With checkpoints on, a task that has processed all of its input (FLIP-147) ends its
+  chain's input, sends ``EndOfData`` downstream, reports ``InputEnded`` and goes on
+  taking part in checkpoints (barriers keep flowing through it) until the job's final
+  checkpoint completed: the first one that every subtask took after the end of its
+  input, so it holds the effects of every record and no channel holds any. Only then
+  does it close its outputs and end, so two-phase-commit sinks commit their last data.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ from anyio.abc import TaskGroup
 from actors import Mailbox
 from actors.actor import Actor
 from runtime.checkpoint.events import (
+    END_OF_DATA,
+    AwaitFinalCheckpoint,
     BarrierAnnouncement,
     CancelCheckpointMarker,
     CheckpointBarrier,
     CheckpointDeclined,
+    InputEnded,
     NotifyCheckpointAborted,
     NotifyCheckpointComplete,
     TaskFinished,
@@ -81,8 +89,13 @@ class Task(Actor):
         # Per writer: the consuming operator's uid and the subtask of each channel.
         self.output_targets: list[tuple[str, list[int]]] = []
         self.completed_checkpoint: CheckpointId = CheckpointId(0)
-        # Whether sources wait for a final checkpoint at the end of their input.
+        # With checkpoints on: at the end of its input the task goes on taking part in
+        # checkpoints until the job's final checkpoint completed (FLIP-147).
         self.wait_for_final = False
+        # The chain's input was ended (every later snapshot holds all of its effects).
+        self.input_ended = False
+        # The job's final checkpoint completed: the task may close its outputs and end.
+        self.job_final = False
         # Stop-with-savepoint (no drain): the savepoint after which this task ends
         # without ending its input; cleared if that savepoint is aborted.
         self.suspend_after: CheckpointId | None = None
@@ -148,8 +161,14 @@ class Task(Actor):
                 await self.wait_snapshots_taken()
                 if not self.suspended:
                     await self.chain.end_input()
+                    self.input_ended = True
+                    if self.checkpointing is not None:
+                        self.checkpointing.input_ended = True
                 await self.flush_all()
-                await self.before_end_of_output()
+                if self.mailbox:
+                    self.poll_mailbox()  # an AwaitFinalCheckpoint (a drain) just sent
+                if self.wait_for_final and not self.suspended and self.coordinator is not None:
+                    await self.take_part_until_final()
                 for writer in self.writers:
                     writer.close()
             self._group = None
@@ -174,8 +193,30 @@ class Task(Actor):
         """Read input until it ends. Implemented by the task kinds."""
         raise NotImplementedError
 
-    async def before_end_of_output(self) -> None:
-        """Called after the last output was flushed, before the channels close."""
+    async def take_part_until_final(self) -> None:
+        """After the end of input: checkpoints go on until the job's final one completed.
+
+        Sends ``EndOfData`` on every output (after every record, so a consumer that saw
+        it on all of its inputs has processed everything) and reports ``InputEnded``;
+        then serves checkpoint triggers, barriers and notifications until the final
+        checkpoint's notification, a completed stop-with-savepoint, or (a consumer) the
+        end of every input channel.
+        """
+        for writer in self.writers:
+            writer.broadcast_event(END_OF_DATA)
+        assert self.coordinator is not None
+        self.coordinator.put(InputEnded(self.task_id))
+        while not (self.job_final or self.suspended):
+            if await self.serve_after_end():
+                break
+
+    async def serve_after_end(self) -> bool:
+        """One turn of the loop after the end of input. Implemented by the task kinds.
+
+        Returns:
+            True when nothing more can arrive (the task may end).
+        """
+        raise NotImplementedError
 
     async def _close_backends(self) -> None:
         """Release the operators' keyed state backends (a RocksDB instance: off the loop).
@@ -203,10 +244,14 @@ class Task(Actor):
     def handle_control(self, message: object) -> None:
         """Handle one control message. Subclasses extend this (checkpoint triggers...)."""
         match message:
-            case NotifyCheckpointComplete(checkpoint_id=checkpoint_id):
+            case NotifyCheckpointComplete(checkpoint_id=checkpoint_id, final=final):
                 self.completed_checkpoint = max(self.completed_checkpoint, checkpoint_id)
                 for operator in self.chain.operators:
                     operator.notify_checkpoint_complete(checkpoint_id)
+                if final:
+                    self.job_final = True
+            case AwaitFinalCheckpoint():
+                self.wait_for_final = True
             case NotifyCheckpointAborted(checkpoint_id=checkpoint_id, reason=reason):
                 self.on_checkpoint_aborted(checkpoint_id, reason)
                 for operator in self.chain.operators:

@@ -29,7 +29,7 @@ from runtime.checkpoint.coordinator import CheckpointCoordinator, OperatorInfo
 from runtime.checkpoint.events import (
     CheckpointAcknowledged,
     CheckpointDeclined,
-    SourceReachedEnd,
+    InputEnded,
     SubtaskCheckpointMetrics,
     SubtaskStateReport,
     TaskFinished,
@@ -140,7 +140,9 @@ class CoordinatorHarness:
         self.clock.now += seconds
         self.coordinator.waker.wake()
 
-    def ack(self, checkpoint_id: int, task: str, *, state_size: int = 0) -> None:
+    def ack(
+        self, checkpoint_id: int, task: str, *, state_size: int = 0, after_end: bool = False
+    ) -> None:
         reports = [
             SubtaskStateReport(
                 task.split(":")[0],
@@ -158,18 +160,21 @@ class CoordinatorHarness:
                 TaskId(task),
                 SubtaskCheckpointMetrics(state_size=state_size),
                 reports,
+                after_end_of_input=after_end,
             )
         )
 
-    def ack_all(self, checkpoint_id: int) -> None:
+    def ack_all(self, checkpoint_id: int, *, after_end: bool = False) -> None:
         for task in self.tasks:
-            self.ack(checkpoint_id, task)
+            self.ack(checkpoint_id, task, after_end=after_end)
 
     def decline(self, checkpoint_id: int, task: str, reason: str) -> None:
         self.send(CheckpointDeclined(CheckpointId(checkpoint_id), TaskId(task), reason))
 
-    def source_ended(self, task: str) -> None:
-        self.send(SourceReachedEnd(TaskId(task)))
+    def input_ended(self, *tasks: str) -> None:
+        """Report ``InputEnded`` for ``tasks`` (every task if none is named)."""
+        for task in tasks or self.tasks:
+            self.send(InputEnded(TaskId(task)))
 
     # -- observing --------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from runtime.checkpoint import (
     CompletedCheckpoint,
 )
 from runtime.checkpoint.events import (
+    AwaitFinalCheckpoint,
     CheckpointBarrier,
     CheckpointDeclined,
     CheckpointOptions,
@@ -435,58 +436,95 @@ async def test_request_still_pending_when_the_job_ends_fails(harness: Harness) -
 # -- the end of the job ---------------------------------------------------------------------
 
 
-async def test_final_checkpoint_after_every_source_reached_its_end(harness: Harness) -> None:
-    h = harness(CheckpointConfig(interval=10.0), sources=("src:0", "src:1"))
-    await h.start()
-    h.source_ended("src:0")
-    await h.one_turn()
-    assert triggered(h, "src:0") == [] and triggered(h, "src:1") == []
-
-    h.source_ended("src:1")
-    await h.until(lambda: triggered(h, "src:0") == [1] == triggered(h, "src:1"), "final trigger")
-    barrier = h.of_type("src:1", TriggerCheckpoint)[0].barrier
-    assert barrier == CheckpointBarrier(CheckpointId(1), 100.0, CheckpointOptions(is_final=True))
-    await complete(h, 1)
-
-    h.advance(100.0)  # ten intervals: no periodic checkpoint after the final one
-    await h.one_turn()
-    assert triggered(h, "src:0") == [1] == triggered(h, "src:1")
-    await h.finish()
-    assert h.storage.list_completed() == [1]
-
-
-async def test_aborted_final_checkpoint_is_triggered_again(harness: Harness) -> None:
-    h = harness(CheckpointConfig(interval=10.0, tolerable_failures=1))
-    await h.start()
-    h.source_ended("src:0")
-    await h.until(lambda: triggered(h) == [1], "the final trigger")
-    h.decline(1, "map:0", "not ready")
-    await h.until(lambda: triggered(h) == [1, 2], "the final trigger, again")
-    assert all(m.barrier.options.is_final for m in h.of_type("src:0", TriggerCheckpoint))
-    await complete(h, 2)
-    await h.finish()
+def finals(h: CoordinatorHarness, task: str = "map:0") -> list[int]:
+    return [m.checkpoint_id for m in h.of_type(task, NotifyCheckpointComplete) if m.final]
 
 
 @pytest.mark.parametrize(
     "config",
     [
+        CheckpointConfig(interval=10.0),
         CheckpointConfig(interval=10.0, unaligned=True),
         CheckpointConfig(interval=10.0, unaligned=True, aligned_timeout=0.5),
         CheckpointConfig(interval=10.0, mode=CheckpointingMode.AT_LEAST_ONCE),
     ],
-    ids=["unaligned", "aligned-timeout", "at-least-once"],
+    ids=["aligned", "unaligned", "aligned-timeout", "at-least-once"],
 )
-async def test_final_checkpoint_is_aligned_whatever_the_mode(
+async def test_checkpoints_go_on_in_the_jobs_mode_while_the_job_drains(
     harness: Harness, config: CheckpointConfig
 ) -> None:
-    # Unaligned, it would leave the records it overtook in channel state, never committed.
-    h = harness(config)
+    # FLIP-147: sources that read all of their input still take part; nothing is forced
+    # aligned (the old final checkpoint waited for every backlog to drain).
+    h = harness(config, sources=("src:0", "src:1"))
     await h.start()
-    h.source_ended("src:0")
-    await h.until(lambda: triggered(h) == [1], "the final trigger")
+    h.input_ended("src:0", "src:1")
+    await h.one_turn()
+    assert triggered(h, "src:0") == [], "triggered before the interval: map:0 still runs"
+    assert await trigger_next(h) == 1
+    assert triggered(h, "src:1") == [1]
     options = h.of_type("src:0", TriggerCheckpoint)[0].barrier.options
-    exactly_once = config.mode is CheckpointingMode.EXACTLY_ONCE
-    assert options == CheckpointOptions(exactly_once=exactly_once, is_final=True)
+    assert options == h.coordinator.default_options() and not options.is_final
+    h.ack_all(1)  # map:0 took it before its end: not final
+    await h.until(lambda: completed(h) == [1], "checkpoint 1 completed")
+    assert finals(h) == []
+    assert await trigger_next(h) == 2
+    await h.finish()
+
+
+async def test_final_checkpoint_once_every_task_ended_its_input(harness: Harness) -> None:
+    h = harness(CheckpointConfig(interval=10.0, unaligned=True), sources=("src:0", "src:1"))
+    await h.start()
+    h.input_ended("src:0", "src:1")
+    await h.one_turn()
+    assert triggered(h, "src:0") == []
+    h.input_ended("map:0")  # the last task: triggered at once, not after the interval
+    await h.until(lambda: triggered(h, "src:0") == [1] == triggered(h, "src:1"), "final trigger")
+    barrier = h.of_type("src:1", TriggerCheckpoint)[0].barrier
+    assert barrier == CheckpointBarrier(CheckpointId(1), 100.0, h.coordinator.default_options())
+    assert barrier.options.unaligned, "the final checkpoint takes the job's mode"
+    h.ack_all(1, after_end=True)
+    await h.until(lambda: finals(h) == [1], "the final notification")
+    assert all(finals(h, t) == [1] for t in h.tasks)
+
+    h.advance(100.0)  # ten intervals: no checkpoint after the final one
+    await h.one_turn()
+    assert triggered(h, "src:0") == [1] == triggered(h, "src:1")
+    with pytest.raises(CheckpointError, match="final checkpoint completed"):
+        await h.coordinator.request_checkpoint(CheckpointOptions())
+    await h.finish()
+    assert h.storage.list_completed() == [1]
+
+
+async def test_checkpoint_one_task_took_before_its_end_is_not_final(harness: Harness) -> None:
+    # A periodic checkpoint triggered before map:0 ended may complete after it: it is
+    # final only if every task snapshotted after its end (no record in channel state).
+    h = harness(CheckpointConfig(interval=10.0), others=("map:0", "map:1"))
+    await h.start()
+    assert await trigger_next(h) == 1
+    h.input_ended()
+    h.ack(1, "src:0", after_end=True)
+    h.ack(1, "map:0", after_end=False)
+    h.ack(1, "map:1", after_end=True)
+    await h.until(lambda: completed(h) == [1], "checkpoint 1 completed")
+    assert finals(h) == []
+    await h.until(lambda: triggered(h) == [1, 2], "the final trigger, at once")
+    h.ack_all(2, after_end=True)
+    await h.until(lambda: finals(h) == [2], "the final notification")
+    await h.finish()
+
+
+async def test_aborted_final_checkpoint_is_triggered_again(harness: Harness) -> None:
+    h = harness(CheckpointConfig(interval=10.0, tolerable_failures=1))
+    await h.start()
+    h.input_ended()
+    await h.until(lambda: triggered(h) == [1], "the final trigger")
+    h.decline(1, "map:0", "not ready")
+    await h.until(lambda: aborted(h) == [1], "checkpoint 1 aborted")
+    await h.one_turn()
+    assert triggered(h) == [1], "a declined final checkpoint was retried at once"
+    assert await trigger_next(h) == 2
+    h.ack_all(2, after_end=True)
+    await h.until(lambda: finals(h) == [2], "the final notification")
     await h.finish()
 
 
@@ -565,21 +603,42 @@ async def test_drain_savepoint_is_the_final_checkpoint(harness: Harness, tmp_pat
     h = harness(CheckpointConfig(interval=10.0), sources=("src:0", "src:1"))
     await h.start()
     future = h.coordinator.request_drain_savepoint(str(tmp_path))
-    assert h.inbox("src:0") == [StopSource()] == h.inbox("src:1")
-    assert h.inbox("map:0") == []
-    h.source_ended("src:0")
-    h.source_ended("src:1")
+    assert h.inbox("src:0") == [AwaitFinalCheckpoint(), StopSource()] == h.inbox("src:1")
+    assert h.inbox("map:0") == [AwaitFinalCheckpoint()]
+    h.input_ended("src:0", "src:1")
+    await h.one_turn()
+    assert triggered(h, "src:0") == [], "the drain savepoint before every task ended"
+    h.input_ended("map:0")
     await h.until(lambda: triggered(h, "src:0") == [1] == triggered(h, "src:1"), "drain trigger")
     options = h.of_type("src:1", TriggerCheckpoint)[0].barrier.options
     assert options.is_savepoint and options.is_final and not options.unaligned
     assert options.target is not None and Path(options.target).parent == tmp_path
-    h.ack_all(1)
+    h.ack_all(1, after_end=True)
     savepoint = await future
     assert savepoint.is_savepoint and (Path(savepoint.pointer) / METADATA_FILE).is_file()
-    await h.until(lambda: completed(h) == [1], "notify complete of the final savepoint")
+    await h.until(lambda: finals(h) == [1], "final notification of the drain savepoint")
     h.advance(100.0)
     await h.one_turn()
     assert triggered(h) == [1], "a checkpoint after the final savepoint"
+    await h.finish()
+
+
+async def test_drain_asked_while_a_final_checkpoint_is_pending(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # The plain final checkpoint completes, but only the drain savepoint ends the job.
+    h = harness(CheckpointConfig(interval=10.0, max_concurrent=2))
+    await h.start()
+    h.input_ended()
+    await h.until(lambda: triggered(h) == [1], "the final trigger")
+    future = h.coordinator.request_drain_savepoint(str(tmp_path))
+    await h.until(lambda: triggered(h) == [1, 2], "the drain savepoint")
+    h.ack_all(1, after_end=True)
+    await h.until(lambda: completed(h) == [1], "checkpoint 1 completed")
+    assert finals(h) == []
+    h.ack_all(2, after_end=True)
+    assert (await future).is_savepoint
+    await h.until(lambda: finals(h) == [2], "the final notification")
     await h.finish()
 
 
