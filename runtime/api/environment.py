@@ -384,6 +384,7 @@ class StreamEnvironment:
         job_name: str,
         restore_from: str | os.PathLike[str] | None,
         allow_non_restored_state: bool,
+        allow_older_than_committed: bool = False,
     ) -> JobExecution:
         if not isinstance(job_name, str) or not job_name:
             raise ConfigError(f"job name must be a non-empty str, got {job_name!r}")
@@ -404,6 +405,7 @@ class StreamEnvironment:
             restart_strategy=strategy,
             restore_from=None if restore_from is None else os.fspath(restore_from),
             allow_non_restored_state=allow_non_restored_state,
+            allow_older_than_committed=allow_older_than_committed,
         )
 
     async def execute(
@@ -412,6 +414,7 @@ class StreamEnvironment:
         *,
         restore_from: str | os.PathLike[str] | None = None,
         allow_non_restored_state: bool = False,
+        allow_older_than_committed: bool = False,
     ) -> JobResult:
         """Build, validate and run the job until it ends.
 
@@ -421,6 +424,10 @@ class StreamEnvironment:
                 ``_metadata`` file, or a job's checkpoint folder (the newest valid
                 checkpoint in it is used; corrupt ones are skipped with a warning).
             allow_non_restored_state: skip state of operators the job no longer has.
+            allow_older_than_committed: restore (or, after a failure, restart from) a
+                checkpoint older than one whose completion was notified to
+                two-phase-commit sinks that cannot skip their committed output; refused
+                otherwise, as their output after it would be written again.
 
         Returns:
             The ``JobResult`` of a finished (or cancelled) job.
@@ -431,7 +438,9 @@ class StreamEnvironment:
                 ``error.__cause__`` the first failure (an ``OperatorError`` names the
                 operator, the subtask and the record).
         """
-        execution = self._execution(job_name, restore_from, allow_non_restored_state)
+        execution = self._execution(
+            job_name, restore_from, allow_non_restored_state, allow_older_than_committed
+        )
         JOBS.register(execution)
         # A restore that does not fit the job is a ConfigError before anything runs.
         await execution.prepare()
@@ -443,6 +452,7 @@ class StreamEnvironment:
         *,
         restore_from: str | os.PathLike[str] | None = None,
         allow_non_restored_state: bool = False,
+        allow_older_than_committed: bool = False,
     ) -> JobClient:
         """Build and validate the job, start it in the background, return its client.
 
@@ -451,7 +461,9 @@ class StreamEnvironment:
         Raises:
             ConfigError: the job is invalid (nothing was started).
         """
-        execution = self._execution(job_name, restore_from, allow_non_restored_state)
+        execution = self._execution(
+            job_name, restore_from, allow_non_restored_state, allow_older_than_committed
+        )
         JOBS.register(execution)
         await execution.prepare()
         # The client sees every operator from the start; a failure to deploy (a reader

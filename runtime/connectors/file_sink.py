@@ -9,16 +9,31 @@ lives in three places in turn:
 * committed: ``<dir>/<name>`` once the checkpoint completed (a rename: atomic, and
   idempotent, since committing an already committed file does nothing).
 
-Part names are ``part-<subtask>-<counter>-<random>``, so committed files sort in the
-order a subtask committed them, and a restored or resumed job never reuses a name.
-Readers of ``<dir>`` see committed files only. With parallelism 1 there is one
-sequence of part files; empty transactions leave no file. After a failure, files of
-transactions no checkpoint knows about are removed when the subtask is restored.
+Part names are ``part-<subtask>-<counter>-<lineage>-<random>``, so committed files
+sort in the order a subtask committed them, and a restored or resumed job never reuses
+a name. ``<lineage>`` is drawn when a job starts without restored state and carried on
+by every run restored from its checkpoints. Readers of ``<dir>`` see committed files
+only. With parallelism 1 there is one sequence of part files; empty transactions leave
+no file. After a failure, files of transactions no checkpoint knows about are removed
+when the subtask is restored.
+
+**Output committed after the restored checkpoint is set aside, not written twice.** The
+restored state holds, per old subtask, the transaction that was open at the checkpoint
+(``part-<s>-<c>-<lineage>-...``): every part file of that subtask and lineage with a
+counter of ``c`` or more was begun after the checkpoint, by a run that went on past it.
+If such a file is committed (a job restored from a checkpoint older than its newest
+completed one: a broken newest checkpoint, or an older savepoint), the restored job will
+write its records again, so the sink moves it into ``<dir>/.superseded/`` (nothing is
+deleted) and logs it on the ``weir.sink`` logger. The folder then holds exactly the
+output of the restored history, each record once (``skips_committed_on_restore``).
+Files of other lineages (another job writing into the same folder) are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import logging
 import os
 import uuid
 from collections.abc import Callable
@@ -32,6 +47,17 @@ from runtime.tasks.context import RuntimeContext
 
 IN_PROGRESS_DIR = ".inprogress"
 PENDING_DIR = ".pending"
+SUPERSEDED_DIR = ".superseded"
+
+logger = logging.getLogger("weir.sink")
+
+
+def _parse_part_name(name: str) -> tuple[str, int, str] | None:
+    """``(subtask, counter, lineage)`` of ``part-<s>-<counter>-<lineage>-<random>``."""
+    parts = name.split("-")
+    if len(parts) != 5 or parts[0] != "part" or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2]), parts[3]
 
 
 class FileTransaction(msgspec.Struct, frozen=True):
@@ -50,6 +76,7 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
     """
 
     transaction_type = FileTransaction
+    skips_committed_on_restore = True
 
     def __init__(
         self, directory: str | os.PathLike[str], formatter: Callable[[Any], str] = str
@@ -59,10 +86,26 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
         self.formatter = formatter
         self._subtask = 0
         self._counter = 0
+        self._lineage = ""
+        self._cuts: list[tuple[str, int, str]] = []
         self._files: dict[str, IO[str]] = {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FileSink:
-        return FileSink(self.directory, self.formatter)
+        """A copy for one subtask: same class and attributes, no open files.
+
+        A subclass keeps its overrides and its own attributes (deep-copied); open file
+        handles are never shared (the copy opens its own).
+        """
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        for name, value in self.__dict__.items():
+            if name == "_files":
+                setattr(clone, name, {})
+            elif name == "formatter":
+                setattr(clone, name, value)  # a function: shared, as before
+            else:
+                setattr(clone, name, copy.deepcopy(value, memo))
+        return clone
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -86,8 +129,11 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
             self.directory / PENDING_DIR,
         ):
             folder.mkdir(parents=True, exist_ok=True)
+        self._cuts = []
+        self._lineage = ""
         super().initialize_state(ctx)
         self._remove_strays()
+        self._set_aside_superseded()
 
     def _remove_strays(self) -> None:
         # Files of this subtask's transactions that no checkpoint knows (opened after
@@ -103,19 +149,62 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
 
     # -- transactions ---------------------------------------------------------------------
 
+    def _set_aside_superseded(self) -> None:
+        """Move committed files begun after the restored checkpoint to ``.superseded/``."""
+        if not self._cuts:
+            return
+        moved = []
+        for path in sorted(self.directory.glob("part-*")):
+            parsed = _parse_part_name(path.name)
+            if parsed is None:
+                continue
+            subtask, counter, lineage = parsed
+            if any(subtask == s and lineage == line and counter >= c for s, c, line in self._cuts):
+                target = self.directory / SUPERSEDED_DIR / path.name
+                target.parent.mkdir(exist_ok=True)
+                os.replace(path, target)
+                moved.append(path.name)
+        if moved:
+            logger.warning(
+                "FileSink %s subtask %d: %d part file(s) committed after the restored "
+                "checkpoint by a run that went on past it were moved to %s (their "
+                "records are written again by this run): %s",
+                self.directory,
+                self._subtask,
+                len(moved),
+                self.directory / SUPERSEDED_DIR,
+                ", ".join(moved),
+            )
+
     def begin_transaction(self) -> FileTransaction:
         """A new part file name (the file is created at the first record)."""
+        if not self._lineage:
+            self._lineage = uuid.uuid4().hex[:8]
         self._counter += 1
-        name = f"part-{self._subtask}-{self._counter:06d}-{uuid.uuid4().hex[:8]}"
+        name = f"part-{self._subtask}-{self._counter:06d}-{self._lineage}-{uuid.uuid4().hex[:6]}"
         return FileTransaction(name, self._counter)
+
+    def _continue_lineage(self, transaction: FileTransaction) -> tuple[str, int, str] | None:
+        parsed = _parse_part_name(transaction.name)
+        if parsed is not None and (not self._lineage or parsed[0] == str(self._subtask)):
+            self._lineage = parsed[2]
+        return parsed
 
     def recover_and_commit(self, transaction: FileTransaction) -> None:
         """Commit a restored transaction and continue its subtask's counter."""
+        self._continue_lineage(transaction)
         self._counter = max(self._counter, transaction.counter)
         self.commit(transaction)
 
     def recover_and_abort(self, transaction: FileTransaction) -> None:
-        """Drop the transaction open at the snapshot; continue the counter."""
+        """Drop the transaction open at the snapshot; continue the counter.
+
+        Its name marks where the restored checkpoint cut its subtask's sequence: files
+        of that sequence from that counter on were begun after the checkpoint.
+        """
+        parsed = self._continue_lineage(transaction)
+        if parsed is not None:
+            self._cuts.append(parsed)
         self._counter = max(self._counter, transaction.counter)
         self.abort(transaction)
 

@@ -48,9 +48,16 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
         transaction_type: the ``TXN`` class, if msgspec can encode it (a Struct): then
             pending transactions are stored without pickle (canonical savepoints, jobs
             with ``allow_pickle=False``). Left None, they are stored untyped.
+        skips_committed_on_restore: see below; False unless the sink implements it.
     """
 
     transaction_type: type | None = None
+    skips_committed_on_restore: bool = False
+    """Whether, restored from a checkpoint, the sink finds the output it committed after
+    that checkpoint (by a run that went on past it) and does not write it again. When
+    every two-phase-commit sink of a job does, recovery may fall back past a checkpoint
+    whose completion was notified (a broken newest one) without duplicating output;
+    otherwise it refuses unless forced (``allow_older_than_committed``)."""
 
     def __init__(self) -> None:
         self._current: TXN | None = None

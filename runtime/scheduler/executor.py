@@ -4,15 +4,19 @@ One ``JobExecution`` per ``execute`` / ``start``. It
 
 1. optionally loads the checkpoint or savepoint to start from (``restore_from``: a
    ``chk-<n>`` or savepoint folder, its ``_metadata``, or a job's checkpoint folder, in
-   which case the newest valid checkpoint is used, falling back past corrupt ones with a
-   ``RestoreWarning`` that names each file skipped);
+   which case the recovery planner (``storage.checkpoint.recovery``) chooses the newest
+   checkpoint whose every file verifies, falling back past broken ones with a
+   ``RestoreWarning`` that names each file skipped, and never silently past output that
+   two-phase-commit sinks committed; see ``runtime.scheduler.recovery``);
 2. deploys an attempt (``runtime.scheduler.deployment``) and runs its tasks and the
    checkpoint coordinator under one ``Supervisor``;
 3. when a task fails: asks the restart strategy, waits its delay (status
-   ``RESTARTING``), and deploys a new attempt from the latest completed checkpoint
-   (channel state replayed first, sources seeking to their stored positions); or, if
-   the strategy gives up, fails the job with the first error;
-4. honours the checkpoint retention policy at the end, and builds the ``JobResult``.
+   ``RESTARTING``), and deploys a new attempt from the newest retained checkpoint that
+   verifies, chosen by the same planner (channel state replayed first, sources seeking
+   to their stored positions); or, if the strategy gives up, fails the job with the
+   first error;
+4. honours the checkpoint retention policy at the end, records in the job's folder how
+   the job ended, and builds the ``JobResult``.
 
 Job status follows Flink's: created, running, (failing, restarting,) and then
 finished, failed or canceled.
@@ -23,8 +27,6 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-import warnings
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -35,27 +37,21 @@ from runtime.checkpoint.config import CheckpointConfig, ExternalizedCheckpointRe
 from runtime.checkpoint.coordinator import CheckpointCoordinator
 from runtime.checkpoint.stats import CheckpointStatistics
 from runtime.config import ExecutionConfig
-from runtime.errors import ConfigError, JobFailedError
+from runtime.errors import JobFailedError
 from runtime.graph.job_graph import JobGraph
 from runtime.scheduler.deployment import Deployment, uid_of
-from runtime.scheduler.restart import RestartStrategy, default_restart_strategy
-from runtime.scheduler.restore import RestoredCheckpoint, load_checkpoint
-from runtime.tasks.collector import STATE_FREEZER
-from storage.checkpoint import (
-    METADATA_FILE,
-    CheckpointNotFoundError,
-    CheckpointStorage,
-    CorruptCheckpointError,
-    FileCheckpointStorage,
-    checkpoint_folder,
-    completed_checkpoint_ids,
-    resolve_storage,
+from runtime.scheduler.recovery import (
+    RestorePlanning,
+    RestoreWarning,
+    finish_job_folder,
+    sinks_skip_committed,
 )
-from storage.checkpoint.layout import checkpoint_dir_name
+from runtime.scheduler.restart import RestartStrategy, default_restart_strategy
+from runtime.scheduler.restore import RestoredCheckpoint
+from runtime.tasks.collector import STATE_FREEZER
+from storage.checkpoint import CheckpointStorage, resolve_storage
 
-
-class RestoreWarning(UserWarning):
-    """A checkpoint was skipped while looking for one to restore (names the file)."""
+__all__ = ["JobExecution", "RestoreWarning"]
 
 
 class JobExecution:
@@ -69,6 +65,9 @@ class JobExecution:
         restart_strategy: what to do when a task fails; Flink's default if None.
         restore_from: a checkpoint or savepoint to start from.
         allow_non_restored_state: skip state of operators the job no longer has.
+        allow_older_than_committed: let recovery restore a checkpoint older than one
+            whose completion was notified to two-phase-commit sinks that cannot skip
+            their committed output (their output after it is then written again).
     """
 
     def __init__(
@@ -81,6 +80,7 @@ class JobExecution:
         restart_strategy: RestartStrategy | None = None,
         restore_from: str | None = None,
         allow_non_restored_state: bool = False,
+        allow_older_than_committed: bool = False,
     ) -> None:
         self.graph = graph
         self.config = config
@@ -96,6 +96,7 @@ class JobExecution:
         )
         self.restore_from = restore_from
         self.allow_non_restored_state = allow_non_restored_state
+        self.allow_older_than_committed = allow_older_than_committed
         self.status = JobStatus.CREATED
         self.restarts = 0
         self.failures: list[str] = []
@@ -132,7 +133,7 @@ class JobExecution:
             return
         self._prepared = True
         if self.restore_from is not None:
-            self._restore = await self._load_restore_from(self.restore_from)
+            self._restore = await self._planning().restore_from(self.restore_from)
         # A coordinator always runs: without periodic checkpoints it still takes
         # savepoints and manual checkpoints.
         config = self.checkpoint_config or CheckpointConfig()
@@ -160,42 +161,19 @@ class JobExecution:
         if self.deployment is None:
             await self._deploy(0, self._restore)
 
-    async def _load_restore_from(self, pointer: str) -> RestoredCheckpoint:
-        """Load what ``restore_from`` names, falling back past broken checkpoints.
-
-        A ``chk-<n>`` or savepoint folder (or its ``_metadata``, or a ``file://`` URI of
-        either) is loaded as is: if it is broken, that is an error naming the file. A
-        job's checkpoint folder is searched newest first; a checkpoint whose metadata or
-        state files fail to verify is skipped with a ``RestoreWarning`` naming the file.
-        """
-        try:
-            target = checkpoint_folder(pointer)
-        except ValueError as error:
-            raise ConfigError(f"restore_from: {error}") from None
-        if (target / METADATA_FILE).exists():
-            return await self._load_one(target)
-        ids = await anyio.to_thread.run_sync(completed_checkpoint_ids, target)
-        for checkpoint_id in reversed(ids):
-            folder = target / checkpoint_dir_name(checkpoint_id)
-            try:
-                return await self._load_one(folder)
-            except (CorruptCheckpointError, CheckpointNotFoundError) as error:
-                warnings.warn(
-                    f"skipping checkpoint {folder}: {error}; trying an older one",
-                    RestoreWarning,
-                    stacklevel=2,
-                )
-        raise ConfigError(
-            f"restore_from: no valid checkpoint at {pointer}: give a chk-<n> or savepoint "
-            f"folder (with a _metadata file) or a job's checkpoint folder"
-        )
-
-    async def _load_one(self, folder: Path) -> RestoredCheckpoint:
-        reader = FileCheckpointStorage(folder.parent.parent, folder.parent.name or "job")
-        restored = await load_checkpoint(reader, str(folder), allow_pickle=self.config.allow_pickle)
+    def _planning(self) -> RestorePlanning:
+        """The recovery planner's view of this job (policy, graph, options)."""
         uids = {uid_of(node): node.name for vertex in self.graph.vertices for node in vertex.nodes}
-        restored.check_operators(uids, self.graph.max_parallelism, self.allow_non_restored_state)
-        return restored
+        return RestorePlanning(
+            job_id=self.job_id,
+            job_name=self.job_name,
+            uids=uids,
+            max_parallelism=self.graph.max_parallelism,
+            allow_pickle=self.config.allow_pickle,
+            allow_non_restored_state=self.allow_non_restored_state,
+            allow_older_than_committed=self.allow_older_than_committed,
+            sinks_skip_committed=sinks_skip_committed(self.graph),
+        )
 
     async def _deploy(self, attempt: int, restore: RestoredCheckpoint | None) -> None:
         deployment = Deployment(
@@ -253,6 +231,7 @@ class JobExecution:
         else:
             self.status = JobStatus.FINISHED
         await self._clean_up_checkpoints()
+        await self._finish_job_folder()
         # The job's state may be frozen out of the collector's walks: let it be reclaimed.
         STATE_FREEZER.on_job_end()
         result = self._result(time.perf_counter() - started, failure)
@@ -291,7 +270,7 @@ class JobExecution:
                 await self._cancel_event.wait()
             if self._cancel_requested:
                 return None
-            restore = await self._latest_checkpoint() or self._restore
+            restore = await self._restart_checkpoint()
             if restore is not None and self.coordinator is not None:
                 self.coordinator.stats.restored(restore.pointer)
             await self._deploy(self.restarts, restore)
@@ -316,14 +295,23 @@ class JobExecution:
             self._absorb(deployment)
         return failure
 
-    async def _latest_checkpoint(self) -> RestoredCheckpoint | None:
+    async def _restart_checkpoint(self) -> RestoredCheckpoint | None:
+        """The checkpoint a restart restores: the newest retained one that verifies.
+
+        Falls back past broken ones (logged), to the checkpoint the run was restored
+        from, and refuses (``RestoreRefusedError``, which fails the job) to go back past
+        a checkpoint whose completion was notified unless the sinks skip their committed
+        output or ``allow_older_than_committed`` was given.
+        """
         coordinator, storage = self.coordinator, self.storage
         if coordinator is None or storage is None:
-            return None
-        latest = coordinator.latest_completed
-        if latest is None:
-            return None
-        return await load_checkpoint(storage, latest.pointer, allow_pickle=self.config.allow_pickle)
+            return self._restore
+        return await self._planning().restart(
+            storage,
+            coordinator.store.all(),
+            [completed.checkpoint_id for completed in coordinator.completed],
+            self._restore,
+        )
 
     async def _clean_up_checkpoints(self) -> None:
         """Honour the retention policy (Flink's checkpoint properties per policy).
@@ -347,6 +335,17 @@ class JobExecution:
             # Best effort: the job's outcome stands even if a deletion fails.
             with contextlib.suppress(Exception):
                 await storage.discard(completed.checkpoint_id)
+
+    async def _finish_job_folder(self) -> None:
+        """Record how the job ended in its folder; leave no empty folders behind."""
+        storage, coordinator = self.storage, self.coordinator
+        if storage is None:
+            return
+        completed = [] if coordinator is None else coordinator.completed
+        notified = max((c.checkpoint_id for c in completed), default=None)
+        # Best effort: the job's outcome stands even if the folder cannot be written.
+        with contextlib.suppress(Exception):
+            await finish_job_folder(storage, self.status.value, notified)
 
     # -- results --------------------------------------------------------------------------
 

@@ -138,6 +138,11 @@ class FileCheckpointStorage:
         await anyio.to_thread.run_sync(_initialize, self.job_dir)
         await self.shared_files.rebuild(self.job_dir)
 
+    @property
+    def newest_notified(self) -> int | None:
+        """The newest checkpoint recorded by :meth:`record_notified` (this process)."""
+        return None if self._job_record is None else self._job_record.notified
+
     async def record_notified(self, checkpoint_id: int, pointer: str) -> None:
         """Record that the tasks were told checkpoint ``checkpoint_id`` completed.
 

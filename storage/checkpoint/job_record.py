@@ -69,12 +69,21 @@ class JobRecord(msgspec.Struct, kw_only=True):
 
 
 class RestoreRecord(msgspec.Struct, kw_only=True):
-    """One later run that restored from a checkpoint of the folder."""
+    """One later run that restored from a checkpoint of the folder.
+
+    Attributes:
+        job_id: The later run's job id.
+        checkpoint_id: The checkpoint it restored.
+        pointer: That checkpoint's folder.
+        at: When, seconds since the epoch.
+        job_folder: The later run's own checkpoint folder, if it has one.
+    """
 
     job_id: str
     checkpoint_id: int
     pointer: str
     at: float
+    job_folder: str | None = None
 
 
 class RestoredBy(msgspec.Struct, kw_only=True):
@@ -125,7 +134,11 @@ def read_restored_by(job_dir: str | os.PathLike[str]) -> list[RestoreRecord]:
 
 
 def add_restored_by(
-    job_dir: str | os.PathLike[str], job_id: str, checkpoint_id: int, pointer: str
+    job_dir: str | os.PathLike[str],
+    job_id: str,
+    checkpoint_id: int,
+    pointer: str,
+    job_folder: str | None = None,
 ) -> None:
     """Record that run ``job_id`` restored from checkpoint ``checkpoint_id`` of the folder.
 
@@ -134,7 +147,13 @@ def add_restored_by(
     """
     restores = read_restored_by(job_dir)
     restores.append(
-        RestoreRecord(job_id=job_id, checkpoint_id=checkpoint_id, pointer=pointer, at=time.time())
+        RestoreRecord(
+            job_id=job_id,
+            checkpoint_id=checkpoint_id,
+            pointer=pointer,
+            at=time.time(),
+            job_folder=job_folder,
+        )
     )
     _write_atomically(
         Path(job_dir, RESTORED_BY_FILE), msgspec.json.encode(RestoredBy(restores=restores))

@@ -184,19 +184,24 @@ class RecoveryDecision:
         if self.older_than_committed and self.chosen is not None:
             chosen = self.chosen.checkpoint_id
             if self.forced:
-                lines.append(
+                note = (
                     f"restoring checkpoint {chosen}, older than checkpoint {self.committed} "
                     f"whose completion may have been notified (forced with "
                     f"allow_older_than_committed): two-phase-commit sinks that cannot "
                     f"skip their committed output write it again"
                 )
             else:
-                lines.append(
+                note = (
                     f"restoring checkpoint {chosen}, older than checkpoint {self.committed} "
                     f"whose completion may have been notified: the job's sinks set aside "
                     f"the output they committed after checkpoint {chosen} (FileSink: "
                     f"into its .superseded folder) and write it again once"
                 )
+            # One warning per skipped checkpoint: the note goes with the last one.
+            if lines:
+                lines[-1] = f"{lines[-1]}; {note}"
+            else:
+                lines.append(note)
         return lines
 
 

@@ -111,6 +111,7 @@ def verify_checkpoint(
     expected_id: int | None = None,
     *,
     checksums: bool = True,
+    state_files: bool = True,
 ) -> CheckpointMetadata:
     """Check a checkpoint and every file it references; return its metadata. Blocks.
 
@@ -121,6 +122,8 @@ def verify_checkpoint(
         checksums: Also read each state file and check its crc32 and frames (a restore
             does that while it reads them; ``weir checkpoints --verify`` here). Files of
             the ``shared/`` folder are always checked whole.
+        state_files: Check the state files at all; a restore passes False and reads
+            them right after (each verified by size, crc32 and frames as it is read).
 
     Returns:
         The checkpoint's metadata.
@@ -149,7 +152,7 @@ def verify_checkpoint(
         for subtask in operator.subtasks:
             owner = f"of operator {operator.uid!r} subtask {subtask.subtask_index}"
             handle = subtask.handle
-            if handle is not None and handle.path not in seen:
+            if state_files and handle is not None and handle.path not in seen:
                 seen.add(handle.path)
                 try:
                     path = state_file_path(folder, handle.path)
