@@ -2,8 +2,10 @@
 
 ``weir run`` serves it (``runtime.cli.server``) in the event loop of the job script, so
 every handler runs in the jobs' own loop and calls their ``JobClient`` directly. The jobs
-are those of ``runtime.api.overrides.JOBS``; a job id may be abbreviated to a unique
-prefix. Every answer is JSON; every error is ``{"errors": [message]}`` as in Flink.
+are those of ``runtime.api.overrides.JOBS``; a job id is its 32 hex digits, or a prefix
+of at least :data:`MIN_JOB_ID_PREFIX` of them that only one job has. Every answer is
+JSON; every error is ``{"errors": [message]}`` as in Flink. Which requests are answered
+at all (Host, Origin, Content-Type, token) is :mod:`runtime.cli.guard`'s decision.
 
 =======  ==========================  ==================================================
 method   path                        what
@@ -45,7 +47,10 @@ from runtime.cli.targets import SavepointTargets, TargetRejected
 if TYPE_CHECKING:
     from runtime.scheduler.executor import JobExecution
 
-__all__ = ["ApiError", "checkpoint_statistics_view", "create_app"]
+__all__ = ["MIN_JOB_ID_PREFIX", "ApiError", "checkpoint_statistics_view", "create_app"]
+
+MIN_JOB_ID_PREFIX = 8
+"""The shortest job id prefix the API accepts (a one-character prefix picked any job)."""
 
 
 class ApiError(Exception):
@@ -156,7 +161,14 @@ def _targets(request: Request) -> SavepointTargets:
 
 def _execution(request: Request) -> JobExecution:
     job_id = request.path_params["job_id"]
-    execution = _registry(request).get(job_id)
+    registry = _registry(request)
+    if job_id not in registry.executions and len(job_id) < MIN_JOB_ID_PREFIX:
+        raise ApiError(
+            400,
+            f"job id {job_id!r} is too short: give the full job id or at least "
+            f"{MIN_JOB_ID_PREFIX} of its characters (see GET /jobs)",
+        )
+    execution = registry.get(job_id)
     if execution is None:
         raise ApiError(404, f"job {job_id} not found (see GET /jobs)")
     return execution

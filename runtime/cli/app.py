@@ -165,10 +165,20 @@ def run(
         str,
         typer.Option(
             "--rest-address",
-            help="Address of the HTTP API. The API has no authentication: any other address "
-            "than 127.0.0.1 lets others cancel the job and write savepoints.",
+            help="Address of the HTTP API. Any address that is not loopback needs --rest-token.",
         ),
     ] = "127.0.0.1",
+    rest_token: Annotated[
+        str | None,
+        typer.Option(
+            "--rest-token",
+            envvar="WEIR_REST_TOKEN",
+            metavar="TOKEN",
+            show_envvar=True,
+            help="Bearer token every request to the HTTP API must carry (weir commands "
+            "send WEIR_REST_TOKEN).",
+        ),
+    ] = None,
     no_rest: Annotated[bool, typer.Option("--no-rest", help="Serve no HTTP API.")] = False,
 ) -> None:
     """Run a job script (as `python JOB.py ARGS...` would), with the HTTP API.
@@ -188,6 +198,7 @@ def run(
         rest_port=None if no_rest else (DEFAULT_REST_PORT if rest_port is None else rest_port),
         rest_port_given=rest_port is not None,
         rest_address=rest_address,
+        rest_token=rest_token,
     )
     with _reporting(False):
         server, lines = prepare_run(options)

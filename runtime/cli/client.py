@@ -5,6 +5,8 @@ two requests). Every failure becomes a :class:`~runtime.cli.errors.CliError` tha
 what to do: no server at the address, no answer in time, or the API's own
 ``{"errors": [...]}`` with its status. Folders are sent as absolute paths, made so on
 this side, because the server runs in another folder (it resolves symlinks itself).
+Bodies are sent as ``application/json``, and the bearer token of ``WEIR_REST_TOKEN``, if
+set, with every request (see :mod:`runtime.cli.guard`).
 """
 
 from __future__ import annotations
@@ -51,15 +53,22 @@ class RestClient:
     Args:
         address: the API's URL, e.g. ``http://127.0.0.1:8081``.
         timeout: seconds to wait for an answer (a savepoint may take long).
+        token: the API's bearer token; None reads ``WEIR_REST_TOKEN`` (unset: none).
     """
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float = 600.0) -> None:
+    def __init__(
+        self, address: str = DEFAULT_ADDRESS, timeout: float = 600.0, token: str | None = None
+    ) -> None:
         self.address = _normalize(address)
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, _CONNECT_SECONDS))
+        token = token if token is not None else os.environ.get("WEIR_REST_TOKEN") or None
+        self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            with httpx.Client(base_url=self.address, timeout=self._timeout) as client:
+            with httpx.Client(
+                base_url=self.address, timeout=self._timeout, headers=self._headers
+            ) as client:
                 response = client.request(method, path, **kwargs)
         except httpx.ConnectError:
             raise CliError(f"no job server at {self.address}: is `weir run` running?") from None

@@ -43,6 +43,8 @@ class RunOptions:
         rest_port: the HTTP API's port (0: a free one), None: no API.
         rest_port_given: whether the port was given (a busy default falls back).
         rest_address: the address the API binds to.
+        rest_token: the bearer token the API requires (required for an address that
+            is not loopback).
     """
 
     job: Path
@@ -55,6 +57,7 @@ class RunOptions:
     rest_port: int | None = DEFAULT_REST_PORT
     rest_port_given: bool = False
     rest_address: str = "127.0.0.1"
+    rest_token: str | None = None
 
 
 def _check(options: RunOptions) -> None:
@@ -65,6 +68,18 @@ def _check(options: RunOptions) -> None:
         raise UsageError(f"no savepoint or checkpoint at {options.from_savepoint}")
     if options.allow_non_restored_state and options.from_savepoint is None:
         raise UsageError("--allow-non-restored-state needs --from-savepoint")
+    if options.rest_token is not None and not options.rest_token.strip():
+        raise UsageError("--rest-token (or WEIR_REST_TOKEN) must not be empty")
+    if (
+        options.rest_port is not None
+        and not is_loopback(options.rest_address)
+        and options.rest_token is None
+    ):
+        raise UsageError(
+            f"--rest-address {options.rest_address} is reachable from other machines: give "
+            "a bearer token with --rest-token or WEIR_REST_TOKEN (clients send it from "
+            "WEIR_REST_TOKEN), or keep the default 127.0.0.1"
+        )
 
 
 def _bind(options: RunOptions, warn: list[str]) -> JobServer | None:
@@ -82,7 +97,7 @@ def _bind(options: RunOptions, warn: list[str]) -> JobServer | None:
             ) from None
         listener = bind_listener(options.rest_address, 0)
         warn.append(f"port {options.rest_port} is in use; serving on another port instead")
-    return JobServer(listener, targets)
+    return JobServer(listener, targets, options.rest_token)
 
 
 def prepare_run(options: RunOptions) -> tuple[JobServer | None, list[str]]:
@@ -106,8 +121,8 @@ def prepare_run(options: RunOptions) -> tuple[JobServer | None, list[str]]:
         lines.append(f"job HTTP API on http://{server.address}:{server.port}")
         if not is_loopback(server.address):
             lines.append(
-                "warning: the HTTP API has no authentication and is reachable from other "
-                "machines: anyone who reaches it can cancel jobs and write savepoints"
+                "warning: the HTTP API is reachable from other machines, protected by its "
+                "bearer token only (plain HTTP: use it on a network you trust)"
             )
     return server, lines
 

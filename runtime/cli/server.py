@@ -14,9 +14,11 @@ returns, and the task then closes its connections before it ends. A script that 
 several loops one after another (``asyncio.run`` twice) gets a server in each, on the
 same port. ``weir run`` closes the socket when the script ends.
 
-The server binds to 127.0.0.1 unless ``--rest-address`` says otherwise. The API has no
-authentication: whoever reaches it can cancel the job and write savepoints into the
-allowed folders.
+The server binds to 127.0.0.1 unless ``--rest-address`` says otherwise. Every request
+passes :class:`~runtime.cli.guard.RequestGuard` first (its Host must be the address the
+API listens on, a changing request may not come from another origin, bodies are JSON);
+an address that is not loopback needs a bearer token (``--rest-token`` or
+``WEIR_REST_TOKEN``), which every request must then carry.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from runtime.cli.api import create_app
+from runtime.cli.guard import RequestGuard
 from runtime.cli.targets import SavepointTargets
 
 if TYPE_CHECKING:
@@ -83,11 +86,14 @@ class JobServer:
     Args:
         listener: the bound, listening socket (``bind_listener``); this object closes it.
         targets: where savepoints may be written.
+        token: the bearer token every request must carry (None: none).
     """
 
-    def __init__(self, listener: socket.socket, targets: SavepointTargets) -> None:
+    def __init__(
+        self, listener: socket.socket, targets: SavepointTargets, token: str | None = None
+    ) -> None:
         self.listener = listener
-        self.app = create_app(targets)
+        self.app = RequestGuard(create_app(targets), self.address, self.port, token)
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -218,7 +218,13 @@ def test_bad_paths_are_rejected(scenario: Scenario) -> None:
 
 def test_malformed_requests(scenario: Scenario) -> None:
     job_id = scenario.job.job_id
-    not_json = api(scenario, "POST", f"/jobs/{job_id}/savepoints", content=b"{nope")
+    not_json = api(
+        scenario,
+        "POST",
+        f"/jobs/{job_id}/savepoints",
+        content=b"{nope",
+        headers={"Content-Type": "application/json"},
+    )
     assert not_json.status_code == 400 and "not JSON" in not_json.json()["errors"][0]
     not_object = api(scenario, "POST", f"/jobs/{job_id}/savepoints", json=[1, 2])
     assert not_object.status_code == 400
