@@ -12,6 +12,14 @@ behind: every job must stop all of its actors before ``execute`` / ``wait`` retu
 
 Directories may add their own, stricter deadline (``tests/actors`` does); the wrappers
 nest and the shortest one wins.
+
+Hypothesis runs under the profile ``weir-ci`` unless ``--hypothesis-profile`` names
+another: a fixed seed (``derandomize``) and no example database, so that every run of
+the suite checks the same examples and a failure in CI fails again on any machine.
+``weir-long`` draws new random examples (and keeps the database), for long runs such
+as the README's ``WEIR_PROPERTY_EXAMPLES=1000 python -m pytest
+tests/e2e/test_exactly_once_properties.py --hypothesis-profile=weir-long``. Profiles
+set neither example counts nor deadlines: each test keeps its own.
 """
 
 from __future__ import annotations
@@ -23,6 +31,11 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("weir-ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("weir-long", derandomize=False, print_blob=True)
+settings.load_profile("weir-ci")
 
 DEADLINE_SECONDS = 60.0
 """How long any one async test may run before it fails."""

@@ -5,17 +5,20 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import runtime.testing
-from runtime.testing import CheckpointSetup, InjectedFailure, NotificationChaos, Phase
+from runtime.errors import ConfigError
+from runtime.testing import CheckpointSetup, InjectedFailure, KitOptions, NotificationChaos, Phase
 from runtime.testing.strategies import (
     JobCase,
     checkpoint_options,
     failure_schedules,
     job_cases,
     notification_chaos,
+    sure_failures,
 )
 from runtime.testing.topologies import TOPOLOGIES
 
@@ -86,3 +89,32 @@ def test_a_slow_case_slows_the_sink_and_unthrottles_the_sources() -> None:
     slow = JobCase(KEYED, 2, CheckpointSetup.ALIGNED, [], None, slow_sink=True)
     assert slow.options(base).sink_yields == SLOW_SINK_YIELDS
     assert slow.options(base).records_per_second is None
+
+
+@settings(max_examples=200)
+@given(job_cases(options=KitOptions(splits=2, records_per_split=10)))
+def test_every_case_starts_with_a_failure_sure_to_fire(case: JobCase) -> None:
+    assert 1 <= len(case.schedule) <= 3
+    sure = case.schedule[0]
+    assert sure.phase is Phase.PROCESSING and sure.subtask is None
+    assert sure.checkpoint is None
+    # The busiest of the point's subtasks sees at least 20 // parallelism records.
+    assert sure.after_records is not None and sure.after_records < 20 // case.parallelism
+
+
+@settings(max_examples=50)
+@given(failure_schedules(["a"], 2, min_failures=0, max_failures=2, sure_records=100))
+def test_without_a_minimum_a_schedule_may_be_empty_and_nothing_is_sure(
+    schedule: list[InjectedFailure],
+) -> None:
+    assert len(schedule) <= 2
+
+
+def test_no_failure_is_sure_when_a_subtask_may_get_no_record() -> None:
+    with pytest.raises(ConfigError, match="3 records over 4 subtasks"):
+        sure_failures(["a"], 4, 3)
+
+
+def test_more_failures_at_least_than_at_most_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"min_failures \(3\) is more than max_failures \(2\)"):
+        job_cases(min_failures=3, max_failures=2)
