@@ -63,6 +63,9 @@ PARTS: dict[str, Part] = {
         full_args=("--intervals", "3,1,0.3,0.1"),
     ),
     "backpressure": Part("benchmarks.backpressure", "Aligned vs unaligned vs aligned-with-timeout"),
+    "backpressure_bounded": Part(
+        "benchmarks.backpressure_bounded", "Aligned vs unaligned with a bounded input (FLIP-147)"
+    ),
     "sweep": Part("benchmarks.sweep", "Backpressure sweep"),
     "recovery": Part("benchmarks.recovery", "Recovery"),
     "backends": Part("benchmarks.backends", "Heap state: checkpoint storages and state sizes"),
@@ -479,6 +482,42 @@ def _backpressure(r: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _backpressure_bounded(r: dict[str, Any]) -> list[dict[str, Any]]:
+    modes = r["modes"]
+    ratio = r["ratio_aligned_to_unaligned"]
+    unaligned = modes["unaligned"]["duration_median"]
+    gap = modes["unaligned"]["longest_gap_max"]
+    return [
+        headline_row(
+            "backpressure_bounded",
+            "bounded input under backpressure: aligned vs unaligned checkpoint duration",
+            _ms(modes["aligned"]["duration_median"]),
+            _ms(unaligned),
+            ratio,
+            ">= 100x",
+            _at_least(ratio, 100.0),
+        ),
+        headline_row(
+            "backpressure_bounded",
+            "bounded input: unaligned checkpoint duration while the job drains",
+            _ms(unaligned),
+            "",
+            None,
+            "<= 50 ms",
+            unaligned <= 0.050 if unaligned == unaligned else None,
+        ),
+        headline_row(
+            "backpressure_bounded",
+            "bounded input: longest gap between unaligned checkpoint completions",
+            _ms(gap),
+            "",
+            None,
+            "<= 500 ms",
+            gap <= 0.5,
+        ),
+    ]
+
+
 def _sweep(r: dict[str, Any]) -> list[dict[str, Any]]:
     from benchmarks.sweep import LABELS, value_label
 
@@ -608,6 +647,7 @@ _HEADLINES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "bytewax": _bytewax,
     "overhead": _overhead,
     "backpressure": _backpressure,
+    "backpressure_bounded": _backpressure_bounded,
     "sweep": _sweep,
     "recovery": _recovery,
     "backends": _backends,
