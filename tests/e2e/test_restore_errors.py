@@ -54,6 +54,8 @@ from runtime import (
     ValueStateDescriptor,
     read_committed,
 )
+from runtime.connectors.sequence import GeneratorSource
+from runtime.testing.gates import GatedSource, SourceGate
 from storage.checkpoint import (
     METADATA_FILE,
     CheckpointNotFoundError,
@@ -91,8 +93,12 @@ def make_env(
     max_parallelism: int = MAX_PARALLELISM,
     count: int = COUNT,
     rate: float | None = RATE,
+    gate: SourceGate | None = None,
 ) -> StreamEnvironment:
-    """The job: numbers -> (key, i) -> running sum per key -> FileSink(out)."""
+    """The job: numbers -> (key, i) -> running sum per key -> FileSink(out).
+
+    With ``gate``, the numbers come through a ``GatedSource`` (same uid and splits).
+    """
     env = StreamEnvironment(parallelism=parallelism, max_parallelism=max_parallelism)
     env.enable_checkpointing(
         0.02,
@@ -101,9 +107,13 @@ def make_env(
         retained=2,
     )
     env.set_restart_strategy(NoRestart())
+    if gate is None:
+        numbers = env.generate(lambda i: i, count, records_per_second=rate, uid=uids["source"])
+    else:
+        source = GatedSource(GeneratorSource(lambda i: i, count, rate), gate)
+        numbers = env.from_source(source, name="numbers", uid=uids["source"])
     (
-        env.generate(lambda i: i, count, records_per_second=rate, uid=uids["source"])
-        .map(lambda i: (i % KEYS, i), name="tag", uid=uids["tag"])
+        numbers.map(lambda i: (i % KEYS, i), name="tag", uid=uids["tag"])
         .key_by(lambda pair: pair[0])
         .process(RunningSum(), name="sum", uid=uids["sum"])
         .sink_to(FileSink(out), name="files", uid=uids["sink"])
@@ -428,16 +438,18 @@ async def test_file_uri_restores(tmp_path: Path, job: Path) -> None:
 
 
 async def cancel_half_way(checkpoints: Path, out: Path, count: int) -> JobResult:
-    """Start the job, cancel it once a few checkpoints completed and before its end."""
-    env = make_env(checkpoints, out, count=count)
+    """Start the job, cancel it after a checkpoint of its first half, before its end.
+
+    The source holds after half of the records and never ends (a ``GatedSource`` whose
+    gate stays shut), so the job cannot end before the cancel however fast it runs; a
+    checkpoint triggered once the source held covers every record it read.
+    """
+    gate = SourceGate(hold_after=count // 2, hold_at_end=True)
+    env = make_env(checkpoints, out, count=count, gate=gate)
     client = await env.start("resume")
-    async with asyncio.timeout(30):
-        while True:
-            stats = client.checkpoint_stats()
-            if stats is not None and stats.counts.completed >= 3:
-                break
-            assert not client.status.is_terminal, "the job ended before it was cancelled"
-            await asyncio.sleep(0.005)
+    await gate.wait_held()
+    await client.trigger_checkpoint()
+    assert client.status is JobStatus.RUNNING
     client.cancel()
     result = await client.wait()
     assert result.status is JobStatus.CANCELED
@@ -446,10 +458,11 @@ async def cancel_half_way(checkpoints: Path, out: Path, count: int) -> JobResult
 
 async def test_resume_after_cancel_is_exactly_once(tmp_path: Path) -> None:
     checkpoints, out = tmp_path / "checkpoints", tmp_path / "out"
-    count = 6_000  # 0.6 s at 10,000 records/s: cancelled well before the end
+    count = 6_000
     first = await cancel_half_way(checkpoints, out, count)
     sink_in_first = first.records_in("files")
-    assert 0 < sink_in_first < count
+    # The checkpoint of the first half passed the sink after its records.
+    assert count // 2 <= sink_in_first < count
     folder = job_folder(checkpoints, first)
     assert completed(folder), "RETAIN_ON_CANCELLATION kept no checkpoint"
     committed_first = read_committed(out)
