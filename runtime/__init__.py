@@ -17,6 +17,8 @@ The public API::
 
 from __future__ import annotations
 
+import logging
+
 from runtime.api.async_io import (
     AsyncFunction,
     ExponentialBackoffRetry,
@@ -74,6 +76,10 @@ from storage import (
     ReducingStateDescriptor,
     ValueStateDescriptor,
 )
+
+# Library convention: weir logs under the "weir" logger and leaves handlers to the
+# application (``weir run`` adds one that prints on stderr).
+logging.getLogger("weir").addHandler(logging.NullHandler())
 
 __all__ = [
     "AsyncFunction",

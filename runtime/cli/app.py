@@ -56,6 +56,15 @@ class FormatChoice(enum.StrEnum):
     NATIVE = "native"
 
 
+class LogLevel(enum.StrEnum):
+    """The lowest level of ``weir`` log records ``weir run`` shows (``runtime.cli.logs``)."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document for scripts.")]
 Address = Annotated[
     str,
@@ -64,7 +73,12 @@ Address = Annotated[
 Timeout = Annotated[
     float, typer.Option("--timeout", min=0.1, help="Seconds to wait for the answer.")
 ]
-JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id (a unique prefix).")]
+JobId = Annotated[
+    str,
+    typer.Argument(
+        metavar="JOB_ID", help="The job's id (or a unique prefix of at least 8 characters)."
+    ),
+]
 Format = Annotated[FormatChoice, typer.Option("--format", help="canonical (portable) or native.")]
 
 
@@ -180,6 +194,14 @@ def run(
         ),
     ] = None,
     no_rest: Annotated[bool, typer.Option("--no-rest", help="Serve no HTTP API.")] = False,
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            "--log-level",
+            help="Show weir's log records (failures, restarts, restores) of this level "
+            "and above on stderr.",
+        ),
+    ] = LogLevel.INFO,
 ) -> None:
     """Run a job script (as `python JOB.py ARGS...` would), with the HTTP API.
 
@@ -199,6 +221,7 @@ def run(
         rest_port_given=rest_port is not None,
         rest_address=rest_address,
         rest_token=rest_token,
+        log_level=log_level.value,
     )
     with _reporting(False):
         server, lines = prepare_run(options)

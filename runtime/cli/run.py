@@ -19,6 +19,7 @@ from pathlib import Path
 
 from runtime.api.overrides import JOBS, OVERRIDES
 from runtime.cli.errors import CliError, UsageError
+from runtime.cli.logs import showing_logs
 from runtime.cli.server import JobServer, bind_listener, is_loopback
 from runtime.cli.targets import SavepointTargets
 
@@ -45,6 +46,7 @@ class RunOptions:
         rest_address: the address the API binds to.
         rest_token: the bearer token the API requires (required for an address that
             is not loopback).
+        log_level: the lowest level of ``weir`` log records shown on stderr.
     """
 
     job: Path
@@ -58,6 +60,7 @@ class RunOptions:
     rest_port_given: bool = False
     rest_address: str = "127.0.0.1"
     rest_token: str | None = None
+    log_level: str = "info"
 
 
 def _check(options: RunOptions) -> None:
@@ -149,7 +152,8 @@ def execute_script(options: RunOptions, server: JobServer | None) -> None:
     sys.argv = [str(options.job), *options.args]
     sys.path.insert(0, str(script.parent))
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        with showing_logs(options.log_level):
+            runpy.run_path(str(script), run_name="__main__")
     finally:
         sys.argv = saved_argv
         sys.path[:] = saved_path
