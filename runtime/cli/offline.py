@@ -21,6 +21,7 @@ and return plain JSON-able dicts, which ``runtime.cli.render`` shows as tables o
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,14 @@ from storage.checkpoint import (
     CheckpointNotFoundError,
     StorageError,
     checkpoint_folder,
-    crc32_hex,
     dispose_savepoint,
     find_latest_valid,
-    load_metadata_file,
     read_checkpoint,
+    verify_checkpoint,
 )
-from storage.checkpoint.layout import parse_checkpoint_dir_name, state_file_path
+from storage.checkpoint.job_record import read_job_record, read_restored_by
+from storage.checkpoint.layout import parse_checkpoint_dir_name
+from storage.checkpoint.shared_files import find_orphans
 from storage.errors import PickleForbiddenError, WeirStorageError
 
 __all__ = ["describe_checkpoint", "dispose", "scan_checkpoints"]
@@ -67,37 +69,14 @@ def _folder(path: str) -> Path:
 
 
 def _check(folder: Path, expected_id: int | None, verify: bool) -> CheckpointMetadata:
-    """Verify one checkpoint as recovery does (and checksums with ``verify``)."""
-    metadata = load_metadata_file(folder)
-    if expected_id is not None and metadata.checkpoint_id != expected_id:
-        raise StorageError(
-            f"{folder / METADATA_FILE} describes checkpoint {metadata.checkpoint_id}, but "
-            f"its folder is {folder.name}"
-        )
-    seen: set[str] = set()
-    for operator in metadata.operators:
-        for subtask in operator.subtasks:
-            handle = subtask.handle
-            if handle is None or handle.path in seen:
-                continue
-            seen.add(handle.path)
-            path = state_file_path(folder, handle.path)
-            where = (
-                f"state file {path} of operator {operator.uid!r} subtask {subtask.subtask_index}"
-            )
-            try:
-                size = path.stat().st_size
-            except OSError as error:
-                raise StorageError(f"{where} is missing ({error.strerror or error})") from None
-            if size != handle.size:
-                raise StorageError(f"{where} has {size} bytes, the metadata says {handle.size}")
-            if verify:
-                checksum = crc32_hex(path.read_bytes())
-                if checksum != handle.checksum:
-                    raise StorageError(
-                        f"{where} has crc32 {checksum}, the metadata says {handle.checksum}"
-                    )
-    return metadata
+    """Verify one checkpoint as recovery does (``verify``: every checksum, as a restore).
+
+    Without ``verify``: metadata, and every state and ``shared/`` file there with its
+    recorded size. With it: what a restore checks before it uses a checkpoint, the
+    crc32 of every state and ``shared/`` file and the frames of the state files too
+    (:func:`~storage.checkpoint.verify_checkpoint`).
+    """
+    return verify_checkpoint(folder, expected_id, checksums=verify, shared_checksums=verify)
 
 
 def _entry(folder: Path, job_dir: Path | None, verify: bool) -> dict[str, Any]:
@@ -190,6 +169,7 @@ def scan_checkpoints(path: str, *, verify: bool = False) -> dict[str, Any]:
         return {"path": str(root), "checkpoints": [_entry(root, None, verify)]}
     jobs, savepoint_dirs = _find(root)
     entries: list[dict[str, Any]] = []
+    job_notes: list[dict[str, Any]] = []
     for job_dir, folders in jobs.items():
         job_entries = [_entry(chk, job_dir, verify) for chk in folders]
         for entry in job_entries:
@@ -198,9 +178,36 @@ def scan_checkpoints(path: str, *, verify: bool = False) -> dict[str, Any]:
         if valid:
             valid[-1]["latest"] = True
         entries += job_entries
+        job_notes.append(_job_notes(job_dir))
     savepoints = [_entry(folder, None, verify) for folder in savepoint_dirs]
     savepoints.sort(key=lambda entry: (entry["timestamp"] or 0.0, entry["path"]))
-    return {"path": str(root), "checkpoints": entries + savepoints}
+    return {"path": str(root), "checkpoints": entries + savepoints, "jobs": job_notes}
+
+
+def _job_notes(job_dir: Path) -> dict[str, Any]:
+    """What a job folder says of its job (``_job``, ``_restored_by``), and its orphans.
+
+    Orphans are what a killed run left: ``shared/`` files no checkpoint uses and
+    ``chk-<n>`` folders without ``_metadata``. They are listed with a command that
+    removes them, to run once no job writes to the folder (a running job's pending
+    checkpoint is such a folder too).
+    """
+    record = read_job_record(job_dir)
+    orphans = [str(path) for path in find_orphans(job_dir)]
+    return {
+        "job_folder": str(job_dir),
+        "status": None if record is None else record.status,
+        "ended_at": None if record is None else record.ended_at,
+        "notified": None if record is None else record.notified,
+        "restored_by": [
+            {"job_id": r.job_id, "checkpoint_id": r.checkpoint_id, "at": r.at}
+            for r in read_restored_by(job_dir)
+        ],
+        "orphans": orphans,
+        "remove_orphans": (
+            "rm -rf -- " + " ".join(shlex.quote(path) for path in orphans) if orphans else None
+        ),
+    }
 
 
 # -- weir info ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 __all__ = [
@@ -213,6 +214,33 @@ def render_scan(scan: dict[str, Any]) -> None:
     for entry in entries:
         if entry["reason"]:
             console.print(f"[red]{entry['path']}[/red]: {entry['reason']}", soft_wrap=True)
+    for note in scan.get("jobs", []):
+        _render_job_notes(console, note)
+
+
+def _render_job_notes(console: Console, note: dict[str, Any]) -> None:
+    """One line per thing a job folder says: ended, restored by later runs, orphans."""
+    folder = escape(note["job_folder"])
+    if note["status"] in ("finished", "canceled", "failed"):
+        stale = (
+            ": its checkpoints are that run's end, not a point to resume from"
+            if note["status"] == "finished"
+            else ""
+        )
+        console.print(f"{folder}: its job {note['status']}{stale}", soft_wrap=True)
+    for restore in note["restored_by"]:
+        console.print(
+            f"{folder}: run {restore['job_id']} already continued from checkpoint "
+            f"{restore['checkpoint_id']}",
+            soft_wrap=True,
+        )
+    if note["orphans"]:
+        console.print(
+            f"[yellow]{folder}[/yellow]: {len(note['orphans'])} file(s) no retained "
+            f"checkpoint uses (left by a killed run); once no job writes there, remove "
+            f"them with: {escape(note['remove_orphans'])}",
+            soft_wrap=True,
+        )
 
 
 def render_info(info: dict[str, Any]) -> None:

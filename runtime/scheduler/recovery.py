@@ -272,7 +272,7 @@ class RestorePlanning:
         """Warn if a later run continued from the folder already; record this restore."""
         earlier = await anyio.to_thread.run_sync(read_restored_by, job_dir)
         checkpoint_id = restored.checkpoint_id
-        continued = [r for r in earlier if r.checkpoint_id >= checkpoint_id]
+        continued = [r for r in earlier if r.checkpoint_id == checkpoint_id]
         if continued:
             last = continued[-1]
             where = f" (its checkpoints: {last.job_folder})" if last.job_folder else ""

@@ -112,6 +112,7 @@ def verify_checkpoint(
     *,
     checksums: bool = True,
     state_files: bool = True,
+    shared_checksums: bool = True,
 ) -> CheckpointMetadata:
     """Check a checkpoint and every file it references; return its metadata. Blocks.
 
@@ -121,9 +122,13 @@ def verify_checkpoint(
             when None.
         checksums: Also read each state file and check its crc32 and frames (a restore
             does that while it reads them; ``weir checkpoints --verify`` here). Files of
-            the ``shared/`` folder are always checked whole.
+            the ``shared/`` folder are checked whole unless ``shared_checksums`` is
+            False.
         state_files: Check the state files at all; a restore passes False and reads
             them right after (each verified by size, crc32 and frames as it is read).
+        shared_checksums: Read the ``shared/`` files and check their crc32 (a restore
+            does: it links them without reading them); False checks their sizes only
+            (a quick listing).
 
     Returns:
         The checkpoint's metadata.
@@ -174,7 +179,11 @@ def verify_checkpoint(
                     continue
                 where = f"shared file {shared_dir / shared.name} {owner}"
                 problem = _check_file(
-                    shared_dir / shared.name, shared.size, shared.checksum, where, True
+                    shared_dir / shared.name,
+                    shared.size,
+                    shared.checksum,
+                    where,
+                    shared_checksums,
                 )
                 if problem is not None:
                     problems.append(problem)
