@@ -25,6 +25,7 @@ finished, failed or canceled.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from typing import Any
@@ -49,9 +50,30 @@ from runtime.scheduler.recovery import (
 from runtime.scheduler.restart import RestartStrategy, default_restart_strategy
 from runtime.scheduler.restore import RestoredCheckpoint
 from runtime.tasks.collector import STATE_FREEZER
-from storage.checkpoint import CheckpointStorage, resolve_storage
+from storage.checkpoint import CheckpointStorage, StorageNotWritableError, resolve_storage
+from storage.errors import PickleForbiddenError
 
 __all__ = ["JobExecution", "RestoreWarning"]
+
+
+_logger = logging.getLogger("weir.scheduler")
+_restore_logger = logging.getLogger("weir.restore")
+
+
+def _never_recovers(failure: BaseException) -> bool:
+    """Whether a failure would come back at every restart (so none is tried).
+
+    State that may not be unpickled (a canonical savepoint holding pickle, or a job that
+    forbids pickle restoring pickled state) is the same state at every attempt.
+    """
+    seen: set[int] = set()
+    error: BaseException | None = failure
+    while error is not None and id(error) not in seen:
+        if isinstance(error, PickleForbiddenError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class JobExecution:
@@ -128,12 +150,20 @@ class JobExecution:
         Raises:
             ConfigError: ``restore_from`` does not fit the job (names path and operator).
             StorageError: ``restore_from`` cannot be read (names the file).
+            StorageNotWritableError: the checkpoint storage cannot be written (names the
+                folder): the job fails now rather than in a restart loop.
         """
         if self._prepared:
             return
         self._prepared = True
         if self.restore_from is not None:
             self._restore = await self._planning().restore_from(self.restore_from)
+            _restore_logger.info(
+                "job %r restores from %s (checkpoint %d)",
+                self.job_name,
+                self._restore.pointer,
+                self._restore.checkpoint_id,
+            )
         # A coordinator always runs: without periodic checkpoints it still takes
         # savepoints and manual checkpoints.
         config = self.checkpoint_config or CheckpointConfig()
@@ -150,6 +180,14 @@ class JobExecution:
         )
         if self._restore is not None:
             self.coordinator.stats.restored(self._restore.pointer)
+        if self.checkpoint_config is not None:
+            # The coordinator initializes it again each attempt; a storage that cannot
+            # be written fails each of them, so find out once, before anything runs.
+            try:
+                await self.storage.initialize()
+            except StorageNotWritableError as error:
+                _logger.error("job %r cannot run: %s", self.job_name, error)
+                raise
 
     async def deploy_first_attempt(self) -> None:
         """Deploy the first attempt (idempotent). User code runs here: readers are made.
@@ -223,6 +261,8 @@ class JobExecution:
             # Deployment failed: a reader that could not be created, a checkpoint that
             # cannot be restored...
             failure = error
+            if not isinstance(error, StorageNotWritableError):  # prepare logged it
+                _logger.error("job %r cannot run: %s", self.job_name, error)
         if failure is not None and not self._cancel_requested:
             self.status = JobStatus.FAILED
         elif self._cancel_requested:
@@ -261,11 +301,31 @@ class JobExecution:
                 return None
             self.failures.append(f"{type(failure).__name__}: {failure}")
             self.status = JobStatus.FAILING
+            _logger.error(
+                "job %r, attempt %d, failed: %s",
+                self.job_name,
+                self.restarts + 1,
+                failure,
+                exc_info=(type(failure), failure, failure.__traceback__),
+            )
+            if _never_recovers(failure):
+                _logger.error(
+                    "job %r fails without a restart: its state cannot be restored", self.job_name
+                )
+                return failure
             decision = self.restart_strategy.on_failure(time.monotonic())
             if not decision.restart:
+                _logger.error("job %r fails: %s", self.job_name, decision.reason)
                 return failure
             self.status = JobStatus.RESTARTING
             self.restarts += 1
+            _logger.warning(
+                "job %r restarts in %.3gs (restart %d, restart strategy %s)",
+                self.job_name,
+                decision.delay,
+                self.restarts,
+                self.restart_strategy.describe(),
+            )
             with anyio.move_on_after(decision.delay):
                 await self._cancel_event.wait()
             if self._cancel_requested:
@@ -273,6 +333,14 @@ class JobExecution:
             restore = await self._restart_checkpoint()
             if restore is not None and self.coordinator is not None:
                 self.coordinator.stats.restored(restore.pointer)
+            if restore is not None:
+                _restore_logger.info(
+                    "job %r, restart %d, restores checkpoint %d from %s",
+                    self.job_name,
+                    self.restarts,
+                    restore.checkpoint_id,
+                    restore.pointer,
+                )
             await self._deploy(self.restarts, restore)
 
     async def _run_attempt(self) -> BaseException | None:
