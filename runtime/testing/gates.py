@@ -16,8 +16,24 @@ hold began. The gate holds
   test let it).
 
 The test opens the gate with ``gate.open()``; after that the readers read on (and end)
-as the wrapped ones do. ``await gate.wait_held()`` returns once a reader has held back:
-every record before the hold has been handed to the source's chain by then.
+as the wrapped ones do. A gate made with ``blocking=True`` does not return ``[]``: the
+holding read waits until the gate opens, so the source subtask handles nothing
+meanwhile (a checkpoint trigger waits in its mailbox: its barrier comes only after the
+test opened the gate), and then returns ``[]`` once, so that the subtask handles its
+control messages before it reads on.
+
+What the test can wait for (each on the job's event loop, none polls):
+
+* ``await gate.wait_held(readers)``: ``readers`` readers have held back; every record
+  they read before has been handed to the source's chain;
+* ``await gate.wait_flushed(readers)``: ``readers`` readers have held back twice (not
+  for a blocking gate). A source subtask whose read returned ``[]`` sends its partial
+  output buffers before it reads again, so every record read before the hold is then
+  in the output channels (or in a downstream subtask);
+* ``await gate.wait_snapshots(readers)``: ``readers`` readers have snapshotted their
+  positions for a checkpoint since the gate was made. A source subtask emits its
+  barrier in the same step as the snapshot, so the barriers are in its output channels
+  by then.
 
 A ``SourceGate`` is shared by every copy of the source and every attempt (its
 ``__deepcopy__`` returns itself), and belongs to one event loop: ``open`` and the reads
@@ -45,13 +61,21 @@ class SourceGate:
     Attributes:
         emitted: records handed out so far by the readers.
         is_open: whether the test opened the gate.
-        holds: times a reader returned ``[]`` because of the gate.
+        holds: per reader, times it held back because of the gate.
+        snapshots: per reader, times it snapshotted its position.
+        blocking: whether a holding read waits for the gate instead of returning ``[]``.
 
     Raises:
         ConfigError: ``hold_after`` is not None or an int >= 0.
     """
 
-    def __init__(self, hold_after: int | None = None, *, hold_at_end: bool = False) -> None:
+    def __init__(
+        self,
+        hold_after: int | None = None,
+        *,
+        hold_at_end: bool = False,
+        blocking: bool = False,
+    ) -> None:
         if hold_after is not None and (
             isinstance(hold_after, bool) or not isinstance(hold_after, int) or hold_after < 0
         ):
@@ -60,10 +84,13 @@ class SourceGate:
             )
         self.hold_after = hold_after
         self.hold_at_end = hold_at_end
+        self.blocking = blocking
         self.emitted = 0
         self.is_open = False
-        self.holds = 0
-        self._held = asyncio.Event()
+        self.holds: dict[int, int] = {}
+        self.snapshots: dict[int, int] = {}
+        self._opened = asyncio.Event()
+        self._changed = asyncio.Event()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SourceGate:
         # Shared by every copy of the source, over subtasks and attempts.
@@ -76,15 +103,39 @@ class SourceGate:
     def open(self) -> None:
         """Let the readers read on (and end). Does not block."""
         self.is_open = True
+        self._opened.set()
 
     @property
     def held(self) -> bool:
         """Whether a reader has held back since the gate was made."""
-        return self._held.is_set()
+        return bool(self.holds)
 
-    async def wait_held(self) -> None:
-        """Wait until a reader holds back (every record before the hold was emitted)."""
-        await self._held.wait()
+    async def _wait_for(self, counts: dict[int, int], readers: int, times: int) -> None:
+        while sum(n >= times for n in counts.values()) < readers:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def wait_held(self, readers: int = 1) -> None:
+        """Wait until ``readers`` readers held back (each emitted all it read before)."""
+        await self._wait_for(self.holds, readers, 1)
+
+    async def wait_flushed(self, readers: int = 1) -> None:
+        """Wait until ``readers`` readers held back twice: their output buffers were sent.
+
+        Raises:
+            ConfigError: the gate is blocking (a blocked reader holds only once).
+        """
+        if self.blocking:
+            raise ConfigError("SourceGate.wait_flushed: a blocking gate holds a reader once")
+        await self._wait_for(self.holds, readers, 2)
+
+    async def wait_snapshots(self, readers: int = 1) -> None:
+        """Wait until ``readers`` readers snapshotted their positions (barriers emitted)."""
+        await self._wait_for(self.snapshots, readers, 1)
+
+    def _note(self, counts: dict[int, int], reader: int) -> None:
+        counts[reader] = counts.get(reader, 0) + 1
+        self._changed.set()
 
     def allowance(self, wanted: int) -> int:
         """How many of ``wanted`` records a reader may read now (0: hold)."""
@@ -92,19 +143,25 @@ class SourceGate:
             return wanted
         return max(0, min(wanted, self.hold_after - self.emitted))
 
-    def hold(self) -> list[Any]:
-        """Note a hold; the ``[]`` the reader returns."""
-        self.holds += 1
-        self._held.set()
+    async def hold(self, reader: int) -> list[Any]:
+        """Hold reader ``reader`` back: note it, wait if blocking; the ``[]`` to return."""
+        self._note(self.holds, reader)
+        if self.blocking:
+            await self._opened.wait()
         return []
+
+    def snapshotted(self, reader: int) -> None:
+        """Note that reader ``reader`` snapshotted its position."""
+        self._note(self.snapshots, reader)
 
 
 class GatedReader:
     """A reader that reads through ``reader`` while ``gate`` allows it."""
 
-    def __init__(self, reader: Any, gate: SourceGate) -> None:
+    def __init__(self, reader: Any, gate: SourceGate, subtask_index: int) -> None:
         self.reader = reader
         self.gate = gate
+        self.subtask_index = subtask_index
         self._ended = False
 
     def add_splits(self, splits: Sequence[Any]) -> None:
@@ -114,23 +171,25 @@ class GatedReader:
     async def read(self, max_records: int) -> list[Any] | None:
         """The wrapped reader's next batch, cut to what the gate allows; ``[]`` to hold."""
         gate = self.gate
-        if self._ended:
-            return None if gate.is_open or not gate.hold_at_end else gate.hold()
-        allowed = gate.allowance(max_records)
-        if allowed == 0:
-            return gate.hold()
-        batch = self.reader.read(allowed)
-        if inspect.isawaitable(batch):
-            batch = await batch
-        if batch is None:
+        if not self._ended:
+            allowed = gate.allowance(max_records)
+            if allowed == 0:
+                return await gate.hold(self.subtask_index)
+            batch = self.reader.read(allowed)
+            if inspect.isawaitable(batch):
+                batch = await batch
+            if batch is not None:
+                gate.emitted += len(batch)
+                return batch
             self._ended = True
-            return None if gate.is_open or not gate.hold_at_end else gate.hold()
-        gate.emitted += len(batch)
-        return batch
+        if gate.hold_at_end and not gate.is_open:
+            return await gate.hold(self.subtask_index)
+        return None
 
     def snapshot_state(self) -> list[Any]:
-        """The wrapped reader's splits and positions."""
+        """The wrapped reader's splits and positions (noted by the gate)."""
         splits: list[Any] = self.reader.snapshot_state()
+        self.gate.snapshotted(self.subtask_index)
         return splits
 
     def close(self) -> None:
@@ -173,4 +232,4 @@ class GatedSource:
 
     def create_reader(self, subtask_index: int) -> GatedReader:
         """The wrapped source's reader for ``subtask_index``, behind the gate."""
-        return GatedReader(self.source.create_reader(subtask_index), self.gate)
+        return GatedReader(self.source.create_reader(subtask_index), self.gate, subtask_index)
