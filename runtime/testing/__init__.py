@@ -29,6 +29,11 @@ The pieces:
 * **The harness** (``check_exactly_once``, ``check_at_least_once``): runs your job
   factory without failures and with them, and asserts the guarantee on output, state
   and restarts.
+* **Gates** (``GatedSource(source, SourceGate(...))``): a source that holds back after
+  ``n`` records, or at its end, or blocks its subtask, until the test opens the gate;
+  with ``wait_held``, ``wait_flushed`` and ``wait_snapshots`` a test synchronises with
+  the job instead of sleeping (a job that cannot end before it is cancelled, data
+  queued when a barrier arrives).
 * **Topologies and Hypothesis strategies** (``TOPOLOGIES``; the module
   ``runtime.testing.strategies``, which needs Hypothesis): job shapes, parallelism,
   checkpointing modes (``CheckpointSetup``), failure schedules and chaos to draw from.
@@ -107,6 +112,7 @@ from runtime.testing.failures import (
     InjectedFailureError,
     Phase,
 )
+from runtime.testing.gates import GatedSource, SourceGate
 from runtime.testing.harness import (
     CheckReport,
     RunOutcome,
@@ -150,6 +156,7 @@ __all__ = [
     "FailingSink",
     "FailureSchedule",
     "FiredFailure",
+    "GatedSource",
     "InjectedFailure",
     "InjectedFailureError",
     "JobFactory",
@@ -163,6 +170,7 @@ __all__ = [
     "RunOutcome",
     "RunningCount",
     "SinkWrapper",
+    "SourceGate",
     "Tagged",
     "TaggedSequenceSource",
     "TaggedSplit",
