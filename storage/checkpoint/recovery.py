@@ -193,9 +193,10 @@ class RecoveryDecision:
             else:
                 note = (
                     f"restoring checkpoint {chosen}, older than checkpoint {self.committed} "
-                    f"whose completion may have been notified: the job's sinks set aside "
-                    f"the output they committed after checkpoint {chosen} (FileSink: "
-                    f"into its .superseded folder) and write it again once"
+                    f"whose completion may have been notified: the job's two-phase-commit "
+                    f"sinks, if any, set aside the output they committed after checkpoint "
+                    f"{chosen} (FileSink: into its .superseded folder) and write it again "
+                    f"once"
                 )
             # One warning per skipped checkpoint: the note goes with the last one.
             if lines:

@@ -178,7 +178,7 @@ def job(tmp_path: Path, pristine: Path) -> Path:
     copy = tmp_path / "checkpoints" / pristine.name
     shutil.copytree(pristine, copy)
     # These tests damage files; the warning for a finished job's folder (what its
-    # _job record says) is pinned in test_recovery_planner.py.
+    # _job record says) is pinned in tests/e2e/test_recovery_planner.py.
     (copy / "_job").unlink()
     return copy
 

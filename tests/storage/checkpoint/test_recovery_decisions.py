@@ -58,7 +58,7 @@ def test_the_newest_candidate_that_verifies_is_chosen_and_the_rest_named() -> No
     assert decision.older_than_committed and not decision.forced
     [warning] = decision.warnings()
     assert warning.startswith("skipped checkpoint 3: state file x is missing")
-    assert "set aside the output they committed after checkpoint 2" in warning
+    assert "set aside the output they committed after checkpoint 2" in warning, warning
 
 
 def test_going_back_past_notified_output_is_refused_naming_both_and_the_option() -> None:
