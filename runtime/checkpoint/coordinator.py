@@ -601,7 +601,13 @@ class CheckpointCoordinator(Actor):
             )
         now = self.clock()
         self.stats.failed(checkpoint_id, now - pending.timestamp, message)
-        logger.warning("job %s: %s", self.job_id, message)
+        # Subsumed checkpoints are routine (a newer one completed); the rest are failures.
+        logger.log(
+            logging.INFO if reason is CheckpointFailureReason.SUBSUMED else logging.WARNING,
+            "job %s: %s",
+            self.job_id,
+            message,
+        )
         if self.rules is not None:
             self.rules.finished(now)
         for mailbox in self.tasks.values():
