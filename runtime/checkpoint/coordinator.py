@@ -427,9 +427,7 @@ class CheckpointCoordinator(Actor):
             self._trigger(now, self.default_options())
 
     def _drain_triggered(self, drain: TriggerRequest) -> bool:
-        return any(
-            request is drain for requests in self._requests.values() for request in requests
-        )
+        return any(request is drain for requests in self._requests.values() for request in requests)
 
     async def _trigger_request(
         self, now: float, request: TriggerRequest, options: CheckpointOptions | None = None
@@ -616,8 +614,10 @@ class CheckpointCoordinator(Actor):
         with contextlib.suppress(Exception):
             await storage.discard(checkpoint_id)
         drain = self._drain
-        if drain is not None and checkpoint_id in self._requests and any(
-            request is drain for request in self._requests[checkpoint_id]
+        if (
+            drain is not None
+            and checkpoint_id in self._requests
+            and any(request is drain for request in self._requests[checkpoint_id])
         ):
             self._drain = None  # the stop-with-savepoint failed: the next final is plain
         for request in self._requests.pop(checkpoint_id, []):

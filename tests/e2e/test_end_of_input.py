@@ -64,7 +64,8 @@ async def test_bounded_job_under_backpressure_checkpoints_until_it_ends(
         # Deterministically slow: a record waits until released or a checkpoint is
         # pending; then one record per event-loop turn, so the source (woken by the
         # trigger) gets its turn and the barrier is handled after a record or two.
-        while not released.is_set() and not (coordinator is not None and coordinator.pending):
+        # (Polls: the coordinator has no event to wait on for "a checkpoint is pending".)
+        while not released.is_set() and not (coordinator is not None and coordinator.pending):  # noqa: ASYNC110
             await asyncio.sleep(0.001)
         await asyncio.sleep(0)
         return x
@@ -106,9 +107,7 @@ async def test_bounded_job_under_backpressure_checkpoints_until_it_ends(
     assert result.status is JobStatus.FINISHED
     assert sorted(int(line) for line in read_committed(out)) == list(range(COUNT))
     history = result.checkpoints.history  # type: ignore[union-attr]
-    last = max(
-        (r for r in history if r.status.value == "completed"), key=lambda r: r.checkpoint_id
-    )
+    last = max((r for r in history if r.status.value == "completed"), key=lambda r: r.checkpoint_id)
     assert last.in_flight_bytes == 0, "the final checkpoint left records in channel state"
     assert not [r for r in history if r.status.value == "failed"], history
 
@@ -148,9 +147,7 @@ async def first_part(tmp_path: Path, parallelism: int, how: str) -> str:
         result = await client.wait()
         assert result.status is JobStatus.CANCELED
         return completed.pointer
-    path = await client.stop_with_savepoint(
-        tmp_path / "savepoints", format=SavepointFormat(how)
-    )
+    path = await client.stop_with_savepoint(tmp_path / "savepoints", format=SavepointFormat(how))
     assert (await client.wait()).status is JobStatus.FINISHED
     return path
 

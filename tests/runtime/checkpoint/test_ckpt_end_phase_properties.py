@@ -99,7 +99,9 @@ async def run_schedule(make: Callable[..., Any], schedule: list[tuple[str, Any]]
 
 
 # The fixture is a class (a factory): nothing in it carries over between examples.
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(schedule=st.lists(steps, max_size=25))
 def test_end_of_job_under_random_schedules(
     harness: Callable[..., Any], schedule: list[tuple[str, Any]]
