@@ -163,9 +163,15 @@ def restore_keyed_backend(
     where = describe or (lambda key_group: f"{pointer} (key group {key_group})")
     in_range = backend.key_group_range
     blobs = [(key_group, blob) for key_group, blob in blobs if key_group in in_range]
-    if not allow_pickle:
+    heap = isinstance(backend, HeapKeyedStateBackend)
+    if not allow_pickle or not heap:
+        # RocksDB decodes key-group blobs later, in a worker thread of the task: check
+        # them here, where a failure names the file and fails the deployment.
         for key_group, blob in blobs:
-            if bytes(blob[: len(_ROCKSDB_NATIVE_MAGIC)]) == _ROCKSDB_NATIVE_MAGIC:
+            native = bytes(blob[: len(_ROCKSDB_NATIVE_MAGIC)]) == _ROCKSDB_NATIVE_MAGIC
+            if native and allow_pickle:
+                continue
+            if native:
                 raise PickleForbiddenError(
                     f"{where(key_group)}: key group {key_group} is a native RocksDB "
                     "snapshot, whose values may hold pickle, and pickle may not be read here"
@@ -174,7 +180,7 @@ def restore_keyed_backend(
                 decode_key_group(key_group, blob, allow_pickle=False)
             except SerializationError as exc:
                 raise type(exc)(f"{where(key_group)}: {exc}") from exc
-    if isinstance(backend, HeapKeyedStateBackend):
+    if heap:
         current = [0]
 
         def tracked() -> Iterator[tuple[int, bytes | memoryview]]:

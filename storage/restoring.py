@@ -40,7 +40,7 @@ from typing import Protocol
 
 from storage.descriptors import StateKind
 from storage.entry_columns import ValueColumns
-from storage.errors import KeyEncodingError
+from storage.errors import KeyEncodingError, SerializationError
 from storage.keyed_format import KeyedStateEntries, decode_columns
 from storage.keygroups import assign_to_key_group
 from storage.state_table import StateTable
@@ -174,7 +174,10 @@ class RestoringState:
         batches = self.groups[key_group]
         # Decode every batch before putting any: a batch that fails leaves the group
         # pending and the table as it was.
-        decoded = [decode_columns(batch, self.columns) for batch in batches]
+        try:
+            decoded = [decode_columns(batch, self.columns) for batch in batches]
+        except SerializationError as exc:
+            raise type(exc)(f"{exc} (key group {key_group})") from exc
         put_all = self.table.put_all
         loaded = 0
         for keys, values in decoded:
