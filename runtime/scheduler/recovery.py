@@ -22,7 +22,7 @@ skips the output it committed after the restored checkpoint
 
 What is skipped, and restores from a folder whose job finished or that a later run
 already continued, are told as a :class:`RestoreWarning` (for ``restore_from``) and on
-the ``weir.recovery`` logger (always; a restart inside a running job only logs).
+the ``weir.restore`` logger (always; a restart inside a running job only logs).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ __all__ = [
     "sinks_skip_committed",
 ]
 
-logger = logging.getLogger("weir.recovery")
+logger = logging.getLogger("weir.restore")
 
 
 class RestoreWarning(UserWarning):

@@ -235,14 +235,14 @@ async def test_a_restart_falls_back_past_a_damaged_newest_retained_checkpoint(
     bad = damage_metadata(Path(newest.pointer))
     ARMED["fail"] = True  # the next record fails the map
     gate.open()
-    with caplog.at_level(logging.WARNING, logger="weir.recovery"):
+    with caplog.at_level(logging.WARNING, logger="weir.restore"):
         result: JobResult = await client.wait()
 
     assert not ARMED["fail"], "the failure was injected"
     assert result.status is JobStatus.FINISHED and result.restarts == 1
     assert result.checkpoints is not None
     assert result.checkpoints.restored_from == first.pointer
-    logged = [r.getMessage() for r in caplog.records if r.name == "weir.recovery"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "weir.restore"]
     assert any(
         f"skipped checkpoint {newest.checkpoint_id}" in m and str(bad) in m for m in logged
     ), logged
