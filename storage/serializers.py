@@ -200,8 +200,9 @@ class UntypedSerializer:
         if tag == _PICKLE:
             if not self.allow_pickle:
                 raise PickleForbiddenError(
-                    f"{self.what} was written with pickle, and pickle is forbidden; allow "
-                    "pickle to read it"
+                    f"{self.what} was written with pickle, and pickle is forbidden here (a "
+                    "job with allow_pickle=False, or a savepoint that declares the canonical "
+                    "format); unpickling runs code: allow pickle only for data you trust"
                 )
             return PickleSerializer().decode(memoryview(data)[1:].tobytes())
         raise SerializationError(

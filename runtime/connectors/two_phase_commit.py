@@ -112,9 +112,13 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
         )
         self._checkpointing = ctx.checkpointing_enabled
         if ctx.is_restored:
+            # Untyped transactions are unpickled only where the restore allows pickle
+            # (never from a savepoint that declares the canonical format).
+            backend = ctx.operator_backend
+            allow_pickle = True if backend is None else backend.restored_pickle
             for entry in self._state.get():
                 kind, _checkpoint_id, encoded = entry
-                transaction = self._decode(encoded)
+                transaction = self._decode(encoded, allow_pickle)
                 if kind == "pending":
                     self.recover_and_commit(transaction)
                 else:
@@ -173,11 +177,13 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
             serializer_for(None, allow_pickle=True, what="transaction").encode(transaction)
         )
 
-    def _decode(self, data: bytes) -> TXN:
+    def _decode(self, data: bytes, allow_pickle: bool = True) -> TXN:
         if self.transaction_type is not None:
             decoded: TXN = msgspec.msgpack.decode(data, type=self.transaction_type)
             return decoded
-        untyped: TXN = serializer_for(None, allow_pickle=True, what="transaction").decode(data)
+        untyped: TXN = serializer_for(None, allow_pickle=allow_pickle, what="transaction").decode(
+            data
+        )
         return untyped
 
     def _store(self) -> None:

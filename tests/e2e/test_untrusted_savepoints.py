@@ -14,6 +14,7 @@ each one error naming the file, and source splits never import a module a file n
 
 from __future__ import annotations
 
+import pickle
 import struct
 import sys
 import zlib
@@ -30,8 +31,10 @@ from runtime import (
     MapFunction,
     RuntimeContext,
     StreamEnvironment,
+    TwoPhaseCommitSink,
     ValueStateDescriptor,
 )
+from runtime.connectors.two_phase_commit import STATE_NAME as TWO_PHASE_STATE
 from storage import PickleForbiddenError, SerializationError
 from storage.checkpoint import (
     METADATA_FILE,
@@ -203,6 +206,45 @@ async def test_a_native_savepoint_restores_where_pickle_is_allowed(tmp_path: Pat
     result = await keyed_job().execute("restore", restore_from=folder)
     ((key, restored),) = result.collected["out"]
     assert key == "a" and isinstance(restored, Trusted) and restored.n == 41
+
+
+class ListSink(TwoPhaseCommitSink[Any, list[Any]]):
+    """A two-phase-commit sink with untyped transactions (lists of records)."""
+
+    def begin_transaction(self) -> list[Any]:
+        return []
+
+    def write(self, transaction: list[Any], value: Any) -> None:
+        transaction.append(value)
+
+    def commit(self, transaction: list[Any]) -> None:
+        COMMITTED.extend(transaction)
+
+    def abort(self, transaction: list[Any]) -> None:
+        transaction.clear()
+
+
+COMMITTED: list[Any] = []
+
+
+async def test_a_canonical_savepoint_never_unpickles_a_sink_transaction(tmp_path: Path) -> None:
+    # The transactions are bytes inside typed operator state: the state itself is
+    # canonical, the bytes are an untyped envelope holding a pickle.
+    pickled = b"P" + pickle.dumps(Payload())
+    writer = SavepointWriter.new(MAX_PARALLELISM)
+    writer.with_operator_state(
+        "sink",
+        operator={TWO_PHASE_STATE: [("pending", 1, pickled)]},
+        operator_descriptors=[ListStateDescriptor(TWO_PHASE_STATE, type=tuple[str, int, bytes])],
+    )
+    folder = await writer.write_async(tmp_path)
+    env = StreamEnvironment(parallelism=1, max_parallelism=MAX_PARALLELISM)
+    env.from_collection([1, 2]).sink_to(ListSink(), name="sink", uid="sink")
+    cause = await failure_of(env, folder)
+    assert "transaction was written with pickle" in str(cause) or isinstance(
+        cause.__cause__, PickleForbiddenError
+    ), cause
+    assert RAN == [] and COMMITTED == []
 
 
 def test_splits_never_import_a_module_a_file_names() -> None:
