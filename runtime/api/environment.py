@@ -83,7 +83,14 @@ class StreamEnvironment:
         buffer_timeout: seconds a partial buffer may wait before it is sent.
         channel_capacity: buffers a channel holds before its producer waits.
         chaining: whether operators joined by forward edges run in one actor.
-        allow_pickle: whether untyped records and state may be pickled in checkpoints.
+        allow_pickle: whether pickle may be used for what has no declared msgspec type:
+            written into checkpoints and savepoints (untyped keys and state values,
+            operator list state, records in channel state, source splits, untyped
+            two-phase-commit transactions) and read back when restoring. Unpickling
+            runs code the file names: with True (the default) restore only checkpoints
+            and savepoints you trust; with False every checkpoint is pickle-free and
+            pickled state is refused on restore. A savepoint that declares the
+            canonical format is never unpickled, whatever this says.
         state_backend: where keyed state lives: ``"heap"`` (in memory, the default) or
             ``"rocksdb"`` (RocksDB on local disk, with incremental checkpoints).
         state_dir: the local folder of RocksDB instances and local copies (default
@@ -393,6 +400,9 @@ class StreamEnvironment:
             allow_non_restored_state = (
                 allow_non_restored_state or OVERRIDES.allow_non_restored_state
             )
+        allow_older_than_committed = (
+            allow_older_than_committed or OVERRIDES.allow_older_than_committed
+        )
         strategy = self.restart_strategy
         if strategy is not None:
             # A fresh copy per run: strategies remember the failures they saw.

@@ -9,7 +9,9 @@ its ``-p`` and ``-s`` options:
 * ``checkpoint_dir``: checkpoint storage for jobs that enable checkpointing without a
   ``storage`` option;
 * ``restore_from`` / ``allow_non_restored_state``: what ``execute`` / ``start`` restore
-  from when the script does not say.
+  from when the script does not say;
+* ``allow_older_than_committed``: let recovery go back past output that
+  two-phase-commit sinks committed (``weir run --allow-older-than-committed``).
 
 ``JOBS`` holds the running and finished jobs of this process (by id), so the command
 line's HTTP API can list and control them. ``JOBS.add_listener`` lets the command line
@@ -40,6 +42,7 @@ class ExecutionOverrides:
     checkpoint_dir: str | None = None
     restore_from: str | None = None
     allow_non_restored_state: bool = False
+    allow_older_than_committed: bool = False
 
     def clear(self) -> None:
         """Forget every override."""
@@ -47,6 +50,7 @@ class ExecutionOverrides:
         self.checkpoint_dir = None
         self.restore_from = None
         self.allow_non_restored_state = False
+        self.allow_older_than_committed = False
 
 
 FINISHED_JOBS_KEPT = 100

@@ -150,6 +150,14 @@ def run(
             help="Skip state of operators the job no longer has.",
         ),
     ] = False,
+    allow_older_than_committed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-older-than-committed",
+            help="Restore a checkpoint older than one whose output two-phase-commit "
+            "sinks already committed (sinks that cannot skip it write it again).",
+        ),
+    ] = False,
     parallelism: Annotated[
         int | None,
         typer.Option("--parallelism", "-p", min=1, help="Default parallelism of the job."),
@@ -216,6 +224,7 @@ def run(
         checkpoint_dir=checkpoint_dir,
         from_savepoint=from_savepoint,
         allow_non_restored_state=allow_non_restored_state,
+        allow_older_than_committed=allow_older_than_committed,
         savepoint_dirs=list(savepoint_dir or []),
         rest_port=None if no_rest else (DEFAULT_REST_PORT if rest_port is None else rest_port),
         rest_port_given=rest_port is not None,
@@ -227,7 +236,8 @@ def run(
         server, lines = prepare_run(options)
     for line in lines:
         print(f"weir: {line}", file=sys.stderr, flush=True)
-    execute_script(options, server)
+    with _reporting(False):  # a refused restore: one line, no traceback
+        execute_script(options, server)
 
 
 @app.command()

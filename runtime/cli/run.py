@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from runtime.cli.errors import CliError, UsageError
 from runtime.cli.logs import showing_logs
 from runtime.cli.server import JobServer, bind_listener, is_loopback
 from runtime.cli.targets import SavepointTargets
+from runtime.errors import JobFailedError
+from runtime.scheduler.recovery import RestoreFromError, RestoreWarning
+from storage.checkpoint import NoValidCheckpointError, RestoreRefusedError
 
 __all__ = ["DEFAULT_REST_PORT", "RunOptions", "execute_script", "prepare_run"]
 
@@ -40,6 +44,7 @@ class RunOptions:
         checkpoint_dir: checkpoint storage of jobs that enable checkpointing without one.
         from_savepoint: the savepoint or checkpoint to start from.
         allow_non_restored_state: skip state of operators the job no longer has.
+        allow_older_than_committed: let recovery go back past committed output.
         savepoint_dirs: folders the HTTP API may write savepoints under.
         rest_port: the HTTP API's port (0: a free one), None: no API.
         rest_port_given: whether the port was given (a busy default falls back).
@@ -55,6 +60,7 @@ class RunOptions:
     checkpoint_dir: Path | None = None
     from_savepoint: str | None = None
     allow_non_restored_state: bool = False
+    allow_older_than_committed: bool = False
     savepoint_dirs: list[str] = field(default_factory=list)
     rest_port: int | None = DEFAULT_REST_PORT
     rest_port_given: bool = False
@@ -130,6 +136,17 @@ def prepare_run(options: RunOptions) -> tuple[JobServer | None, list[str]]:
     return server, lines
 
 
+RESTORE_ERRORS = (RestoreRefusedError, NoValidCheckpointError, RestoreFromError)
+"""What a restore refuses or cannot find: one line on stderr, no traceback."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text.replace("allow_older_than_committed=True (weir run ", "").replace(
+        "--allow-older-than-committed)", "--allow-older-than-committed"
+    )
+
+
 def execute_script(options: RunOptions, server: JobServer | None) -> None:
     """Run the script to its end; undo the overrides and close the API afterwards.
 
@@ -145,6 +162,7 @@ def execute_script(options: RunOptions, server: JobServer | None) -> None:
         restore if restore is None or "://" in restore else os.path.abspath(restore)
     )
     OVERRIDES.allow_non_restored_state = options.allow_non_restored_state
+    OVERRIDES.allow_older_than_committed = options.allow_older_than_committed
     if server is not None:
         JOBS.add_listener(server.on_job_registered)
     script = options.job.absolute()
@@ -152,8 +170,16 @@ def execute_script(options: RunOptions, server: JobServer | None) -> None:
     sys.argv = [str(options.job), *options.args]
     sys.path.insert(0, str(script.parent))
     try:
-        with showing_logs(options.log_level):
+        with showing_logs(options.log_level), warnings.catch_warnings():
+            # The weir.restore log line says it once; no second, multi-line warning.
+            warnings.simplefilter("ignore", RestoreWarning)
             runpy.run_path(str(script), run_name="__main__")
+    except RESTORE_ERRORS as error:
+        raise CliError(_one_line(error)) from None
+    except JobFailedError as error:
+        if isinstance(error.__cause__, RESTORE_ERRORS):
+            raise CliError(f"job {error.result.job_name!r}: {_one_line(error.__cause__)}") from None
+        raise
     finally:
         sys.argv = saved_argv
         sys.path[:] = saved_path

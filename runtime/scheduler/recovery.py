@@ -72,6 +72,7 @@ from storage.checkpoint.recovery import job_candidates
 from storage.checkpoint.scan import completed_checkpoint_ids
 
 __all__ = [
+    "RestoreFromError",
     "RestorePlanning",
     "RestoreWarning",
     "finish_job_folder",
@@ -79,6 +80,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("weir.restore")
+
+
+class RestoreFromError(ConfigError):
+    """``restore_from`` names no usable checkpoint (every one failed, or none is there)."""
 
 
 class RestoreWarning(UserWarning):
@@ -249,9 +254,9 @@ class RestorePlanning:
                 planner, load, lambda candidate: Path(candidate.pointer)
             )
         except NoValidCheckpointError as error:
-            raise ConfigError(f"restore_from: {error}") from None
+            raise RestoreFromError(f"restore_from: {error}") from None
         if restored is None:
-            raise ConfigError(
+            raise RestoreFromError(
                 f"restore_from: no valid checkpoint at {pointer}: give a chk-<n> or "
                 f"savepoint folder (with a _metadata file) or a job's checkpoint folder"
             )

@@ -343,7 +343,8 @@ async def load_checkpoint(
         asyncio.ensure_future(storage.read_state(pointer, handle)) for handle in handles.values()
     ]
     try:
-        await asyncio.wait(reads)
+        if reads:  # a checkpoint of a job without state has no files
+            await asyncio.wait(reads)
     finally:
         for read in reads:
             read.cancel()  # cancelled: do not leave reads running
