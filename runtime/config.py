@@ -9,7 +9,8 @@
   (backpressure). Records queued between two subtasks are at most
   ``channel_capacity * buffer_size`` per channel.
 * ``allow_pickle``: whether records and state values with no declared type may be
-  pickled when a checkpoint stores them.
+  pickled when a checkpoint stores them, and unpickled when one is restored (see
+  ``StreamEnvironment``: unpickling runs code, so restore only what you trust).
 * ``state_backend``, ``state_dir``, ``incremental_checkpoints``, ``local_recovery``: the
   keyed state backend and its options (validated by the environment; see
   ``StreamEnvironment``).
