@@ -115,6 +115,10 @@ def sinks_skip_committed(graph: JobGraph) -> bool:
             except Exception:
                 return False
             owner = getattr(getattr(operator, "function", None), "owner", None)
+            for _ in range(8):  # through wrappers (the testing kit's) that keep ``sink``
+                if isinstance(owner, TwoPhaseCommitSink) or owner is None:
+                    break
+                owner = getattr(owner, "sink", None)
             if isinstance(owner, TwoPhaseCommitSink) and not owner.skips_committed_on_restore:
                 return False
     return True
