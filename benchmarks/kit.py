@@ -71,6 +71,7 @@ PARTS: dict[str, Part] = {
     "backends": Part("benchmarks.backends", "Heap state: checkpoint storages and state sizes"),
     "rocksdb": Part("benchmarks.state_backends", "RocksDB: incremental checkpoints, restore"),
     "savepoint": Part("benchmarks.savepoint", "Savepoints", optional=True),
+    "async_io": Part("benchmarks.async_io", "Async I/O: async_map against hand-written asyncio"),
 }
 """Every part, in the order the kit runs them."""
 
