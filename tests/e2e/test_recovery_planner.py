@@ -34,6 +34,7 @@ from runtime import (
     ExternalizedCheckpointRetention,
     FileSink,
     FixedDelayRestart,
+    JobFailedError,
     JobResult,
     JobStatus,
     KeyedProcessFunction,
@@ -267,6 +268,32 @@ async def test_a_restart_falls_back_past_a_damaged_newest_retained_checkpoint(
         f"skipped checkpoint {newest.checkpoint_id}" in m and str(bad) in m for m in logged
     ), logged
     assert numbers(read_committed(out)) == list(range(COUNT))
+
+
+async def test_a_restart_that_would_go_back_past_a_plain_sinks_output_fails_the_job(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    gate = SourceGate(hold_after=HALF)
+    env = make_env(tmp_path / "checkpoints", out, gate, sink=PlainTwoPhaseSink, restarts=1)
+    client: JobClient = await env.start("refused restart")
+    await gate.wait_held()
+    first = await client.trigger_checkpoint()
+    newest = await client.trigger_checkpoint()
+    damage_metadata(Path(newest.pointer))
+    ARMED["fail"] = True
+    gate.open()
+    with pytest.raises(JobFailedError) as caught:
+        await client.wait()
+
+    assert not ARMED["fail"], "the failure was injected"
+    cause = caught.value.__cause__
+    assert isinstance(cause, RestoreRefusedError), repr(cause)
+    assert (cause.chosen is not None and cause.chosen.checkpoint_id, cause.committed) == (
+        first.checkpoint_id,
+        newest.checkpoint_id,
+    )
+    assert numbers(read_committed(out)) == list(range(HALF))  # nothing written twice
 
 
 # -- stale folders ---------------------------------------------------------------------------
