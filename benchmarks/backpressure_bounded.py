@@ -65,7 +65,7 @@ async def run_mode(mode: str, args: argparse.Namespace, directory: str) -> dict[
     coordinator: Any = client._execution.coordinator
     read_all = None
     while not client.status.is_terminal:
-        if read_all is None and set(coordinator.sources) <= coordinator._input_ended:
+        if read_all is None and set(coordinator.sources) <= coordinator.input_ended:
             read_all = time.perf_counter() - started
         await asyncio.sleep(0.005)
     result = await client.wait()

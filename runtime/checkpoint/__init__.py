@@ -1,8 +1,9 @@
 """Checkpointing: configuration, barriers, the coordinator and its bookkeeping, statistics.
 
-The barrier path and the checkpoint path of DESIGN.md. The decisions are pure objects
-(``BarrierHandler``, ``TriggerRules``, ``PendingCheckpoint``, ``FailureCounter``); the
-``CheckpointCoordinator`` actor and the tasks (``runtime.tasks``) perform them.
+The barrier path and the checkpoint path of DESIGN.md. The decisions are pure objects:
+the ``BarrierHandler`` (one per subtask) and the ``CheckpointPlanner`` (one per job, with
+``TriggerRules``, ``PendingCheckpoint``, ``FailureCounter``); the tasks
+(``runtime.tasks``) and the ``CheckpointCoordinator`` actor perform what they decide.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from runtime.checkpoint.config import (
     CheckpointingMode,
     ExternalizedCheckpointRetention,
 )
-from runtime.checkpoint.coordinator import (
-    CheckpointCoordinator,
-    CheckpointError,
-    CheckpointFailedError,
-    CompletedCheckpoint,
-)
+from runtime.checkpoint.actions import CompletedCheckpoint
+from runtime.checkpoint.coordinator import CheckpointCoordinator
+from runtime.checkpoint.errors import CheckpointError, CheckpointFailedError
 from runtime.checkpoint.failures import CheckpointFailureReason
+from runtime.checkpoint.planner import CheckpointPlanner
 from runtime.checkpoint.stats import (
     CheckpointCounts,
     CheckpointStatistics,
@@ -33,6 +32,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointFailedError",
     "CheckpointFailureReason",
+    "CheckpointPlanner",
     "CheckpointStatistics",
     "CheckpointStats",
     "CheckpointStatus",

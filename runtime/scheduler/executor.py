@@ -179,7 +179,7 @@ class JobExecution:
             first_checkpoint_id=first_id,
         )
         if self._restore is not None:
-            self.coordinator.stats.restored(self._restore.pointer)
+            self.coordinator.record_restore(self._restore.pointer)
         if self.checkpoint_config is not None:
             # The coordinator initializes it again each attempt; a storage that cannot
             # be written fails each of them, so find out once, before anything runs.
@@ -229,8 +229,8 @@ class JobExecution:
             await self.coordinator.prepare_attempt(
                 {task.task_id: task.mailbox for task in deployment.tasks},
                 deployment.source_task_ids(),
+                deployment.operator_infos(),
             )
-            self.coordinator.operators = {op.uid: op for op in deployment.operator_infos()}
             deployment.enable_checkpointing(self.coordinator, self.storage)
         self.deployment = deployment
 
@@ -332,7 +332,7 @@ class JobExecution:
                 return None
             restore = await self._restart_checkpoint()
             if restore is not None and self.coordinator is not None:
-                self.coordinator.stats.restored(restore.pointer)
+                self.coordinator.record_restore(restore.pointer)
             if restore is not None:
                 _restore_logger.info(
                     "job %r, restart %d, restores checkpoint %d from %s",

@@ -110,6 +110,9 @@ class MemoryCheckpointStorage:
         self._metadata.pop(checkpoint_id, None)
         self._states.pop(checkpoint_id, None)
 
+    async def record_notified(self, checkpoint_id: int, pointer: str) -> None:
+        """Nothing to keep: memory checkpoints do not outlive the process."""
+
     async def read_state(self, pointer: str, handle: StateHandle) -> bytes:
         """Return the bytes of one state file of a checkpoint, verified.
 

@@ -100,6 +100,14 @@ class CheckpointStorage(Protocol):
         """
         ...
 
+    async def record_notified(self, checkpoint_id: int, pointer: str) -> None:
+        """Record that the tasks were told checkpoint ``checkpoint_id`` completed.
+
+        Recovery never goes back past it silently (two-phase-commit sinks may have
+        committed its output). Monotonic; best effort (errors are not raised).
+        """
+        ...
+
     async def read_state(self, pointer: str, handle: StateHandle) -> bytes | memoryview:
         """Read one state file of a completed checkpoint, verified by size and crc32.
 

@@ -84,9 +84,9 @@ async def test_bounded_job_under_backpressure_checkpoints_until_it_ends(
     client = await env.start("drain")
     coordinator = client._execution.coordinator
     source_tasks = set(coordinator.sources)
-    await until(lambda: source_tasks <= coordinator._input_ended, "the source ended", client)
+    await until(lambda: source_tasks <= coordinator.input_ended, "the source ended", client)
     # Every checkpoint from here on is triggered after the source read all its input.
-    first_after_end = coordinator._next_id
+    first_after_end = coordinator.next_checkpoint_id
     stats = client.checkpoint_stats
 
     def drained_checkpoint() -> Any:

@@ -221,7 +221,8 @@ async def test_completing_a_checkpoint_aborts_older_pending_ones(harness: Harnes
         ]
         assert notices == [("NotifyCheckpointAborted", 1), ("NotifyCheckpointComplete", 2)]
     assert "checkpoint 1 was subsumed by 2" in h.of_type("map:0", NotifyCheckpointAborted)[0].reason
-    assert h.coordinator.failures.consecutive == 0, "a subsumed checkpoint counted as a failure"
+    failures = h.coordinator.planner.failures
+    assert failures.consecutive == 0, "a subsumed checkpoint counted as a failure"
     stats = h.coordinator.statistics_snapshot()
     assert {s.checkpoint_id: s.status for s in stats.history} == {
         1: CheckpointStatus.FAILED,
@@ -283,11 +284,11 @@ async def test_one_tolerable_failure_is_survived_and_a_completion_resets_the_str
     assert await trigger_next(h) == 1
     h.decline(1, "map:0", "busy")
     await h.until(lambda: aborted(h) == [1], "checkpoint 1 aborted")
-    assert h.coordinator.failures.consecutive == 1
+    assert h.coordinator.planner.failures.consecutive == 1
 
     assert await trigger_next(h) == 2
     await complete(h, 2)
-    assert h.coordinator.failures.consecutive == 0
+    assert h.coordinator.planner.failures.consecutive == 0
 
     assert await trigger_next(h) == 3
     h.decline(3, "map:0", "busy")
@@ -351,7 +352,7 @@ async def test_decline_as_subsumed_is_not_a_failure(harness: Harness) -> None:
         )
     )
     await h.until(lambda: aborted(h) == [1], "checkpoint 1 aborted")
-    assert h.coordinator.failures.consecutive == 0
+    assert h.coordinator.planner.failures.consecutive == 0
     assert h.coordinator.statistics_snapshot().history[0].status is CheckpointStatus.FAILED
     assert await trigger_next(h) == 2  # the job goes on
     await h.finish()
@@ -603,6 +604,7 @@ async def test_drain_savepoint_is_the_final_checkpoint(harness: Harness, tmp_pat
     h = harness(CheckpointConfig(interval=10.0), sources=("src:0", "src:1"))
     await h.start()
     future = h.coordinator.request_drain_savepoint(str(tmp_path))
+    await h.one_turn()
     assert h.inbox("src:0") == [AwaitFinalCheckpoint(), StopSource()] == h.inbox("src:1")
     assert h.inbox("map:0") == [AwaitFinalCheckpoint()]
     h.input_ended("src:0", "src:1")
