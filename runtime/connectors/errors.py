@@ -25,12 +25,14 @@ class ConnectorError(WeirError):
     """A connector failed; the message says which, where, and what to do.
 
     Attributes:
-        connector: e.g. ``"PostgresSink(table='events')"``.
-        subtask: the subtask's index (0-based), or None outside a subtask.
+        connector: e.g. ``"PostgresSink(table='events') (subtask 1/2)"``: connectors
+            running in a subtask name it here, as operators do (1-based, of the
+            parallelism).
+        subtask: a subtask index (0-based) to add, or None.
     """
 
     def __init__(self, connector: str, subtask: int | None, message: str) -> None:
-        where = connector if subtask is None else f"{connector} subtask {subtask}"
+        where = connector if subtask is None else f"{connector} (subtask index {subtask})"
         super().__init__(f"{where}: {message}")
         self.connector = connector
         self.subtask = subtask

@@ -176,6 +176,7 @@ class PostgresSink(TwoPhaseCommitSink[Any, PostgresTransaction]):
         self._prepared_state: Any = None
         self._restored_prepared: set[str] = set()
         self._subtask = 0
+        self._label = self.connector
         self._parallelism = 1
         self._run = ""
         self._key = ""
@@ -213,14 +214,15 @@ class PostgresSink(TwoPhaseCommitSink[Any, PostgresTransaction]):
                 transaction is neither prepared nor recorded as committed.
         """
         self._subtask = ctx.subtask_index
+        self._label = f"{self.connector} (subtask {ctx.subtask_index + 1}/{ctx.parallelism})"
         self._parallelism = ctx.parallelism
         self._run = uuid.uuid4().hex[:8]
         self.sink_id = self.sink_id or f"{ctx.job_name}/{ctx.operator_name}"
         self._key = sink_key(self.sink_id)
-        self._conn = connect(self.dsn, self.connector, self._subtask)
-        self._commit_conn = connect(self.dsn, self.connector, self._subtask, autocommit=True)
+        self._conn = connect(self.dsn, self._label, None)
+        self._commit_conn = connect(self.dsn, self._label, None, autocommit=True)
         self._check_server()
-        check_table(self._conn, self.table, self.connector, self._subtask)
+        check_table(self._conn, self.table, self._label, None)
         self._prepared_state = ctx.get_union_list_state(
             ListStateDescriptor(PREPARED_STATE, type=str)
         )
@@ -232,8 +234,8 @@ class PostgresSink(TwoPhaseCommitSink[Any, PostgresTransaction]):
         setting = self._commit_conn.execute("SHOW max_prepared_transactions").fetchone()[0]
         if int(setting) == 0:
             raise ConnectorError(
-                self.connector,
-                self._subtask,
+                self._label,
+                None,
                 "the server has max_prepared_transactions = 0, so it cannot prepare "
                 "transactions; set it (postgresql.conf, restart) to at least twice the "
                 "sink's parallelism, or use PostgresUpsertSink / PostgresBatchSink",
@@ -275,11 +277,11 @@ class PostgresSink(TwoPhaseCommitSink[Any, PostgresTransaction]):
             self._rollback_prepared(gid)
         if stray:
             logger.warning(
-                "%s subtask %d: rolled back %d prepared transaction(s) of sink %r that the "
+                "%s: rolled back %d prepared transaction(s) of sink %r that the "
                 "restored checkpoint does not list (prepared after it, by a run that "
                 "failed; their records are written again): %s",
-                self.connector,
-                self._subtask,
+                self._label,
+                None,
                 len(stray),
                 self.sink_id,
                 ", ".join(stray),
@@ -314,15 +316,15 @@ class PostgresSink(TwoPhaseCommitSink[Any, PostgresTransaction]):
             self._copy(records)
 
     def _copy(self, records: list[Any]) -> None:
-        rows = make_rows(records, self.row, len(self.columns), self.connector, self._subtask)
+        rows = make_rows(records, self.row, len(self.columns), self._label, None)
         copy_rows(
             self._conn,
             table_identifier(self.table),
             self.columns,
             rows,
             records,
-            self.connector,
-            self._subtask,
+            self._label,
+            None,
         )
 
     def snapshot_state(self, checkpoint_id: int) -> None:
@@ -357,7 +359,7 @@ class PostgresSink(TwoPhaseCommitSink[Any, PostgresTransaction]):
             )
             self._conn.execute(sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
         except psycopg.Error as error:
-            raise rejected(error, [], self.connector, self._subtask) from error
+            raise rejected(error, [], self._label, None) from error
         transaction.gid = gid
         transaction.checkpoint_id = self._checkpoint_id
 
@@ -382,8 +384,8 @@ class PostgresSink(TwoPhaseCommitSink[Any, PostgresTransaction]):
                 logger.debug("%s: %s was committed before", self.connector, transaction.gid)
                 return
             raise ConnectorError(
-                self.connector,
-                self._subtask,
+                self._label,
+                None,
                 f"prepared transaction {transaction.gid!r} (checkpoint "
                 f"{transaction.checkpoint_id}) is neither prepared nor recorded as committed "
                 f"in {self.commit_table!r}: it was rolled back outside the job and its rows "
