@@ -130,6 +130,7 @@ def restore_keyed_backend(
     *,
     deferred: bool = False,
     allow_pickle: bool = True,
+    native: bool = True,
     describe: Callable[[int], str] | None = None,
 ) -> None:
     """Restore ``backend`` from the key-group blobs of checkpoint ``pointer``.
@@ -147,9 +148,12 @@ def restore_keyed_backend(
         deferred: Leave a RocksDB restore to :func:`prepare_keyed_backend`.
         allow_pickle: Whether state written with pickle may be read. If False (a job
             that forbids pickle, or a savepoint that declares the canonical format),
-            every blob of the range is checked now, before anything is decoded: a state
-            written with pickle, or a native RocksDB snapshot (whose rows may hold
-            pickle), is refused.
+            every key-group blob of the range is checked now, before anything is
+            decoded: a state written with pickle is refused. (The rows of a native
+            RocksDB snapshot are read with the backend's own ``allow_pickle``.)
+        native: Whether native RocksDB snapshots may be restored: False for a savepoint
+            that declares the canonical format, which never holds one (its rows could
+            hold pickle).
         describe: Names the file that holds a key group, for messages.
 
     Raises:
@@ -164,20 +168,19 @@ def restore_keyed_backend(
     in_range = backend.key_group_range
     blobs = [(key_group, blob) for key_group, blob in blobs if key_group in in_range]
     heap = isinstance(backend, HeapKeyedStateBackend)
-    if not allow_pickle or not heap:
+    if not allow_pickle or not native or not heap:
         # RocksDB decodes key-group blobs later, in a worker thread of the task: check
         # them here, where a failure names the file and fails the deployment.
         for key_group, blob in blobs:
-            native = bytes(blob[: len(_ROCKSDB_NATIVE_MAGIC)]) == _ROCKSDB_NATIVE_MAGIC
-            if native and allow_pickle:
-                continue
-            if native:
+            if bytes(blob[: len(_ROCKSDB_NATIVE_MAGIC)]) == _ROCKSDB_NATIVE_MAGIC:
+                if native:
+                    continue
                 raise PickleForbiddenError(
                     f"{where(key_group)}: key group {key_group} is a native RocksDB "
                     "snapshot, whose values may hold pickle, and pickle may not be read here"
                 )
             try:
-                decode_key_group(key_group, blob, allow_pickle=False)
+                decode_key_group(key_group, blob, allow_pickle=allow_pickle)
             except SerializationError as exc:
                 raise type(exc)(f"{where(key_group)}: {exc}") from exc
     if heap:

@@ -327,6 +327,7 @@ class Deployment:
                         restore.pointer,
                         deferred=True,
                         allow_pickle=restore.allow_pickle,
+                        native=not declares_canonical(restore.metadata),
                         describe=functools.partial(key_group_file, restore, uid),
                     )
                 except SerializationError as error:

@@ -25,6 +25,8 @@ import msgspec
 import pytest
 
 from runtime import (
+    ExternalizedCheckpointRetention,
+    GeneratorSource,
     JobFailedError,
     KeyedProcessFunction,
     ListStateDescriptor,
@@ -35,6 +37,7 @@ from runtime import (
     ValueStateDescriptor,
 )
 from runtime.connectors.two_phase_commit import STATE_NAME as TWO_PHASE_STATE
+from runtime.testing.gates import GatedSource, SourceGate
 from storage import PickleForbiddenError, SerializationError
 from storage.checkpoint import (
     METADATA_FILE,
@@ -47,6 +50,7 @@ from storage.checkpoint.splits import decode_splits, encode_splits_raw
 from storage.processor import SavepointWriter
 
 MAX_PARALLELISM = 128
+BACKENDS = ["heap", "rocksdb"]
 RAN: list[str] = []
 """What pickled payloads ran: a payload appends to it when it is unpickled."""
 
@@ -94,9 +98,15 @@ class Buffered(MapFunction):
         return (value, list(self.buffer.get()))
 
 
-def keyed_job(allow_pickle: bool = True) -> StreamEnvironment:
+def keyed_job(
+    allow_pickle: bool = True, backend: str = "heap", state_dir: Path | None = None
+) -> StreamEnvironment:
     env = StreamEnvironment(
-        parallelism=1, max_parallelism=MAX_PARALLELISM, allow_pickle=allow_pickle
+        parallelism=1,
+        max_parallelism=MAX_PARALLELISM,
+        allow_pickle=allow_pickle,
+        state_backend=backend,
+        state_dir=None if state_dir is None else str(state_dir),
     )
     (
         env.from_collection([("a", 1)])
@@ -162,11 +172,15 @@ def test_the_writer_declares_its_format(tmp_path: Path) -> None:
     assert not declares_canonical(decode_metadata(path.read_bytes(), str(path)))
 
 
-async def test_a_canonical_savepoint_with_pickled_keyed_state_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_canonical_savepoint_with_pickled_keyed_state_is_refused(
+    tmp_path: Path, backend: str
+) -> None:
     folder = await pickled_keyed_savepoint(tmp_path, Payload())
     declare(folder, "canonical")
     before = snapshot_files(folder)
-    cause = await failure_of(keyed_job(), folder)  # a job that allows pickle
+    job = keyed_job(backend=backend, state_dir=tmp_path / "state")  # allows pickle
+    cause = await failure_of(job, folder)
     assert isinstance(cause, PickleForbiddenError)
     message = str(cause)
     assert "cannot restore operator 'count' (uid 'count')" in message
@@ -191,21 +205,78 @@ async def test_a_canonical_savepoint_with_pickled_operator_state_is_refused(
     assert RAN == []
 
 
-async def test_a_native_savepoint_needs_a_job_that_allows_pickle(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_native_savepoint_needs_a_job_that_allows_pickle(
+    tmp_path: Path, backend: str
+) -> None:
     folder = await pickled_keyed_savepoint(tmp_path, Payload())
-    cause = await failure_of(keyed_job(allow_pickle=False), folder)
+    job = keyed_job(allow_pickle=False, backend=backend, state_dir=tmp_path / "state")
+    cause = await failure_of(job, folder)
     assert isinstance(cause, PickleForbiddenError)
     assert "the job forbids pickle (allow_pickle=False)" in str(cause)
     assert "StreamEnvironment(allow_pickle=True)" in str(cause)
     assert RAN == []
 
 
-async def test_a_native_savepoint_restores_where_pickle_is_allowed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_native_savepoint_restores_where_pickle_is_allowed(
+    tmp_path: Path, backend: str
+) -> None:
     # The trust model: where pickle is allowed, restoring is as safe as the job's code.
     folder = await pickled_keyed_savepoint(tmp_path, Trusted(41))
-    result = await keyed_job().execute("restore", restore_from=folder)
+    job = keyed_job(backend=backend, state_dir=tmp_path / "state")
+    result = await job.execute("restore", restore_from=folder)
     ((key, restored),) = result.collected["out"]
     assert key == "a" and isinstance(restored, Trusted) and restored.n == 41
+
+
+async def test_a_job_that_forbids_pickle_restores_its_own_rocksdb_checkpoint(
+    tmp_path: Path,
+) -> None:
+    # A native RocksDB checkpoint is refused only when a savepoint declares canonical;
+    # its rows are read with the job's own policy (none are pickled here).
+    gate = SourceGate(hold_after=4, hold_at_end=True)
+    env = StreamEnvironment(
+        parallelism=1,
+        max_parallelism=MAX_PARALLELISM,
+        allow_pickle=False,
+        state_backend="rocksdb",
+        state_dir=str(tmp_path / "state"),
+    )
+    env.enable_checkpointing(
+        3600.0,
+        storage=(tmp_path / "checkpoints").as_uri(),
+        retention=ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION,
+    )
+    source = GatedSource(GeneratorSource(lambda i: ("a", i), 8), gate)
+    (
+        env.from_source(source, name="numbers", uid="numbers")
+        .key_by(lambda r: r[0])
+        .process(Count(), name="count", uid="count")
+        .collect(name="out", uid="out")
+    )
+    client = await env.start("first")
+    await gate.wait_held()
+    completed = await client.trigger_checkpoint()
+    client.cancel()
+    await client.wait()
+
+    again = StreamEnvironment(
+        parallelism=1,
+        max_parallelism=MAX_PARALLELISM,
+        allow_pickle=False,
+        state_backend="rocksdb",
+        state_dir=str(tmp_path / "state-again"),
+    )
+    (
+        again.from_source(GeneratorSource(lambda i: ("a", i), 8), name="numbers", uid="numbers")
+        .key_by(lambda r: r[0])
+        .process(Count(), name="count", uid="count")
+        .collect(name="out", uid="out")
+    )
+    result = await again.execute("second", restore_from=completed.pointer)
+    # Record 4 finds the value record 3 left in the restored state.
+    assert result.collected["out"] == [("a", 3), ("a", 4), ("a", 5), ("a", 6)]
 
 
 class ListSink(TwoPhaseCommitSink[Any, list[Any]]):
