@@ -183,7 +183,7 @@ def restore_keyed_backend(
                 decode_key_group(key_group, blob, allow_pickle=allow_pickle)
             except SerializationError as exc:
                 raise type(exc)(f"{where(key_group)}: {exc}") from exc
-    if heap:
+    if isinstance(backend, HeapKeyedStateBackend):
         current = [0]
 
         def tracked() -> Iterator[tuple[int, bytes | memoryview]]:
