@@ -281,7 +281,6 @@ class PostgresSink(TwoPhaseCommitSink[Any, PostgresTransaction]):
                 "restored checkpoint does not list (prepared after it, by a run that "
                 "failed; their records are written again): %s",
                 self._label,
-                None,
                 len(stray),
                 self.sink_id,
                 ", ".join(stray),
@@ -407,10 +406,9 @@ class PostgresSink(TwoPhaseCommitSink[Any, PostgresTransaction]):
         psycopg = import_psycopg()
         from psycopg import sql
 
-        try:
+        # Gone already (committed or rolled back): nothing to do.
+        with contextlib.suppress(psycopg.errors.UndefinedObject):
             self._commit_conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
-        except psycopg.errors.UndefinedObject:
-            pass  # gone already (committed or rolled back)
 
     def abort(self, transaction: PostgresTransaction) -> None:
         """Throw the transaction away: roll back the open one, or the prepared one."""

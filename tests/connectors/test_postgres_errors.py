@@ -37,10 +37,8 @@ async def test_an_unreachable_server_is_named() -> None:
     port = free_port()
     dsn = f"host=127.0.0.1 port={port} user=weir password=weir dbname=weir connect_timeout=2"
     text = await run_into(PostgresSink(dsn, "t", ["k", "v"]), [("a", 1)])
-    assert (
-        f"PostgresSink(table='t') (subtask 1/1): cannot connect to PostgreSQL at weir@127.0.0.1:{port}/weir"
-        in text
-    )
+    where = f"weir@127.0.0.1:{port}/weir"
+    assert f"PostgresSink(table='t') (subtask 1/1): cannot connect to PostgreSQL at {where}" in text
 
 
 async def test_wrong_credentials_are_named_without_the_password(

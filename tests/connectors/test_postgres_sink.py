@@ -82,7 +82,7 @@ async def test_failures_around_prepare_and_commit_write_each_row_once(
 
 
 async def test_a_restored_job_rolls_back_what_a_failed_run_prepared_after_the_checkpoint(
-    postgres_server: PostgresServer, pg: Any, table: str
+    postgres_server: PostgresServer, pg: Any, table: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A failure right after the prepare of checkpoint 3, before any acknowledgement:
     # checkpoint 3 never completes, its transaction stays prepared until the restore.
@@ -94,6 +94,11 @@ async def test_a_restored_job_rolls_back_what_a_failed_run_prepared_after_the_ch
     )
     result = await job(postgres_server.dsn, table, sink=sink, restarts=2).execute("pg strays")
     assert result.restarts == 1
+    rolled_back = [
+        r.getMessage() for r in caplog.records if "rolled back 1 prepared" in r.getMessage()
+    ]
+    # Subtask 0's transaction of checkpoint 3 at least (subtask 1 may have prepared too).
+    assert any(":0:3:" in message for message in rolled_back)
     assert rows(pg, table) == EXPECTED
     assert prepared_transactions(pg) == []
     committed = pg.execute(
