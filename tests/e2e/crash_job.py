@@ -97,11 +97,19 @@ class KillSwitch:
         self.kind = kind
         self.arg = int(arg) if arg else 0
         self._lock = threading.Lock()
+        self._killing = threading.Lock()
         self._checkpoints: list[int] = []
         self._count = 0
 
     def kill(self, **details: Any) -> None:
-        """Say where, then SIGKILL this process (nothing after this line runs)."""
+        """Say where, then SIGKILL this process (nothing after this line runs).
+
+        Only the first caller says and kills: several worker threads may reach the
+        point at once (the state files of one checkpoint are written in parallel); the
+        others wait here for the process to die.
+        """
+        if not self._killing.acquire(blocking=False):
+            threading.Event().wait()
         _say(event="kill", point=self.spec, **details)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -244,6 +252,23 @@ def make_env(args: argparse.Namespace, switch: KillSwitch | None = None) -> Stre
     return env
 
 
+DUMPED = "-- end of dump --"
+"""The last line of what SIGUSR1 prints on stderr."""
+
+
+def _dump(client: Any) -> None:
+    """On SIGUSR1 (a driver that waited too long): checkpoints, metrics, task stacks."""
+    out = sys.stderr
+    stats = client.checkpoint_stats()
+    print(f"status {client.status.value}", file=out)
+    print("no checkpoint statistics" if stats is None else stats.summary(), file=out)
+    for name, metrics in sorted(client.metrics().items()):
+        print(f"{name}: {metrics}", file=out)
+    for task in asyncio.all_tasks():
+        task.print_stack(file=out)
+    print(DUMPED, file=out, flush=True)
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", help="the checkpoint directory")
@@ -271,6 +296,7 @@ async def main(argv: list[str] | None = None) -> int:
         install_kill_switch(switch)
     env = make_env(args, switch)
     client = await env.start("crash consistency", restore_from=args.restore_from)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump, client)
     stats = client.checkpoint_stats()
     _say(
         event="started",

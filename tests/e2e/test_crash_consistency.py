@@ -38,6 +38,7 @@ What must hold:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -82,6 +83,8 @@ TEAR_EVERY = 3
 RUN_TIMEOUT = 120.0
 """Seconds a run may take to reach its kill point, or the last run to finish: a bound
 against hangs, not an expectation (a run takes well under a second)."""
+DUMP_TIMEOUT = 5.0
+"""Seconds a stuck run is given to print what it is stuck on (SIGUSR1) before it is killed."""
 
 
 def kill_point(index: int) -> str:
@@ -182,6 +185,10 @@ class Run:
         try:
             return self.process.wait(timeout=RUN_TIMEOUT)
         except subprocess.TimeoutExpired:
+            # Ask the run what it is stuck on (checkpoints, metrics, task stacks).
+            self.process.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=DUMP_TIMEOUT)
             self.kill()
             pytest.fail(f"run {self.index} did not exit within {RUN_TIMEOUT} s:\n{self.stderr()}")
 
