@@ -236,6 +236,32 @@ def test_malformed_requests(scenario: Scenario) -> None:
     assert wrong_method.status_code == 405 and wrong_method.json()["errors"]
 
 
+def test_the_server_refuses_forged_requests(scenario: Scenario) -> None:
+    # The guard (tests/cli/test_api_guard.py) is in front of the live server too.
+    job_id = scenario.job.job_id
+    rebound = api(scenario, "GET", "/jobs", headers={"Host": "evil.example:80"})
+    assert rebound.status_code == 421, rebound.text
+    cross = api(
+        scenario,
+        "PATCH",
+        f"/jobs/{job_id}",
+        params={"mode": "cancel"},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert cross.status_code == 403, cross.text
+    plain = api(
+        scenario,
+        "POST",
+        f"/jobs/{job_id}/stop",
+        content=b'{"drain": true}',
+        headers={"Content-Type": "text/plain"},
+    )
+    assert plain.status_code == 415, plain.text
+    short = api(scenario, "PATCH", f"/jobs/{job_id[:4]}", params={"mode": "cancel"})
+    assert short.status_code == 400, short.text
+    assert api(scenario, "GET", f"/jobs/{job_id}").json()["state"] == "running"
+
+
 # -- stop, and what the job left ------------------------------------------------------------
 
 
