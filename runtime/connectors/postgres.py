@@ -54,9 +54,9 @@ from typing import Any
 
 import msgspec
 
+from runtime.connectors.background import BackgroundWriter
 from runtime.connectors.errors import ConnectorError
 from runtime.connectors.postgres_connection import (
-    BackgroundWriter,
     RowMaker,
     check_table,
     connect,

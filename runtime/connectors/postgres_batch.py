@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from runtime.api.functions import SinkFunction
+from runtime.connectors.background import BackgroundWriter
 from runtime.connectors.errors import ConnectorError
 from runtime.connectors.postgres_connection import (
-    BackgroundWriter,
     RowMaker,
     check_table,
     connect,

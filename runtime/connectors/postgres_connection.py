@@ -11,10 +11,8 @@ when a sink starts, with an error saying how to install it.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from runtime.connectors.errors import ConnectorError, short_repr
@@ -24,7 +22,6 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
-    "BackgroundWriter",
     "RowMaker",
     "check_table",
     "connect",
@@ -188,37 +185,3 @@ def rejected(error: Any, records: Sequence[Any], connector: str, subtask: int) -
         )
     return ConnectorError(connector, subtask, f"PostgreSQL rejected a write: {message}")
 
-
-class BackgroundWriter:
-    """One write at a time in a worker thread, so the event loop does not wait for it.
-
-    ``submit`` first waits for the write before it (blocking the loop only when the
-    server is slower than the job: that is the sink's backpressure), so at most one
-    write is in flight and writes keep their order. ``wait`` blocks until the last one
-    is done and raises its error. Only the loop's thread calls these.
-    """
-
-    def __init__(self) -> None:
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: Future[None] | None = None
-
-    def submit(self, write: Callable[[], None]) -> None:
-        """Start ``write`` in the worker once the previous write is done."""
-        self.wait()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="weir-sink-writer")
-        self._pending = self._executor.submit(write)
-
-    def wait(self) -> None:
-        """Block until the write in flight is done; raise its error, if any."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def close(self) -> None:
-        """Wait for the write in flight (ignoring its error) and stop the worker."""
-        with contextlib.suppress(Exception):
-            self.wait()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None

@@ -51,6 +51,10 @@ class SourceOperator(StreamOperator):
     reader: SourceReader[Any] | None = None
     allow_pickle = True
 
+    def __init__(self, name: str, uid: str) -> None:
+        super().__init__(name, uid)
+        self._snapshotted: dict[int, list[Any]] = {}
+
     def process_batch(self, batch: list[Any]) -> list[Any]:
         """Count the records read; emit them unchanged."""
         self.records_out += len(batch)
@@ -63,7 +67,25 @@ class SourceOperator(StreamOperator):
             splits = self.reader.snapshot_state()
             allow_pickle = self.allow_pickle and not canonical
             snapshot.frames.append(("splits", encode_splits(splits, allow_pickle)))
+            if hasattr(self.reader, "notify_checkpoint_complete"):
+                self._snapshotted[checkpoint_id] = splits
         return snapshot
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Hand a completed checkpoint's positions to a reader that asks for them.
+
+        A reader with ``notify_checkpoint_complete(checkpoint_id, splits)`` gets the
+        splits it snapshotted for that checkpoint (a Redis consumer group moves there).
+        """
+        snapshotted = self._snapshotted
+        if not snapshotted or self.reader is None:
+            return
+        done = [n for n in snapshotted if n <= checkpoint_id]
+        splits = snapshotted.get(checkpoint_id)
+        for n in done:
+            del snapshotted[n]
+        if splits is not None:
+            self.reader.notify_checkpoint_complete(checkpoint_id, splits)  # type: ignore[attr-defined]
 
 
 class SourceTask(Task):
