@@ -58,7 +58,7 @@ async def test_stream_sink_without_ids_loses_nothing(
     redis_server: RedisServer, redis_client: Any
 ) -> None:
     stream = f"out-{uuid.uuid4().hex[:8]}"
-    env, schedule = job(RedisStreamSink(redis_server.url, stream, batch_size=100), p=2)
+    env, _ = job(RedisStreamSink(redis_server.url, stream, batch_size=100), p=2)
     result = await env.execute("redis at least once")
     assert result.restarts == 1
     counts = Counter(int(fields["value"]) for _, fields in redis_client.xrange(stream))
