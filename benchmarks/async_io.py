@@ -354,7 +354,7 @@ def _ms(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--records", type=int, default=5000, help="records per throughput run")
+    parser.add_argument("--records", type=int, default=20000, help="records per throughput run")
     parser.add_argument("--map-records", type=int, default=200, help="records of plain map")
     parser.add_argument("--http-records", type=int, default=2000, help="records per HTTP run")
     parser.add_argument("--latency-records", type=int, default=3000)

@@ -77,7 +77,7 @@ class InFlightQueue:
         """Whether ``pop_ready`` would release something."""
         if self.ordered:
             pending = self._pending
-            return bool(pending) and pending[0].done  # type: ignore[index]
+            return bool(pending) and pending[0].done
         return bool(self._ready)
 
     def add(self, record: Any) -> Entry:
@@ -87,7 +87,7 @@ class InFlightQueue:
         if self.ordered:
             self._pending.append(entry)  # type: ignore[union-attr]
         else:
-            self._pending[id(entry)] = entry  # type: ignore[index]
+            self._pending[id(entry)] = entry
         return entry
 
     def add_completed(self, record: Any, results: list[Any]) -> Entry:

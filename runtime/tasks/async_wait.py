@@ -358,5 +358,5 @@ class AsyncWaitOperator(UserFunctionOperator):
 def as_results(result: Any) -> list[Any]:
     """A call's return value as output records: a list is many, anything else one."""
     if result.__class__ is list:
-        return result  # type: ignore[no-any-return]
+        return result
     return [result]
