@@ -8,12 +8,12 @@ the ``BarrierHandler`` (one per subtask) and the ``CheckpointPlanner`` (one per 
 
 from __future__ import annotations
 
+from runtime.checkpoint.actions import CompletedCheckpoint
 from runtime.checkpoint.config import (
     CheckpointConfig,
     CheckpointingMode,
     ExternalizedCheckpointRetention,
 )
-from runtime.checkpoint.actions import CompletedCheckpoint
 from runtime.checkpoint.coordinator import CheckpointCoordinator
 from runtime.checkpoint.errors import CheckpointError, CheckpointFailedError
 from runtime.checkpoint.failures import CheckpointFailureReason

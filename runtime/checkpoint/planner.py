@@ -80,6 +80,7 @@ from storage.checkpoint import (
     OperatorStateHandle,
     SubtaskStateHandle,
 )
+from storage.checkpoint.metadata import CANONICAL_FORMAT, FORMAT_PROPERTY, NATIVE_FORMAT
 
 logger = logging.getLogger("weir.checkpoint")
 
@@ -516,6 +517,13 @@ class CheckpointPlanner:
             timestamp=self.wall_clock() - (now - pending.timestamp),
             is_savepoint=pending.options.is_savepoint,
             operators=operators,
+            # A savepoint declares its format: restore honours it (a canonical one is
+            # never unpickled, whatever the restoring job allows).
+            properties=(
+                {FORMAT_PROPERTY: CANONICAL_FORMAT if pending.options.canonical else NATIVE_FORMAT}
+                if pending.options.is_savepoint
+                else {}
+            ),
         )
 
     # -- aborting -------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from storage.checkpoint import (
     METADATA_FILE,
     CheckpointMetadata,
     CheckpointNotFoundError,
+    FileCheckpointStorage,
     MemoryCheckpointStorage,
     StorageError,
 )
@@ -566,6 +567,8 @@ async def test_savepoint_is_written_to_its_own_folder(harness: Harness, tmp_path
     savepoint = await future
     assert savepoint.is_savepoint and Path(savepoint.pointer) == folder
     assert (folder / METADATA_FILE).is_file()
+    metadata = await FileCheckpointStorage(folder.parent, "job").load(str(folder))
+    assert metadata.properties == {"format": "canonical"}, "a savepoint must declare its format"
     assert h.storage.list_completed() == [], "a savepoint went to the checkpoint storage"
     assert h.coordinator.latest_completed is None, "a savepoint became a retained checkpoint"
     await h.finish()
