@@ -14,6 +14,8 @@
 * ``state_backend``, ``state_dir``, ``incremental_checkpoints``, ``local_recovery``: the
   keyed state backend and its options (validated by the environment; see
   ``StreamEnvironment``).
+* ``changelog``: the changelog state backend's options (``storage.changelog``), or None
+  when it is off.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import math
 from dataclasses import dataclass
 
 from runtime.errors import ConfigError
+from storage.changelog import ChangelogOptions
 
 DEFAULT_BUFFER_SIZE = 512
 DEFAULT_BUFFER_TIMEOUT = 0.1
@@ -57,6 +60,7 @@ class ExecutionConfig:
     state_dir: str | None = None
     incremental_checkpoints: bool = True
     local_recovery: bool = False
+    changelog: ChangelogOptions | None = None
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid option."""
@@ -65,3 +69,8 @@ class ExecutionConfig:
         check_positive_int("channel_capacity", self.channel_capacity)
         if not isinstance(self.allow_pickle, bool):
             raise ConfigError(f"allow_pickle must be True or False, got {self.allow_pickle!r}")
+        if self.changelog is not None:
+            try:
+                self.changelog.validate()
+            except ValueError as error:
+                raise ConfigError(str(error)) from None

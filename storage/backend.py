@@ -95,14 +95,30 @@ def create_keyed_backend(
     state_dir: str | os.PathLike[str] | None = None,
     incremental: bool = True,
     local_recovery: bool = False,
+    changelog: Any = None,
 ) -> KeyedStateBackend:
     """Create the keyed state backend ``kind`` (one of :data:`STATE_BACKENDS`).
 
-    Blocks briefly for ``"rocksdb"`` (it opens a RocksDB instance).
+    Blocks briefly for ``"rocksdb"`` (it opens a RocksDB instance). With ``changelog``
+    (a :class:`~storage.changelog.ChangelogOptions`) the backend is wrapped in a
+    :class:`~storage.changelog.ChangelogKeyedStateBackend`.
 
     Raises:
         ValueError: If ``kind`` is not a known backend.
     """
+    if changelog is not None:
+        from storage.changelog import ChangelogKeyedStateBackend
+
+        inner = create_keyed_backend(
+            kind,
+            max_parallelism,
+            key_group_range,
+            allow_pickle=allow_pickle,
+            state_dir=state_dir,
+            incremental=incremental,
+            local_recovery=local_recovery,
+        )
+        return ChangelogKeyedStateBackend(inner, changelog, allow_pickle=allow_pickle)
     if kind == "heap":
         from storage.keyed_state import HeapKeyedStateBackend
 
@@ -160,13 +176,28 @@ def restore_keyed_backend(
         PickleForbiddenError: See ``allow_pickle``; names the file, state and key group.
         SerializationError: A blob that does not decode; names the file and key group.
     """
+    from storage.changelog import ChangelogKeyedStateBackend, is_changelog
     from storage.errors import PickleForbiddenError, SerializationError
     from storage.keyed_format import decode_key_group
     from storage.keyed_state import HeapKeyedStateBackend
 
+    if isinstance(backend, ChangelogKeyedStateBackend):
+        # Reads shared/ files: always left to prepare_keyed_backend (a worker thread).
+        backend.defer_restore(
+            list(blobs), pointer, allow_pickle=allow_pickle, native=native, describe=describe
+        )
+        return
+
     where = describe or (lambda key_group: f"{pointer} (key group {key_group})")
     in_range = backend.key_group_range
     blobs = [(key_group, blob) for key_group, blob in blobs if key_group in in_range]
+    for key_group, blob in blobs:
+        if is_changelog(blob):
+            raise SerializationError(
+                f"{where(key_group)}: key group {key_group} was written by the changelog "
+                "state backend; restore it with changelog=True (then take a savepoint "
+                "to switch the changelog off)"
+            )
     heap = isinstance(backend, HeapKeyedStateBackend)
     if not allow_pickle or not native or not heap:
         # RocksDB decodes key-group blobs later, in a worker thread of the task: check

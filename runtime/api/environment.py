@@ -43,6 +43,7 @@ from runtime.scheduler.executor import JobExecution
 from runtime.scheduler.restart import RestartStrategy
 from storage import DEFAULT_MAX_PARALLELISM, UPPER_BOUND_MAX_PARALLELISM
 from storage.backend import STATE_BACKENDS
+from storage.changelog import ChangelogOptions
 from storage.checkpoint import resolve_storage
 
 
@@ -72,6 +73,29 @@ def _check_state_backend(config: ExecutionConfig) -> None:
         raise ConfigError(f"state_dir must be a path or None, got {config.state_dir!r}")
 
 
+def _changelog_options(changelog: object) -> ChangelogOptions | None:
+    if changelog is True:
+        return ChangelogOptions()
+    if changelog is False or changelog is None:
+        return None
+    if isinstance(changelog, ChangelogOptions):
+        return changelog
+    raise ConfigError(
+        f"changelog must be True, False or a ChangelogOptions, got {changelog!r}"
+    )
+
+
+def _check_changelog(config: ExecutionConfig, checkpointing: CheckpointConfig) -> None:
+    if config.changelog is not None and checkpointing.enabled and (
+        not checkpointing.storage.startswith("file://")
+    ):
+        raise ConfigError(
+            f"changelog=True needs a file-system checkpoint storage, got storage="
+            f"{checkpointing.storage!r}; pass storage='file:///...' to enable_checkpointing "
+            "or set changelog=False"
+        )
+
+
 class StreamEnvironment:
     """The context in which a streaming job is built and executed.
 
@@ -99,6 +123,10 @@ class StreamEnvironment:
             (True) or every file at every checkpoint.
         local_recovery: RocksDB: keep a local copy of the latest snapshots and restore
             from it when it is present and valid.
+        changelog: log every keyed state write to a durable changelog so that a
+            checkpoint uploads only what changed (Flink's changelog state backend, for
+            heap and RocksDB): False (the default), True (default options) or a
+            ``ChangelogOptions``. Needs a file-system checkpoint storage.
 
     Raises:
         ConfigError: an option is invalid (the message names it).
@@ -118,6 +146,7 @@ class StreamEnvironment:
         state_dir: str | os.PathLike[str] | None = None,
         incremental_checkpoints: bool = True,
         local_recovery: bool = False,
+        changelog: bool | ChangelogOptions = False,
     ) -> None:
         if parallelism is None:
             parallelism = OVERRIDES.parallelism or 1
@@ -137,6 +166,7 @@ class StreamEnvironment:
             None if state_dir is None else os.fspath(state_dir),
             incremental_checkpoints,
             local_recovery,
+            _changelog_options(changelog),
         )
         self.config.validate()
         _check_state_backend(self.config)
@@ -220,9 +250,14 @@ class StreamEnvironment:
         name: str | None = None,
         uid: str | None = None,
         parallelism: int | None = None,
+        watermark_strategy: Any = None,
         _default_name: str = "source",
     ) -> DataStream:
-        """A stream read from ``source`` (see ``runtime.connectors.source.Source``)."""
+        """A stream read from ``source`` (see ``runtime.connectors.source.Source``).
+
+        ``watermark_strategy``: a ``WatermarkStrategy`` giving the records timestamps
+        and watermarks (chained right after the source, as ``<name>-timestamps``).
+        """
         for method in ("create_enumerator", "create_reader"):
             if not callable(getattr(source, method, None)):
                 raise ConfigError(
@@ -239,7 +274,15 @@ class StreamEnvironment:
             source=source,
             max_parallelism=limit,
         )
-        return DataStream(self, node)
+        stream = DataStream(self, node)
+        if watermark_strategy is not None:
+            stream = stream.assign_timestamps_and_watermarks(
+                watermark_strategy,
+                name=f"{node.name}-timestamps",
+                uid=None if uid is None else f"{uid}-timestamps",
+                parallelism=parallelism,
+            )
+        return stream
 
     def from_collection(
         self, items: Iterable[Any], *, name: str | None = None, uid: str | None = None
@@ -360,6 +403,7 @@ class StreamEnvironment:
         _check_state_backend(self.config)
         self.checkpoint_config.validate()
         _check_storage(self.checkpoint_config.storage)
+        _check_changelog(self.config, self.checkpoint_config)
         return build_job_graph(
             self._nodes,
             default_parallelism=self.parallelism,

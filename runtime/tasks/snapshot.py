@@ -46,6 +46,7 @@ from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.collector import STATE_FREEZER
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from storage import HeapSnapshot, serializer_for
+from storage.changelog import ChangelogKeyedStateBackend
 from storage.checkpoint import CheckpointStorage, SavepointStorage, StateFrame, encode_frame
 from storage.checkpoint.metadata import SharedFileHandle
 
@@ -155,8 +156,16 @@ class TaskCheckpointing:
         started = time.perf_counter()
         snapshot = PendingSnapshot(barrier, unaligned, alignment_duration, start_delay)
         snapshot.after_end_of_input = self.input_ended
+        # A changelog backend takes a full snapshot for a savepoint (self-contained).
+        changelogs = [
+            keyed
+            for operator in self.operators
+            if isinstance(keyed := operator.context.keyed_backend, ChangelogKeyedStateBackend)
+        ]
         try:
             canonical = barrier.options.is_savepoint and barrier.options.canonical
+            for keyed in changelogs:
+                keyed.full_snapshots = barrier.options.is_savepoint
             for operator in self.operators:
                 snapshot.operators.append(
                     operator.snapshot_state(barrier.checkpoint_id, canonical=canonical)
@@ -164,6 +173,9 @@ class TaskCheckpointing:
         except BaseException:
             snapshot.release()
             raise
+        finally:
+            for keyed in changelogs:
+                keyed.full_snapshots = False
         # Large heap state leaves the cyclic collector's walks (its overlays too, made
         # just now): see runtime.tasks.collector. O(states).
         STATE_FREEZER.on_snapshot(

@@ -55,6 +55,7 @@ from runtime.testing.validation import (
     compare_values,
     expected_from,
 )
+from storage.changelog import ChangelogOptions
 
 
 @dataclass(slots=True)
@@ -167,6 +168,13 @@ async def run_job(
         buffer_timeout=options.buffer_timeout,
         channel_capacity=options.channel_capacity,
         state_backend=options.state_backend,
+        changelog=(
+            ChangelogOptions(
+                upload_interval=0.005, file_size=4096, materialization_size=16384
+            )
+            if options.changelog
+            else False
+        ),
     )
     env.enable_checkpointing(options.interval, storage=options.storage, **setup.options())
     env.set_restart_strategy(FixedDelayRestart(attempts=len(failures) + 2, delay=0.0))

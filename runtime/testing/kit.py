@@ -51,6 +51,8 @@ class KitOptions:
             persist it as channel state). 0: a sink as fast as it goes.
         timeout: seconds a run may take before the check fails.
         state_backend: the keyed state backend, ``"heap"`` or ``"rocksdb"``.
+        changelog: wrap it in the changelog state backend (needs a ``file://`` storage);
+            uploads and materializations are made frequent, so that a short run has both.
     """
 
     splits: int = 4
@@ -66,6 +68,7 @@ class KitOptions:
     sink_yields: int = 0
     timeout: float = 30.0
     state_backend: str = "heap"
+    changelog: bool = False
 
 
 class JobKit:

@@ -81,6 +81,27 @@ class SharedStateRegistry:
                 unused.append(name)
         return sorted(unused)
 
+    def unreference(self, checkpoint_id: int, name: str) -> bool:
+        """Drop one reference of ``checkpoint_id`` (a changelog backend's pin) to ``name``.
+
+        Returns:
+            Whether no checkpoint uses ``name`` any more; the caller deletes it then
+            (the registry forgets it).
+        """
+        files = self._files.get(checkpoint_id)
+        if files is not None:
+            files.discard(name)
+            if not files:
+                del self._files[checkpoint_id]
+        users = self._users.get(name)
+        if users is None:
+            return False
+        users.discard(checkpoint_id)
+        if users:
+            return False
+        del self._users[name]
+        return True
+
     def users(self, name: str) -> set[int]:
         """The checkpoints that use ``name`` (a copy; empty if unknown)."""
         return set(self._users.get(name, ()))

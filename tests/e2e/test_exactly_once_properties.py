@@ -155,6 +155,23 @@ def test_exactly_once_modes_lose_and_duplicate_nothing_on_rocksdb(
     note(case, report)
 
 
+@pytest.mark.parametrize("backend", ["heap", "rocksdb"])
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_exactly_once_with_the_changelog_backend(backend: str, data: st.DataObject) -> None:
+    """The same property with the changelog state backend (tiny files, frequent
+    materializations), unaligned checkpoints, on heap and on RocksDB."""
+    setup = CheckpointSetup.UNALIGNED
+    case = data.draw(job_cases(setups=[setup], options=SMALL), label="case")
+    with tempfile.TemporaryDirectory() as folder:
+        options = dataclasses.replace(
+            SMALL, state_backend=backend, storage=f"file://{folder}", changelog=True
+        )
+        report = exactly_once(case, options)
+    assert report.validation.exactly_once
+    note(case, report)
+
+
 @PROPERTY
 @given(data=st.data())
 def test_at_least_once_loses_nothing(data: st.DataObject) -> None:
