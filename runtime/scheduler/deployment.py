@@ -314,6 +314,8 @@ class Deployment:
                 state_dir=config.state_dir,
                 incremental=config.incremental_checkpoints,
                 local_recovery=config.local_recovery,
+                # The changelog needs checkpoints (it is uploaded to their storage).
+                changelog=config.changelog if self.checkpointing else None,
             )
             if restored is not None and uid in restored.keyed:
                 restore = self.restore
