@@ -43,17 +43,25 @@ from runtime.tasks.async_wait import AsyncWaitOperator
 from runtime.tasks.operators import (
     FilterOperator,
     FlatMapOperator,
-    KeyedProcessOperator,
     KeyedReduceOperator,
     MapOperator,
     SinkOperator,
     StreamOperator,
 )
+from runtime.time.operators import (
+    OutputTag,
+    SideOutputOperator,
+    TimestampsAndWatermarksOperator,
+    keyed_process_operator,
+)
+from runtime.time.watermarks import WatermarkStrategy
 from storage import stable_hash
 from storage.errors import KeyEncodingError
 
 if TYPE_CHECKING:
     from runtime.api.environment import StreamEnvironment
+    from runtime.api.windowed import WindowedStream
+    from runtime.windows.assigners import WindowAssigner
 
 
 def _per_subtask(adapted: Adapted, operator: str) -> Callable[[], Adapted]:
@@ -84,6 +92,77 @@ class DataStream:
     def __init__(self, env: StreamEnvironment, node: Transformation) -> None:
         self._env = env
         self._node = node
+        # Event time (runtime.time): the records' timestamp function, and the side
+        # output tags that have consumers (filled by get_side_output before the run).
+        self._timestamps: Callable[[Any], Any] | None = None
+        self._side_tags: set[OutputTag] = set()
+
+    @property
+    def timestamp_assigner(self) -> Callable[[Any], Any] | None:
+        """The timestamp function of this stream's records, if event time is set up.
+
+        Set by ``assign_timestamps_and_watermarks`` (or a source's strategy) and kept
+        through operators that keep the records (``filter``, ``key_by``); records carry
+        no timestamp field, so after a ``map`` give ``window()`` a ``timestamp=``.
+        """
+        return self._timestamps
+
+    def assign_timestamps_and_watermarks(
+        self,
+        strategy: WatermarkStrategy,
+        *,
+        name: str | None = None,
+        uid: str | None = None,
+        parallelism: int | None = None,
+    ) -> DataStream:
+        """Give the records event timestamps and generate watermarks with ``strategy``.
+
+        Raises:
+            ConfigError: ``strategy`` is not a ``WatermarkStrategy``.
+        """
+        if not isinstance(strategy, WatermarkStrategy):
+            raise ConfigError(
+                f"assign_timestamps_and_watermarks: expected a WatermarkStrategy, "
+                f"got {type(strategy).__name__}"
+            )
+        node = self._operator(
+            "timestamps",
+            name,
+            uid,
+            parallelism,
+            lambda n, u: TimestampsAndWatermarksOperator(n, u, strategy),
+        )
+        stream = DataStream(self._env, node)
+        stream._timestamps = strategy.timestamp_assigner
+        return stream
+
+    def get_side_output(self, tag: OutputTag) -> DataStream:
+        """The records this stream's operator emitted with ``ctx.output(tag, value)``.
+
+        Raises:
+            ConfigError: ``tag`` is not an ``OutputTag``.
+        """
+        if not isinstance(tag, OutputTag):
+            raise ConfigError(f"get_side_output: expected an OutputTag, got {type(tag).__name__}")
+        self._side_tags.add(tag)
+        node = self._operator(
+            f"side-{tag.name}",
+            None,
+            None,
+            self._node.parallelism,
+            lambda n, u: SideOutputOperator(n, u, tag),
+        )
+        node.side_tag = tag
+        return DataStream(self._env, node)
+
+    def window_all(
+        self, assigner: WindowAssigner, *, timestamp: Callable[[Any], Any] | None = None
+    ) -> WindowedStream:
+        """Windows over the whole stream (one subtask), as Flink's ``windowAll``."""
+        keyed = self.key_by(_all_key)
+        from runtime.api.windowed import WindowedStream
+
+        return WindowedStream(keyed, assigner, timestamp, parallelism=1)
 
     @property
     def environment(self) -> StreamEnvironment:
@@ -157,7 +236,9 @@ class DataStream:
         node = self._operator(
             "filter", name, uid, parallelism, lambda n, u: FilterOperator(n, u, make())
         )
-        return DataStream(self._env, node)
+        stream = DataStream(self._env, node)
+        stream._timestamps = self._timestamps
+        return stream
 
     def flat_map(
         self,
@@ -264,7 +345,9 @@ class DataStream:
                     f"key_by: key_type {key_type!r} cannot be keyed: {error}"
                 ) from None
         partitioning = Partitioning(PartitionKind.KEY_GROUP, key_selector)
-        return KeyedStream(self._env, self._partition(partitioning), key_selector)
+        keyed = KeyedStream(self._env, self._partition(partitioning), key_selector)
+        keyed._timestamps = self._timestamps
+        return keyed
 
     def rebalance(self) -> DataStream:
         """Spread buffers round robin over the next operator's subtasks."""
@@ -366,6 +449,10 @@ class DataStream:
         )
 
 
+def _all_key(record: Any) -> int:
+    return 0
+
+
 def _sample_of(key_type: type) -> Any:
     samples: dict[type, Any] = {
         int: 0,
@@ -401,20 +488,61 @@ class KeyedStream(DataStream):
         uid: str | None = None,
         parallelism: int | None = None,
     ) -> DataStream:
-        """Run ``fn.process_element(value, ctx)`` per record with keyed state (``ctx``)."""
+        """Run ``fn.process_element(value, ctx)`` per record with keyed state (``ctx``).
+
+        A function class may define ``on_timer(timestamp, ctx)`` and register timers
+        with ``ctx.timer_service``; ``ctx.output(tag, value)`` emits to a side output.
+        """
         make = self._adapt(
             fn, "process_element", 2, "process_element", "process", name, KeyedProcessFunction
         )
         key_selector = self.key_selector
+        side_tags: set[OutputTag] = set()
         node = self._operator(
             "process",
             name,
             uid,
             parallelism,
-            lambda n, u: KeyedProcessOperator(n, u, make(), key_selector),
+            lambda n, u: keyed_process_operator(n, u, make(), key_selector, side_tags),
             key_selector=key_selector,
         )
-        return DataStream(self._env, node)
+        stream = DataStream(self._env, node)
+        stream._side_tags = side_tags
+        return stream
+
+    def window(
+        self, assigner: WindowAssigner, *, timestamp: Callable[[Any], Any] | None = None
+    ) -> WindowedStream:
+        """Cut each key's records into the windows of ``assigner``.
+
+        Args:
+            assigner: e.g. ``TumblingEventTimeWindows.of(60)``.
+            timestamp: the records' event timestamp (default: the stream's assigner).
+        """
+        from runtime.api.windowed import WindowedStream
+
+        return WindowedStream(self, assigner, timestamp)
+
+    def _windowed(
+        self,
+        default_name: str,
+        name: str | None,
+        uid: str | None,
+        parallelism: int | None,
+        factory: Callable[[str, str, set[OutputTag]], StreamOperator],
+    ) -> DataStream:
+        side_tags: set[OutputTag] = set()
+        node = self._operator(
+            default_name,
+            name,
+            uid,
+            parallelism,
+            lambda n, u: factory(n, u, side_tags),
+            key_selector=self.key_selector,
+        )
+        stream = DataStream(self._env, node)
+        stream._side_tags = side_tags
+        return stream
 
     def reduce(
         self,

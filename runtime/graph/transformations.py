@@ -58,6 +58,8 @@ class Transformation:
         explicit_name: whether the user gave ``name``.
         chainable: whether the node may share a chain with its neighbours (async I/O
             runs alone: its task interleaves completed calls with new input).
+        side_tag: the ``OutputTag`` this node selects (the head of ``get_side_output``):
+            its producer's writer towards it carries that tag's side records only.
     """
 
     id: int
@@ -73,6 +75,7 @@ class Transformation:
     max_parallelism: int | None = None
     explicit_name: bool = False
     chainable: bool = True
+    side_tag: Any = None
 
     def __repr__(self) -> str:
         return f"<{self.kind.value} {self.name!r} #{self.id}>"

@@ -241,6 +241,7 @@ class Deployment:
                 subtask,
                 key_error,
             )
+            writer.side_tag = edge.target.head.side_tag  # type: ignore[attr-defined]
             if restored is not None:
                 consumer_uid = uid_of(edge.target.head)
                 consumers = [j for j in range(edge.target.parallelism) if (subtask, j) in matrix]

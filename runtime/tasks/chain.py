@@ -15,6 +15,7 @@ from typing import Any
 
 from runtime.tasks.operators import StreamOperator
 from runtime.tasks.record_writer import RecordWriter
+from runtime.time.chain_time import ChainTime
 
 
 class OperatorChain:
@@ -31,6 +32,10 @@ class OperatorChain:
         self.writers = list(writers)
         self.is_async = any(op.is_async for op in self.operators)
         self._single_writer = self.writers[0] if len(self.writers) == 1 else None
+        # Event time: watermarks, timers and side outputs (runtime.time.chain_time).
+        self.time = ChainTime(self)
+        if self.time.routes_side_outputs:
+            self._single_writer = None
 
     @property
     def head(self) -> StreamOperator:
@@ -104,6 +109,8 @@ class OperatorChain:
         single = self._single_writer
         if single is not None:
             single.write(batch)
+        elif self.time.routes_side_outputs:
+            self.time.write_routed(batch)
         else:
             for writer in self.writers:
                 writer.write(batch)

@@ -86,12 +86,15 @@ class RecordWriter:
         """Records held by the writer (partial and full buffers), all channels."""
         total = sum(len(b) for b in self._partial)
         for queue in self._full:
-            total += sum(len(b) for b in queue)
+            total += sum(len(b) for b in queue if b.__class__ is list)
         return total
 
     def pending_buffers(self, channel: int) -> list[Buffer]:
-        """The buffers of ``channel`` not yet handed to it, oldest first (copies of lists)."""
-        out = [list(b) for b in self._full[channel]]
+        """The buffers of ``channel`` not yet handed to it, oldest first (copies of lists).
+
+        Queued events (watermarks) are not buffers: they are not channel state.
+        """
+        out = [list(b) for b in self._full[channel] if b.__class__ is list]
         if self._partial[channel]:
             out.append(list(self._partial[channel]))
         return out
@@ -227,6 +230,16 @@ class RecordWriter:
             while queue:
                 target.force_send(queue.popleft())
                 self._full_count -= 1
+
+    def emit_event(self, event: object) -> None:
+        """Queue an ordered event (a watermark) on every channel, after the data so far.
+
+        Unlike ``broadcast_event`` it is sent like a buffer: a full channel holds it
+        back (backpressure), and ``try_flush`` sends it in order.
+        """
+        self.seal_partial()
+        for channel in range(self._n):
+            self._queue_full(channel, event)  # type: ignore[arg-type]
 
     def broadcast_event(self, event: object) -> None:
         """Send an ordered event on every channel, after all data written so far."""

@@ -185,7 +185,13 @@ class SourceTask(Task):
         return False
 
     async def idle(self, seconds: float) -> None:
-        """Send partial buffers, then wait up to ``seconds`` (or until woken)."""
+        """Send partial buffers, then wait up to ``seconds`` (or until woken).
+
+        Watermark generators are polled first: an idle source may turn idle (idleness).
+        """
+        chain_time = self.chain.time
+        if chain_time.generators:
+            await chain_time.poll_generators(time.monotonic())
         await self.flush_all()
         with anyio.move_on_after(seconds):
             await self.wait_idle()

@@ -46,6 +46,8 @@ from runtime.checkpoint.events import (
 from runtime.checkpoint.ids import CheckpointId
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.task import Task
+from runtime.time.valve import WatermarkValve
+from runtime.time.watermarks import Watermark, WatermarkStatus
 
 
 class StreamTask(Task):
@@ -87,6 +89,8 @@ class StreamTask(Task):
         # Per input channel: whether it gave its last record (EndOfData or its end).
         self._data_ended = [False] * gate.num_channels
         self._channels_with_data = gate.num_channels
+        # Event time: the subtask's watermark is the minimum over its active inputs.
+        self.valve = WatermarkValve(gate.num_channels)
 
     async def replay_restored_input(self) -> None:
         """Process restored input channel state, per channel in order, before any input.
@@ -145,8 +149,31 @@ class StreamTask(Task):
             elif item.__class__ is EndOfData:
                 if self._end_of_data(index):
                     return
+            elif item.__class__ is Watermark or item.__class__ is WatermarkStatus:
+                await self.on_time_event(index, item)
             else:
                 self.handle_event(index, item)
+
+    async def on_time_event(self, channel: int, event: Watermark | WatermarkStatus) -> None:
+        """A watermark or status of input ``channel``: through the valve into the chain.
+
+        Timers a watermark fires change state, so a snapshot whose synchronous part
+        runs in a worker thread (RocksDB) is waited for first, as for records.
+        """
+        if event.__class__ is Watermark:
+            outputs = self.valve.on_watermark(channel, event.timestamp)  # type: ignore[union-attr]
+        else:
+            outputs = self.valve.on_status(channel, event)  # type: ignore[arg-type]
+        if not outputs:
+            return
+        await self.wait_snapshots_taken()
+        chain_time = self.chain.time
+        for output in outputs:
+            if output.__class__ is WatermarkStatus:
+                await chain_time.status(output)  # type: ignore[arg-type]
+            else:
+                await chain_time.advance(output)  # type: ignore[arg-type]
+        await self.after_buffer()
 
     def _end_of_data(self, channel: int) -> bool:
         """Input ``channel`` gave its last record; returns whether every channel has."""
@@ -179,6 +206,8 @@ class StreamTask(Task):
             )
         if item is END_OF_CHANNEL:
             self.perform(self.barriers.on_end_of_channel(index, time.monotonic()))
+        elif item.__class__ is Watermark or item.__class__ is WatermarkStatus:
+            pass  # event time ended with the input (MAX_WATERMARK came before EndOfData)
         elif item.__class__ is not EndOfData:
             self.handle_event(index, item)
         if self.deadline != math.inf:

@@ -55,6 +55,8 @@ from runtime.checkpoint.events import (
 from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.snapshot import TaskCheckpointing
+from runtime.time.chain_time import FIRE_PROCESSING_TIMERS, FireProcessingTimers
+from runtime.time.watermarks import MAX_WATERMARK
 from storage.backend import close_keyed_backend, prepare_keyed_backend
 
 YIELD_INTERVAL = 0.002
@@ -113,6 +115,9 @@ class Task(Actor):
         for operator in self.async_operators:
             operator.bind_host(self)
         self._flush_timer: asyncio.TimerHandle | None = None
+        # Event time: timer-owning operators wake the task through its mailbox.
+        self.timers_due = False
+        chain.time.attach(lambda: self.mailbox.put(FIRE_PROCESSING_TIMERS))
 
     def enable_checkpointing(
         self,
@@ -160,6 +165,10 @@ class Task(Actor):
                 await self.run_loop()
                 await self.wait_snapshots_taken()
                 if not self.suspended:
+                    # The end of input is the end of event time (Flink's MAX_WATERMARK):
+                    # event-time windows and timers fire before EndOfData.
+                    await self.wait_snapshots_taken()
+                    await self.chain.time.advance(MAX_WATERMARK)
                     await self.chain.end_input()
                     self.input_ended = True
                     if self.checkpointing is not None:
@@ -252,6 +261,12 @@ class Task(Actor):
                     self.job_final = True
             case AwaitFinalCheckpoint():
                 self.wait_for_final = True
+            case FireProcessingTimers():
+                self.timers_due = True
+                checkpointing = self.checkpointing
+                if not self.chain.is_async and not (checkpointing and checkpointing.taking):
+                    self.timers_due = False
+                    self.chain.time.fire_processing_timers_sync()
             case NotifyCheckpointAborted(checkpoint_id=checkpoint_id, reason=reason):
                 self.on_checkpoint_aborted(checkpoint_id, reason)
                 for operator in self.chain.operators:
@@ -308,6 +323,13 @@ class Task(Actor):
         """Send what a buffer produced; honour the buffer timeout; yield now and then."""
         if self.async_operators:
             self.emit_async_results()
+        chain_time = self.chain.time
+        if chain_time.generators:
+            await chain_time.poll_generators(time.monotonic())
+        if self.timers_due:
+            await self.wait_snapshots_taken()
+            self.timers_due = False
+            await chain_time.fire_processing_timers()
         await self.drain_outputs()
         now = time.perf_counter()
         self.check_buffer_timeout(time.monotonic())

@@ -1,0 +1,300 @@
+"""``WindowOperator``: keyed windows with incremental state, fired by timers.
+
+Built by ``WindowedStream`` (``runtime.api.windowed``) and run in a keyed subtask like
+any keyed operator. Per record: its key, its timestamp (the stream's timestamp
+assigner; processing time: ``time.time()``), its windows (the assigner); each window's
+accumulator lives in the keyed map state ``"window-contents"`` under the plain tuple
+``(start, end)``: the reduced value, an ``AggregateFunction`` accumulator, or the list
+of elements for a ``ProcessWindowFunction``. Session windows merge in that map: the
+accumulators of the windows a new one touches are merged into the covering window
+(``reduce``, ``AggregateFunction.merge``, or list concatenation), so no separate
+merging-window set is needed and the map is all the state there is.
+
+Triggering is Flink's default: event-time windows fire when the watermark reaches their
+end (an event-time timer at ``end``, ``runtime.time.timers``), processing-time windows
+when the clock does. Records for a window that already fired but is within
+``allowed_lateness`` fire it again at once; the window's state is dropped when the
+watermark reaches ``end + allowed_lateness``. A record all of whose windows are past
+that is late: it goes to the ``side_output_late_data`` tag if one is set, else it is
+counted in ``late_records_dropped``. Window results are records without a timestamp
+field; their event time, if a later operator needs one, is up to its assigner (e.g.
+``end`` of the window carried in the result).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from runtime.errors import ConfigError
+from runtime.tasks.operators import _NO_KEY, StreamOperator, explain_key_error
+from runtime.time.operators import OutputTag, SideRecord, schedule_on_loop
+from runtime.time.timers import TimerService
+from runtime.time.watermarks import check_timestamp
+from runtime.windows.assigners import TimeWindow, WindowAssigner, merge_windows
+from runtime.windows.functions import WindowContext
+from storage import KeyGroupAssigner, MapStateDescriptor
+
+__all__ = ["WINDOW_CONTENTS", "WindowFunctions", "WindowOperator"]
+
+WINDOW_CONTENTS = "window-contents"
+"""The keyed map state of window accumulators: ``(start, end) -> accumulator``."""
+
+
+class WindowFunctions:
+    """How a window's records become its accumulator and its output.
+
+    Args:
+        create: a new accumulator, or None for "the first record".
+        add: ``(accumulator, record) -> accumulator``.
+        merge: ``(a, b) -> accumulator`` (session windows).
+        result: ``accumulator -> value``.
+        process: ``ProcessWindowFunction.process`` over ``[value]`` (or the elements),
+            or None to emit ``value``.
+        owners: function objects with ``open``/``close`` hooks.
+    """
+
+    def __init__(
+        self,
+        create: Callable[[], Any] | None,
+        add: Callable[[Any, Any], Any],
+        merge: Callable[[Any, Any], Any],
+        result: Callable[[Any], Any],
+        process: Callable[[Any, WindowContext, list[Any]], Any] | None,
+        owners: list[Any],
+        *,
+        elements: bool = False,
+    ) -> None:
+        self.create = create
+        self.add = add
+        self.merge = merge
+        self.result = result
+        self.process = process
+        self.owners = owners
+        self.elements = elements
+
+
+class WindowOperator(StreamOperator):
+    """Keyed windows (see the module docstring).
+
+    Args:
+        name: the operator's name.
+        uid: its stable id.
+        assigner: the window assigner.
+        key_selector: the keyed stream's key.
+        timestamp: the stream's timestamp assigner (event time).
+        functions: what the window computes.
+        allowed_lateness: how long after its end a window keeps its state.
+        late_tag: the side output of late records, or None.
+        side_tags: the side output tags that have consumers.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        uid: str,
+        assigner: WindowAssigner,
+        key_selector: Callable[[Any], Any],
+        timestamp: Callable[[Any], Any] | None,
+        functions: WindowFunctions,
+        allowed_lateness: float,
+        late_tag: OutputTag | None,
+        side_tags: set[OutputTag],
+    ) -> None:
+        super().__init__(name, uid)
+        if assigner.is_event_time and timestamp is None:
+            raise ConfigError(
+                f"operator {name!r}: event-time windows need timestamps; call "
+                f"assign_timestamps_and_watermarks() before key_by(), or give window() a "
+                f"timestamp= function"
+            )
+        self.assigner = assigner
+        self.key_selector = key_selector
+        self.timestamp = timestamp
+        self.functions = functions
+        self.lateness = allowed_lateness
+        self.late_tag = late_tag if late_tag in side_tags else None
+        self.late_records_dropped = 0
+        self.post: Callable[[], None] | None = None
+        self.timers: TimerService | None = None
+        self._state: Any = None
+        self._assigner_kg: KeyGroupAssigner | None = None
+
+    def setup(self, ctx: Any) -> None:  # noqa: D102
+        super().setup(ctx)
+        assert ctx.keyed_backend is not None, "window operator without a keyed backend"
+        self._state = ctx.keyed_backend.get_state(MapStateDescriptor(WINDOW_CONTENTS))
+        self._assigner_kg = KeyGroupAssigner(ctx.max_parallelism, ctx.parallelism)
+
+    async def open(self) -> None:  # noqa: D102
+        schedule = schedule_on_loop(self.post) if self.post is not None else None
+        self.timers = TimerService(self.context.keyed_backend, schedule)
+        self.timers.restore()
+        for owner in self.functions.owners:
+            if hasattr(owner, "open"):
+                try:
+                    result = owner.open(self.context)
+                    if result is not None and hasattr(result, "__await__"):
+                        await result
+                except Exception as error:
+                    raise self.phase_error(error, "open()") from error
+
+    async def close(self) -> None:  # noqa: D102
+        for owner in self.functions.owners:
+            if hasattr(owner, "close"):
+                try:
+                    result = owner.close()
+                    if result is not None and hasattr(result, "__await__"):
+                        await result
+                except Exception as error:
+                    raise self.phase_error(error, "close()") from error
+
+    # -- records --------------------------------------------------------------------------
+
+    def process_batch(self, batch: list[Any]) -> list[Any]:  # noqa: D102
+        timers = self.timers
+        assert timers is not None and self._assigner_kg is not None
+        backend = self.context.keyed_backend
+        state = self._state
+        get, put = state.get, state.put
+        key_group = self._assigner_kg.key_group
+        key_selector = self.key_selector
+        stamp = self.timestamp
+        assign = self.assigner.assign
+        event_time = self.assigner.is_event_time
+        merging = self.assigner.is_merging
+        functions = self.functions
+        create, add = functions.create, functions.add
+        lateness = self.lateness
+        watermark = timers.current_watermark
+        register = (
+            timers.register_event_time_timer
+            if event_time
+            else timers.register_processing_time_timer
+        )
+        out: list[Any] = []
+        now = time.time()
+        record = key = None
+        try:
+            for record in batch:
+                key = _NO_KEY
+                key = key_selector(record)
+                key_group(key)
+                if key is None:
+                    raise explain_key_error(ValueError(), None)
+                backend.current_key = key
+                timestamp = check_timestamp(stamp(record)) if event_time else now
+                accepted = False
+                for window in assign(timestamp):
+                    end = window[1]
+                    if event_time and end + lateness <= watermark:
+                        continue  # late: the window's state is gone
+                    accepted = True
+                    if merging:
+                        window = self._merge(key, window)
+                        end = window[1]
+                    bounds = (window[0], end)
+                    acc = get(bounds)
+                    if acc is None:
+                        acc = record if create is None else add(create(), record)
+                        if not (event_time and end <= watermark):
+                            register(end)
+                        if lateness and event_time:
+                            register(end + lateness)
+                    else:
+                        acc = add(acc, record)
+                    put(bounds, acc)
+                    if event_time and end <= watermark:
+                        # Late but allowed: fire again with the new record (Flink).
+                        out.extend(self._emit(key, bounds, acc))
+                if not accepted:
+                    if self.late_tag is not None:
+                        out.append(SideRecord(self.late_tag, record))
+                    else:
+                        self.late_records_dropped += 1
+        except Exception as error:
+            cause = explain_key_error(error, key)
+            raise self.error(cause, record) from cause
+        self.records_in += len(batch)
+        self.records_out += len(out)
+        return out
+
+    def _merge(self, key: Hashable, window: TimeWindow) -> TimeWindow:
+        state = self._state
+        existing = [TimeWindow(*bounds) for bounds in state.keys()]  # noqa: SIM118
+        merged, absorbed = merge_windows(existing, window)
+        if not absorbed or (len(absorbed) == 1 and absorbed[0] == merged):
+            return merged
+        timers = self.timers
+        assert timers is not None
+        event_time = self.assigner.is_event_time
+        acc: Any = None
+        for old in absorbed:
+            bounds = (old[0], old[1])
+            value = state.get(bounds)
+            state.remove(bounds)
+            if event_time:
+                timers.delete_event_time_timer(old[1])
+                if self.lateness:
+                    timers.delete_event_time_timer(old[1] + self.lateness)
+            else:
+                timers.delete_processing_time_timer(old[1])
+            acc = value if acc is None else self.functions.merge(acc, value)
+        target = (merged[0], merged[1])
+        state.put(target, acc)
+        if event_time:
+            timers.register_event_time_timer(merged[1])
+            if self.lateness:
+                timers.register_event_time_timer(merged[1] + self.lateness)
+        else:
+            timers.register_processing_time_timer(merged[1])
+        return merged
+
+    # -- firing ---------------------------------------------------------------------------
+
+    def _emit(self, key: Any, bounds: tuple[float, float], acc: Any) -> list[Any]:
+        functions = self.functions
+        value = functions.result(acc)
+        if functions.process is None:
+            return [value]
+        timers = self.timers
+        assert timers is not None
+        context = WindowContext(bounds, timers.current_watermark, time.time())
+        elements = value if functions.elements else [value]
+        result = functions.process(key, context, elements)
+        return [] if result is None else list(result)
+
+    def _fire(self, due: list[tuple[float, Hashable]]) -> list[Any]:
+        out: list[Any] = []
+        backend = self.context.keyed_backend
+        state = self._state
+        lateness = self.lateness if self.assigner.is_event_time else 0
+        for timestamp, key in due:
+            backend.current_key = key
+            for bounds in state.keys():  # noqa: SIM118 (MapState)
+                end = bounds[1]
+                try:
+                    if end == timestamp:
+                        out.extend(self._emit(key, (bounds[0], end), state.get(bounds)))
+                    if end + lateness == timestamp:
+                        state.remove(bounds)
+                except Exception as error:
+                    raise self.phase_error(
+                        error, f"firing window {tuple(bounds)!r} of key {key!r}"
+                    ) from error
+        self.records_out += len(out)
+        return out
+
+    def process_watermark(self, watermark: float) -> tuple[list[Any], float | None]:
+        """Fire the windows the watermark completed; drop those past their lateness."""
+        timers = self.timers
+        if timers is None:
+            return [], watermark
+        return self._fire(timers.advance_watermark(watermark)), watermark
+
+    def fire_processing_timers(self) -> list[Any]:
+        """Fire the processing-time windows whose end came."""
+        if self.timers is None:
+            return []
+        return self._fire(self.timers.due_processing_timers())
