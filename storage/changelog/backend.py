@@ -241,8 +241,13 @@ class ChangelogKeyedStateBackend:
         self.maybe_materialize()
         return segment
 
-    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coroutine)
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any] | None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside a job (offline tools): the next checkpoint uploads
+            coroutine.close()
+            return None
+        task = loop.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -337,7 +342,7 @@ class ChangelogKeyedStateBackend:
         if segment is not None:
             self._start_upload(segment)
         self._materializing = self._spawn(materialize(self, self.log.seq))
-        return True
+        return self._materializing is not None
 
     async def wait_materialized(self) -> None:
         """Wait until no materialization runs."""
