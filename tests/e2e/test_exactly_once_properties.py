@@ -156,7 +156,7 @@ def test_exactly_once_modes_lose_and_duplicate_nothing_on_rocksdb(
 
 
 @pytest.mark.parametrize("backend", ["heap", "rocksdb"])
-@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@PROPERTY
 @given(data=st.data())
 def test_exactly_once_with_the_changelog_backend(backend: str, data: st.DataObject) -> None:
     """The same property with the changelog state backend (tiny files, frequent
