@@ -75,7 +75,13 @@ class ChainTime:
         operators = self.chain.operators
         current: float | None = watermark
         for index in range(start, len(operators)):
-            hook = getattr(operators[index], "process_watermark", None)
+            operator = operators[index]
+            if getattr(operator, "busy", False) and hasattr(operator, "bind_host"):
+                # Async I/O (ordered or not): a watermark is an order boundary, so the
+                # results of every record before it go out first (Flink). The task
+                # reads no input meanwhile and still serves checkpoints.
+                await operator.host.wait_operator(operator._drained)
+            hook = getattr(operator, "process_watermark", None)
             if hook is None:
                 continue
             out, current = hook(current)
