@@ -16,8 +16,9 @@ comes:
 
 * ``prepared:K``: right after the first ``PREPARE TRANSACTION`` of the K-th checkpoint
   of the run that prepared one (a transaction prepared whose checkpoint has not
-  completed; with one checkpoint at a time, the checkpoint before it has);
-* ``commit:K``: inside the run's K-th commit, right after its ``COMMIT PREPARED``,
+  completed; with ``prepared:1`` no checkpoint of the run has completed);
+* ``commit:K``: inside the run's K-th commit (of a transaction with rows), right after
+  its ``COMMIT PREPARED``,
   before the notification finished (mid-commit: the other subtask's transaction of
   the same checkpoint may still be prepared, and the checkpoint's state lists both as
   pending).
@@ -132,9 +133,10 @@ async def main() -> int:
         switch = KillSwitch(args.kill_at)
         install(switch)
     env = StreamEnvironment(parallelism=2)
+    storage = Path(args.checkpoints).absolute().as_uri()  # noqa: ASYNC240 - once, at start
     env.enable_checkpointing(
         0.05,
-        storage=Path(args.checkpoints).absolute().as_uri(),
+        storage=storage,
         retention=ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION,
         retained=2,
     )

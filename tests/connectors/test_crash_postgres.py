@@ -6,8 +6,9 @@ completed (so there is nothing to restore: the second run starts afresh, and mus
 back what the first left prepared); the second kills itself in the middle of its
 first commit (after ``COMMIT PREPARED`` of one subtask's transaction, before the
 notification finished); the third, restored from the second's checkpoint, commits
-what is still prepared, skips what was committed, and reads to the end. Then the table holds each entry once with per-key counts ``1..n``, and no
-prepared transaction is left on the server. Kill points are counts, not times.
+what is still prepared, skips what was committed, and reads to the end. Then the
+table holds each entry once with per-key counts ``1..n``, and no prepared transaction
+is left on the server. Kill points are counts, not times.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def run(args: list[str], workdir: Path, index: int) -> tuple[int, list[dict[str,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise AssertionError(f"run {index} did not exit in {RUN_TIMEOUT} s: {err.read_text()}")
+            raise AssertionError(
+                f"run {index} did not exit in {RUN_TIMEOUT} s: {err.read_text()}"
+            ) from None
     events = [json.loads(line) for line in out.read_text().splitlines() if line.endswith("}")]
     return code, events, err.read_text(errors="replace")
 
