@@ -117,6 +117,7 @@ class ChangelogKeyedStateBackend:
         self._key: Hashable | None = None
         self._handles: dict[str, State] = {}
         self._codecs: dict[str, Codecs] = {}
+        self._descriptors: dict[str, StateDescriptor] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._materialize_timer: asyncio.TimerHandle | None = None
@@ -153,11 +154,23 @@ class ChangelogKeyedStateBackend:
         if handle is not None:
             return handle
         codecs = self._codecs[descriptor.name] = codecs_for(descriptor, self.allow_pickle)
+        self._descriptors[descriptor.name] = descriptor
         entries = self.replay.pop(descriptor.name, None)
         if entries:
             self._replay(descriptor, inner, codecs, entries)
         handle = self._handles[descriptor.name] = wrap_handle(self, inner, descriptor, codecs)
         return handle
+
+    def replay_registered(self) -> None:
+        """Replay the restored changes of the states registered already."""
+        for name in [name for name in self.replay if name in self._handles]:
+            descriptor = self._descriptors[name]
+            self._replay(
+                descriptor,
+                self.inner.get_state(descriptor),
+                self._codecs[name],
+                self.replay.pop(name),
+            )
 
     def _replay(
         self,

@@ -129,6 +129,8 @@ async def restore_changelog(
                 replay.setdefault(name, []).append((decode_key(key), op, map_key, value))
     backend.base = handles
     backend.base_dir = job_dir
+    # States registered before the restore (a runtime operator's, in its setup).
+    backend.replay_registered()
 
 
 async def adopt_base(backend: ChangelogKeyedStateBackend, storage: Any) -> None:

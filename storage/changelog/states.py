@@ -60,14 +60,19 @@ def codecs_for(descriptor: StateDescriptor, allow_pickle: bool) -> Codecs:
 
 
 class _Logged:
-    __slots__ = ("_backend", "_encode", "_inner", "_name")
+    __slots__ = ("_backend", "_encode", "_inner", "_name", "descriptor")
 
     def __init__(
-        self, backend: ChangelogKeyedStateBackend, inner: Any, name: str, codecs: Codecs
+        self,
+        backend: ChangelogKeyedStateBackend,
+        inner: Any,
+        descriptor: StateDescriptor,
+        codecs: Codecs,
     ) -> None:
         self._backend = backend
         self._inner = inner
-        self._name = name
+        self.descriptor = descriptor
+        self._name = descriptor.name
         self._encode = codecs.values.encode
 
     def clear(self) -> None:
@@ -135,9 +140,13 @@ class ChangelogMapState(_Logged, MapState):
     __slots__ = ("_encode_key",)
 
     def __init__(
-        self, backend: ChangelogKeyedStateBackend, inner: Any, name: str, codecs: Codecs
+        self,
+        backend: ChangelogKeyedStateBackend,
+        inner: Any,
+        descriptor: StateDescriptor,
+        codecs: Codecs,
     ) -> None:
-        super().__init__(backend, inner, name, codecs)
+        super().__init__(backend, inner, descriptor, codecs)
         assert codecs.map_keys is not None
         self._encode_key = codecs.map_keys.encode
 
@@ -204,15 +213,14 @@ def wrap_handle(
     backend: ChangelogKeyedStateBackend, inner: State, descriptor: StateDescriptor, codecs: Codecs
 ) -> State:
     """Wrap the wrapped backend's handle ``inner`` of ``descriptor``."""
-    name = descriptor.name
     if isinstance(descriptor, ValueStateDescriptor):
-        return ChangelogValueState(backend, inner, name, codecs)
+        return ChangelogValueState(backend, inner, descriptor, codecs)
     if isinstance(descriptor, ListStateDescriptor):
-        return ChangelogListState(backend, inner, name, codecs)
+        return ChangelogListState(backend, inner, descriptor, codecs)
     if isinstance(descriptor, MapStateDescriptor):
-        return ChangelogMapState(backend, inner, name, codecs)
+        return ChangelogMapState(backend, inner, descriptor, codecs)
     if isinstance(descriptor, ReducingStateDescriptor):
-        return ChangelogReducingState(backend, inner, name, codecs)
+        return ChangelogReducingState(backend, inner, descriptor, codecs)
     raise StateError(
         f"unknown state descriptor type {type(descriptor).__name__} for state "
         f"{descriptor.name!r}; use a Value/List/Map/ReducingStateDescriptor"

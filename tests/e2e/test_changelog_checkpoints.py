@@ -167,3 +167,41 @@ def test_the_changelog_needs_a_file_storage() -> None:
     env.from_collection([1]).key_by(lambda v: v).map(lambda v: v).collect()
     with pytest.raises(ConfigError, match="changelog=True needs a file-system checkpoint"):
         env.get_job_graph()
+
+
+def reduce_env(checkpoints: Path, rate: float | None, parallelism: int = 2) -> StreamEnvironment:
+    env = StreamEnvironment(parallelism=parallelism, max_parallelism=32, changelog=OPTIONS)
+    env.enable_checkpointing(
+        3600.0,
+        storage=f"file://{checkpoints}",
+        retention=ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION,
+        retained=2,
+    )
+    (
+        env.generate(
+            lambda i: (i % KEYS, i), RECORDS, records_per_second=rate, name="numbers", uid="numbers"
+        )
+        .key_by(lambda pair: pair[0])
+        .reduce(lambda a, b: (a[0], a[1] + b[1]), uid="sums")
+        .collect(name="out")
+    )
+    return env
+
+
+async def test_a_keyed_reduce_registered_before_the_restore_replays_its_changelog(
+    tmp_path: Path,
+) -> None:
+    """A runtime operator registers its state in setup, before the restore: its restored
+    changes are replayed all the same."""
+    client = await reduce_env(tmp_path / "a", rate=1_500).start("reduce")
+    for _ in range(2):
+        completed = await client.trigger_checkpoint()
+    client.cancel()
+    await client.wait()
+    names = shared_names(load_metadata_file(Path(completed.pointer)))
+    assert any(name.startswith("changelog-") for name in names), names
+    result = await reduce_env(tmp_path / "b", rate=None, parallelism=3).execute(
+        "reduce", restore_from=completed.pointer
+    )
+    finals = dict(result.collected["out"])  # the last running sum of each key wins
+    assert finals == {key: sum(v for v in range(RECORDS) if v % KEYS == key) for key in range(KEYS)}
