@@ -98,7 +98,7 @@ def cost_from_history(stats: dict[str, Any]) -> tuple[float, int]:
     """Median end-to-end duration of the completed checkpoints in a job's statistics.
 
     Args:
-        stats: the body of ``GET /jobs/{id}/checkpoints``.
+        stats: the body of ``GET /jobs/{id}/checkpoints`` (durations in milliseconds).
 
     Returns:
         The median and the number of checkpoints it is over. Savepoints are left out.
@@ -107,9 +107,9 @@ def cost_from_history(stats: dict[str, Any]) -> tuple[float, int]:
         CliError: no completed checkpoint yet.
     """
     durations = [
-        float(entry["end_to_end_duration"])
+        float(entry["end_to_end_duration"]) / 1000  # Flink's milliseconds
         for entry in stats.get("history", [])
-        if entry.get("status") == "completed"
+        if str(entry.get("status")).upper() == "COMPLETED"
         and not entry.get("is_savepoint")
         and entry.get("end_to_end_duration") is not None
     ]

@@ -7,25 +7,42 @@ of at least :data:`MIN_JOB_ID_PREFIX` of them that only one job has. Every answe
 JSON; every error is ``{"errors": [message]}`` as in Flink. Which requests are answered
 at all (Host, Origin, Content-Type, token) is :mod:`runtime.cli.guard`'s decision.
 
-=======  ==========================  ==================================================
-method   path                        what
-=======  ==========================  ==================================================
-GET      /jobs                       ``{"jobs": [{"id", "name", "status"}]}``
-GET      /jobs/{id}                  status, restarts, failures, operators' records
-PATCH    /jobs/{id}?mode=cancel      cancel the job (202)
-GET      /jobs/{id}/checkpoints      counts, latest, history (seconds, not Flink's ms)
-POST     /jobs/{id}/checkpoints      trigger a checkpoint; answers when it completed
-POST     /jobs/{id}/savepoints       ``{"target-directory", "format"}``: a savepoint
-POST     /jobs/{id}/stop             ``{"targetDirectory", "drain"}``: stop with one
-=======  ==========================  ==================================================
+=======  =================================================  ==================================
+method   path                                               what
+=======  =================================================  ==================================
+GET      /                                                  the dashboard (``dashboard/``)
+GET      /overview                                          counts of jobs by status
+GET      /config                                            the dashboard's refresh interval
+GET      /metrics                                           Prometheus (``runtime.metrics``)
+GET      /jobs                                              ``{"jobs": [{"id", "name",
+                                                            "status"}]}``
+GET      /jobs/{id}                                         the job, its vertices, its plan
+PATCH    /jobs/{id}?mode=cancel                             cancel the job (202)
+GET      /jobs/{id}/vertices/{vid}                          a vertex's subtasks
+GET      /jobs/{id}/vertices/{vid}/backpressure             ok / low / high, ratios
+GET      /jobs/{id}/exceptions                              failures and restarts
+GET      /jobs/{id}/checkpoints                             counts, summary, latest, history
+POST     /jobs/{id}/checkpoints                             trigger a checkpoint; answers when
+                                                            it completed
+GET      /jobs/{id}/checkpoints/config                      the checkpointing configuration
+GET      /jobs/{id}/checkpoints/details/{cid}               one checkpoint, per vertex and
+                                                            subtask
+GET      /jobs/{id}/checkpoints/details/{cid}/subtasks/{v}  one vertex's subtasks in it
+POST     /jobs/{id}/savepoints                              ``{"target-directory", "format"}``
+POST     /jobs/{id}/stop                                    ``{"targetDirectory", "drain"}``
+=======  =================================================  ==================================
+
+Bodies are Flink's (:mod:`runtime.cli.job_views`, :mod:`runtime.cli.checkpoint_views`):
+durations and timestamps in milliseconds.
 
 Flink answers a trigger with a request id to poll; the jobs here live in the server's
 own process, so the POSTs wait for the outcome and answer with what that poll would give
 (``{"status": {"id": "COMPLETED"}, "operation": {"checkpointId", "location"}}``).
 
-Errors: 404 unknown job or path, 405 wrong method, 400 a malformed body or target
-folder, 403 a target folder outside the allowed ones (``runtime.cli.targets``), 409 a job
-that is not running, 500 a checkpoint or savepoint that failed.
+Errors: 404 unknown job, vertex, checkpoint or path, 405 wrong method, 400 a malformed
+id, body or target folder, 403 a target folder outside the allowed ones
+(``runtime.cli.targets``), 409 a job that is not running, 500 a checkpoint or savepoint
+that failed.
 """
 
 from __future__ import annotations
@@ -41,16 +58,23 @@ from starlette.routing import Route
 
 from runtime.api.overrides import JOBS, JobRegistry
 from runtime.api.result import JobClient, JobStatus, SavepointFormat
-from runtime.checkpoint import CheckpointError, CheckpointStatistics, CheckpointStats
+from runtime.checkpoint import CheckpointError, CheckpointStats
+from runtime.cli import checkpoint_views, job_views
+from runtime.cli.dashboard import dashboard_asset
 from runtime.cli.targets import SavepointTargets, TargetRejected
+from runtime.metrics import LoadTracker, VertexSample, sample_job
+from runtime.metrics.prometheus import CONTENT_TYPE, exposition
 
 if TYPE_CHECKING:
     from runtime.scheduler.executor import JobExecution
 
-__all__ = ["MIN_JOB_ID_PREFIX", "ApiError", "checkpoint_statistics_view", "create_app"]
+__all__ = ["DASHBOARD_REFRESH_SECONDS", "MIN_JOB_ID_PREFIX", "ApiError", "create_app"]
 
 MIN_JOB_ID_PREFIX = 8
 """The shortest job id prefix the API accepts (a one-character prefix picked any job)."""
+
+DASHBOARD_REFRESH_SECONDS = 1.0
+"""How often the dashboard polls (``GET /config``'s ``refresh-interval``, in ms there)."""
 
 
 class ApiError(Exception):
@@ -60,82 +84,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-# -- views ----------------------------------------------------------------------------------
-
-
-def _job_overview(execution: JobExecution) -> dict[str, Any]:
-    return {"id": execution.job_id, "name": execution.job_name, "status": execution.status.value}
-
-
-def _job_details(execution: JobExecution) -> dict[str, Any]:
-    return {
-        "jid": execution.job_id,
-        "name": execution.job_name,
-        "state": execution.status.value,
-        "restarts": execution.restarts,
-        "failures": list(execution.failures),
-        "vertices": [
-            {
-                "name": metrics.name,
-                "uid": metrics.uid,
-                "parallelism": metrics.parallelism,
-                "metrics": {
-                    "read-records": metrics.records_in,
-                    "write-records": metrics.records_out,
-                },
-            }
-            for metrics in execution.operator_metrics().values()
-        ],
-    }
-
-
-def _checkpoint_view(stats: CheckpointStats) -> dict[str, Any]:
-    return {
-        "id": stats.checkpoint_id,
-        "status": stats.status.value,
-        "is_savepoint": stats.is_savepoint,
-        "trigger_timestamp": stats.trigger_time,
-        "end_to_end_duration": stats.end_to_end_duration,
-        "sync_duration": stats.max_sync_duration,
-        "async_duration": stats.max_async_duration,
-        "alignment_duration": stats.max_alignment_duration,
-        "start_delay": stats.max_start_delay,
-        "state_size": stats.state_size,
-        "persisted_data": stats.in_flight_bytes,
-        "unaligned": stats.unaligned,
-        "num_acknowledged_subtasks": len(stats.subtasks),
-        "external_path": stats.external_pointer,
-        "failure_message": stats.failure,
-    }
-
-
-def checkpoint_statistics_view(statistics: CheckpointStatistics | None) -> dict[str, Any]:
-    """Flink's ``/jobs/{id}/checkpoints`` body for ``statistics`` (durations in seconds)."""
-    if statistics is None:
-        counts = {"triggered": 0, "in_progress": 0, "completed": 0, "failed": 0, "restored": 0}
-        return {"counts": counts, "latest": {"completed": None, "restored": None}, "history": []}
-    c = statistics.counts
-    latest = statistics.latest_completed
-    return {
-        "counts": {
-            "triggered": c.triggered,
-            "in_progress": c.in_progress,
-            "completed": c.completed,
-            "failed": c.failed,
-            "restored": c.restored,
-        },
-        "latest": {
-            "completed": None if latest is None else _checkpoint_view(latest),
-            "restored": (
-                None
-                if statistics.restored_from is None
-                else {"external_path": statistics.restored_from}
-            ),
-        },
-        "history": [_checkpoint_view(s) for s in reversed(statistics.history)],
-    }
 
 
 def _completed(checkpoint_id: int | None, location: str) -> dict[str, Any]:
@@ -152,6 +100,54 @@ def _completed(checkpoint_id: int | None, location: str) -> dict[str, Any]:
 def _registry(request: Request) -> JobRegistry:
     registry: JobRegistry = request.app.state.registry
     return registry
+
+
+def _tracker(request: Request) -> LoadTracker:
+    tracker: LoadTracker = request.app.state.tracker
+    return tracker
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("weir")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _vertex(request: Request, execution: JobExecution) -> VertexSample:
+    vertex_id = request.path_params["vertex_id"]
+    vertices = sample_job(execution)
+    for vertex in vertices:
+        if vertex.id == vertex_id:
+            return vertex
+    known = ", ".join(v.id for v in vertices) or "none"
+    raise ApiError(
+        404, f"job {execution.job_id} has no vertex {vertex_id!r} (its vertices: {known})"
+    )
+
+
+def _checkpoint(request: Request, execution: JobExecution) -> CheckpointStats:
+    raw = request.path_params["checkpoint_id"]
+    try:
+        checkpoint_id = int(raw)
+    except ValueError:
+        raise ApiError(400, f"checkpoint id must be a number, got {raw!r}") from None
+    statistics = JobClient(execution).checkpoint_stats()
+    for stats in [] if statistics is None else statistics.history:
+        if stats.checkpoint_id == checkpoint_id:
+            return stats
+    raise ApiError(
+        404,
+        f"job {execution.job_id} has no checkpoint {checkpoint_id} in its history "
+        "(see GET /jobs/{id}/checkpoints)",
+    )
+
+
+def _num_subtasks(execution: JobExecution) -> int:
+    graph = getattr(execution, "graph", None)
+    return 0 if graph is None else sum(v.parallelism for v in graph.vertices)
 
 
 def _targets(request: Request) -> SavepointTargets:
@@ -219,15 +215,95 @@ def _failed(execution: JobExecution, what: str, error: CheckpointError) -> ApiEr
 # -- handlers -------------------------------------------------------------------------------
 
 
+async def dashboard(request: Request) -> Response:
+    """GET / and GET /dashboard/{file}: the web dashboard's page and assets."""
+    name = request.path_params.get("file", "index.html")
+    asset = dashboard_asset(name)
+    if asset is None:
+        raise ApiError(404, f"no dashboard file {name!r}")
+    body, media_type = asset
+    return Response(body, media_type=media_type, headers={"cache-control": "no-cache"})
+
+
+async def overview(request: Request) -> Response:
+    """GET /overview."""
+    executions = list(_registry(request).executions.values())
+    return JSONResponse(job_views.overview_view(executions, _version()))
+
+
+async def web_config(request: Request) -> Response:
+    """GET /config: what the dashboard needs to know (Flink's web UI config)."""
+    return JSONResponse(
+        {
+            "refresh-interval": round(DASHBOARD_REFRESH_SECONDS * 1000),
+            "weir-version": _version(),
+            "features": {"web-submit": False, "web-cancel": True},
+        }
+    )
+
+
+async def metrics(request: Request) -> Response:
+    """GET /metrics: Prometheus's text format."""
+    body = exposition(_registry(request), _tracker(request))
+    return Response(body, media_type=CONTENT_TYPE)
+
+
 async def list_jobs(request: Request) -> Response:
     """GET /jobs."""
-    jobs = [_job_overview(e) for e in _registry(request).executions.values()]
+    jobs = [job_views.job_overview(e) for e in _registry(request).executions.values()]
     return JSONResponse({"jobs": jobs})
 
 
 async def job_details(request: Request) -> Response:
     """GET /jobs/{id}."""
-    return JSONResponse(_job_details(_execution(request)))
+    return JSONResponse(job_views.job_details_view(_execution(request), _tracker(request)))
+
+
+async def vertex_details(request: Request) -> Response:
+    """GET /jobs/{id}/vertices/{vid}."""
+    execution = _execution(request)
+    vertex = _vertex(request, execution)
+    return JSONResponse(job_views.vertex_view(execution, vertex, _tracker(request)))
+
+
+async def vertex_backpressure(request: Request) -> Response:
+    """GET /jobs/{id}/vertices/{vid}/backpressure."""
+    execution = _execution(request)
+    vertex = _vertex(request, execution)
+    return JSONResponse(job_views.backpressure_view(execution, vertex, _tracker(request)))
+
+
+async def job_exceptions(request: Request) -> Response:
+    """GET /jobs/{id}/exceptions."""
+    return JSONResponse(job_views.exceptions_view(_execution(request)))
+
+
+async def checkpoint_details(request: Request) -> Response:
+    """GET /jobs/{id}/checkpoints/details/{cid}."""
+    execution = _execution(request)
+    stats = _checkpoint(request, execution)
+    vertices = [(v.id, v.name, v.parallelism) for v in sample_job(execution)]
+    return JSONResponse(checkpoint_views.checkpoint_details_view(stats, vertices))
+
+
+async def checkpoint_subtasks(request: Request) -> Response:
+    """GET /jobs/{id}/checkpoints/details/{cid}/subtasks/{vid}."""
+    execution = _execution(request)
+    stats = _checkpoint(request, execution)
+    vertex = _vertex(request, execution)
+    return JSONResponse(
+        checkpoint_views.subtask_details_view(stats, vertex.id, vertex.name, vertex.parallelism)
+    )
+
+
+async def checkpoint_config(request: Request) -> Response:
+    """GET /jobs/{id}/checkpoints/config."""
+    execution = _execution(request)
+    config = getattr(execution, "checkpoint_config", None)
+    if config is None:
+        raise ApiError(404, f"checkpointing is not enabled for job {execution.job_id}")
+    backend = getattr(getattr(execution, "config", None), "state_backend", "heap")
+    return JSONResponse(checkpoint_views.checkpoint_config_view(config, str(backend)))
 
 
 async def cancel_job(request: Request) -> Response:
@@ -245,7 +321,11 @@ async def cancel_job(request: Request) -> Response:
 async def checkpoint_statistics(request: Request) -> Response:
     """GET /jobs/{id}/checkpoints."""
     execution = _execution(request)
-    return JSONResponse(checkpoint_statistics_view(JobClient(execution).checkpoint_stats()))
+    return JSONResponse(
+        checkpoint_views.checkpoint_statistics_view(
+            JobClient(execution).checkpoint_stats(), _num_subtasks(execution)
+        )
+    )
 
 
 async def trigger_checkpoint(request: Request) -> Response:
@@ -320,14 +400,38 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"errors": [message]}, status_code=500)
 
 
-def create_app(targets: SavepointTargets, registry: JobRegistry = JOBS) -> Starlette:
-    """The ASGI application over ``registry``'s jobs, writing savepoints within ``targets``."""
+def create_app(
+    targets: SavepointTargets, registry: JobRegistry = JOBS, tracker: LoadTracker | None = None
+) -> Starlette:
+    """The ASGI application over ``registry``'s jobs, writing savepoints within ``targets``.
+
+    Args:
+        targets: where savepoints may be written.
+        registry: the jobs.
+        tracker: measures per-second ratios and rates (a new one: over wall time).
+    """
+    job = "/jobs/{job_id}"
     routes = [
+        Route("/", dashboard, methods=["GET"]),
+        Route("/dashboard/{file}", dashboard, methods=["GET"]),
+        Route("/overview", overview, methods=["GET"]),
+        Route("/config", web_config, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/jobs", list_jobs, methods=["GET"]),
-        Route("/jobs/{job_id}", job_details, methods=["GET"]),
-        Route("/jobs/{job_id}", cancel_job, methods=["PATCH"]),
-        Route("/jobs/{job_id}/checkpoints", checkpoint_statistics, methods=["GET"]),
-        Route("/jobs/{job_id}/checkpoints", trigger_checkpoint, methods=["POST"]),
+        Route(job, job_details, methods=["GET"]),
+        Route(job, cancel_job, methods=["PATCH"]),
+        Route(f"{job}/vertices/{{vertex_id}}", vertex_details, methods=["GET"]),
+        Route(f"{job}/vertices/{{vertex_id}}/backpressure", vertex_backpressure, methods=["GET"]),
+        Route(f"{job}/exceptions", job_exceptions, methods=["GET"]),
+        Route(f"{job}/checkpoints", checkpoint_statistics, methods=["GET"]),
+        Route(f"{job}/checkpoints", trigger_checkpoint, methods=["POST"]),
+        Route(f"{job}/checkpoints/config", checkpoint_config, methods=["GET"]),
+        Route(f"{job}/checkpoints/details/{{checkpoint_id}}", checkpoint_details, methods=["GET"]),
+        Route(
+            f"{job}/checkpoints/details/{{checkpoint_id}}/subtasks/{{vertex_id}}",
+            checkpoint_subtasks,
+            methods=["GET"],
+        ),
         Route("/jobs/{job_id}/savepoints", trigger_savepoint, methods=["POST"]),
         Route("/jobs/{job_id}/stop", stop_job, methods=["POST"]),
     ]
@@ -341,4 +445,5 @@ def create_app(targets: SavepointTargets, registry: JobRegistry = JOBS) -> Starl
     )
     app.state.registry = registry
     app.state.targets = targets
+    app.state.tracker = tracker or LoadTracker()
     return app

@@ -94,6 +94,10 @@ def _seconds(value: float | None) -> str:
     return f"{value / 3600:.2f} h"
 
 
+def _milliseconds(value: float | None) -> str:
+    return _seconds(None if value is None else value / 1000)
+
+
 # -- running jobs ---------------------------------------------------------------------------
 
 
@@ -118,15 +122,16 @@ def render_job(details: dict[str, Any], checkpoints: dict[str, Any]) -> None:
     )
     for failure in details.get("failures", []):
         console.print(f"  failure: {failure}")
-    table = Table("operator", "uid", "p", "records in", "records out")
+    table = Table("vertex", "p", "status", "records in", "records out", "backpressure")
     for vertex in details["vertices"]:
         metrics = vertex["metrics"]
         table.add_row(
             vertex["name"],
-            vertex["uid"],
             str(vertex["parallelism"]),
+            vertex["status"],
             f"{metrics['read-records']:,}",
             f"{metrics['write-records']:,}",
+            f"{vertex['backpressure-level']} ({metrics['backPressuredRatio']:.0%})",
         )
     console.print(table)
     c = checkpoints["counts"]
@@ -143,9 +148,9 @@ def render_job(details: dict[str, Any], checkpoints: dict[str, Any]) -> None:
         for entry in history:
             table.add_row(
                 str(entry["id"]),
-                entry["status"],
+                entry["status"].lower(),
                 "savepoint" if entry["is_savepoint"] else "checkpoint",
-                _seconds(entry["end_to_end_duration"]),
+                _milliseconds(entry["end_to_end_duration"]),
                 _bytes(entry["state_size"]),
                 _bytes(entry["persisted_data"]),
                 "yes" if entry["unaligned"] else "no",

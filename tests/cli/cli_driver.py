@@ -161,7 +161,7 @@ class LiveJob:
         while time.monotonic() < deadline:
             outcome = self.weir("list", "--json")
             assert outcome.returncode == 0, outcome.stderr
-            running = [j for j in outcome.json()["jobs"] if j["status"] == "running"]
+            running = [j for j in outcome.json()["jobs"] if j["status"] == "RUNNING"]
             if running:
                 return str(running[0]["id"])
             time.sleep(0.1)

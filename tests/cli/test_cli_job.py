@@ -71,10 +71,10 @@ def failed(outcome: Outcome, *fragments: str) -> None:
 
 def test_list_shows_the_running_job(scenario: Scenario) -> None:
     listed = scenario.job.weir("list", "--json").json()["jobs"]
-    assert listed == [{"id": scenario.job.job_id, "name": "cli test job", "status": "running"}]
+    assert listed == [{"id": scenario.job.job_id, "name": "cli test job", "status": "RUNNING"}]
     table = scenario.job.weir("list")
     assert table.returncode == 0
-    assert scenario.job.job_id in table.stdout and "running" in table.stdout
+    assert scenario.job.job_id in table.stdout and "RUNNING" in table.stdout
 
 
 def test_status_shows_the_operators(scenario: Scenario) -> None:
@@ -82,9 +82,13 @@ def test_status_shows_the_operators(scenario: Scenario) -> None:
     assert outcome.returncode == 0, outcome.stderr
     details = outcome.json()["job"]
     assert details["jid"] == scenario.job.job_id
-    assert details["state"] == "running"
-    assert [v["uid"] for v in details["vertices"]] == ["readings", "sum", "sink"]
+    assert details["state"] == "RUNNING"
+    # Flink's vertices are operator chains: the source alone, then sum and sink chained.
+    uids = [[op["uid"] for op in v["operators"]] for v in details["vertices"]]
+    assert uids == [["readings"], ["sum", "sink"]]
     assert all(v["parallelism"] == 2 for v in details["vertices"])
+    assert [v["status"] for v in details["vertices"]] == ["RUNNING", "RUNNING"]
+    assert all(v["backpressure-level"] in ("ok", "low", "high") for v in details["vertices"])
 
 
 def test_checkpoint_is_triggered_and_completes(scenario: Scenario) -> None:
@@ -101,7 +105,7 @@ def test_checkpoint_is_triggered_and_completes(scenario: Scenario) -> None:
 
     stats = api(scenario, "GET", f"/jobs/{scenario.job.job_id}/checkpoints").json()
     assert stats["counts"]["completed"] >= 2
-    assert stats["latest"]["completed"]["status"] == "completed"
+    assert stats["latest"]["completed"]["status"] == "COMPLETED"
 
 
 def test_unaligned_checkpoints_under_backpressure_persist_in_flight_data(
@@ -165,7 +169,7 @@ def test_savepoint_outside_the_allowed_folders_is_forbidden(scenario: Scenario) 
         assert "outside the folders" in response.json()["errors"][0]
     assert not outside.exists() and not (scenario.root / "escaped").exists()
     # The job runs on.
-    assert api(scenario, "GET", f"/jobs/{job_id}").json()["state"] == "running"
+    assert api(scenario, "GET", f"/jobs/{job_id}").json()["state"] == "RUNNING"
 
 
 def test_unknown_job_is_not_found(scenario: Scenario) -> None:
@@ -213,7 +217,7 @@ def test_bad_paths_are_rejected(scenario: Scenario) -> None:
         json={"targetDirectory": str(scenario.savepoints), "drain": "yes"},
     )
     assert response.status_code == 400 and "drain" in response.json()["errors"][0]
-    assert api(scenario, "GET", f"/jobs/{job_id}").json()["state"] == "running"
+    assert api(scenario, "GET", f"/jobs/{job_id}").json()["state"] == "RUNNING"
 
 
 def test_malformed_requests(scenario: Scenario) -> None:
@@ -259,7 +263,7 @@ def test_the_server_refuses_forged_requests(scenario: Scenario) -> None:
     assert plain.status_code == 415, plain.text
     short = api(scenario, "PATCH", f"/jobs/{job_id[:4]}", params={"mode": "cancel"})
     assert short.status_code == 400, short.text
-    assert api(scenario, "GET", f"/jobs/{job_id}").json()["state"] == "running"
+    assert api(scenario, "GET", f"/jobs/{job_id}").json()["state"] == "RUNNING"
 
 
 # -- stop, and what the job left ------------------------------------------------------------
