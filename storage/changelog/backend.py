@@ -313,6 +313,7 @@ class ChangelogKeyedStateBackend:
         if self.log.current.entries and self._timer is None:
             self._arm_upload_timer()
         self._arm_materialize_timer()
+        self.maybe_materialize()  # what was logged before may be due already
         return self.pins
 
     # -- materialization ---------------------------------------------------------------
@@ -382,6 +383,7 @@ class ChangelogKeyedStateBackend:
             names.extend(part.name for part in handle.changelog)
         self.base = {}
         self.retire(sorted(set(names)))
+        self.maybe_materialize()  # enough may have been logged meanwhile
 
     def materialization_failed(self, error: BaseException) -> None:
         """The materializer failed: log it; the next one is tried when due."""

@@ -52,6 +52,7 @@ from runtime import (
 )
 from runtime.connectors.sequence import GeneratorSource
 from runtime.testing.gates import GatedSource, SourceGate
+from storage.changelog import ChangelogOptions, uploader
 from storage.checkpoint import METADATA_FILE, filesystem
 from storage.checkpoint.layout import METADATA_TMP_FILE
 
@@ -72,6 +73,8 @@ KILL_POINTS = {
     "discard": "the first discard of a subsumed checkpoint, once its _metadata was deleted "
     "(a chk-<n> without _metadata)",
     "record:N": "this run's N-th record at the count operator, while records flow",
+    "changelog-upload:K": "this run's K-th changelog file (--changelog), half written",
+    "materialize:K": "this run's K-th materialized snapshot file (--changelog), half written",
 }
 """Where ``--kill-at`` kills the run: the ``K``/``N`` of a point count within the run."""
 
@@ -89,9 +92,15 @@ class KillSwitch:
     def __init__(self, spec: str) -> None:
         kind, _, arg = spec.partition(":")
         known = {point.partition(":")[0] for point in KILL_POINTS}
-        if kind not in known or (
-            kind in ("pre-commit", "state-write", "metadata", "record") and not arg.isdigit()
-        ):
+        counted = (
+            "pre-commit",
+            "state-write",
+            "metadata",
+            "record",
+            "changelog-upload",
+            "materialize",
+        )
+        if kind not in known or (kind in counted and not arg.isdigit()):
             raise SystemExit(f"--kill-at: unknown kill point {spec!r}; one of {list(KILL_POINTS)}")
         self.spec = spec
         self.kind = kind
@@ -164,6 +173,16 @@ def install_kill_switch(switch: KillSwitch) -> None:
             switch.kill(folder=str(folder))
         discard(folder)
 
+    changelog_write = uploader.write_file
+
+    def killing_changelog_write(path: Path, data: bytes) -> tuple[int, str]:
+        kind = "changelog-upload" if path.name.startswith("changelog-") else "materialize"
+        if switch.at_count(kind):
+            changelog_write(path, data[: len(data) // 2])
+            switch.kill(file=str(path), size=len(data))
+        return changelog_write(path, data)
+
+    uploader.write_file = killing_changelog_write  # type: ignore[assignment]
     filesystem._write_file = killing_write_file  # type: ignore[assignment]
     filesystem._commit = killing_commit  # type: ignore[assignment]
     filesystem._discard = killing_discard  # type: ignore[assignment]
@@ -225,7 +244,17 @@ def make_env(args: argparse.Namespace, switch: KillSwitch | None = None) -> Stre
     point, and its checkpoints go on meanwhile. Its source's splits and positions are
     the generator's, so any run restores any other's checkpoints.
     """
-    env = StreamEnvironment(parallelism=args.parallelism, max_parallelism=128)
+    env = StreamEnvironment(
+        parallelism=args.parallelism,
+        max_parallelism=128,
+        state_backend=args.state_backend,
+        # Small files and frequent materializations: every run uploads and materializes.
+        changelog=(
+            ChangelogOptions(upload_interval=0.01, file_size=2_048, materialization_size=4_096)
+            if args.changelog
+            else False
+        ),
+    )
     env.enable_checkpointing(
         args.interval,
         storage=Path(args.checkpoints).absolute().as_uri(),
@@ -283,6 +312,8 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.05, help="checkpoint interval")
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--unaligned", action="store_true", help="unaligned checkpoints")
+    parser.add_argument("--changelog", action="store_true", help="the changelog state backend")
+    parser.add_argument("--state-backend", default="heap", help="heap or rocksdb")
     parser.add_argument(
         "--kill-at", default=None, help=f"kill this run at one of {list(KILL_POINTS)}"
     )

@@ -87,9 +87,9 @@ DUMP_TIMEOUT = 5.0
 """Seconds a stuck run is given to print what it is stuck on (SIGUSR1) before it is killed."""
 
 
-def kill_point(index: int) -> str:
+def kill_point(index: int, schedule: tuple[str, ...] = KILL_SCHEDULE) -> str:
     """The kill point of run ``index``."""
-    return FIRST_KILL if index == 0 else KILL_SCHEDULE[(index - 1) % len(KILL_SCHEDULE)]
+    return FIRST_KILL if index == 0 else schedule[(index - 1) % len(schedule)]
 
 
 @dataclass
@@ -246,6 +246,7 @@ def crash_and_recover(
     extra_args: list[str],
     records_per_second: int = 10_000,
     keys: int = 1_000,
+    schedule: tuple[str, ...] = KILL_SCHEDULE,
 ) -> Tally:
     """Kill the job ``kills`` times, resume it each time, let it finish; check it all."""
     checkpoints, out = tmp_path / "checkpoints", tmp_path / "out"
@@ -267,7 +268,7 @@ def crash_and_recover(
     torn: Path | None = None
     for index in range(kills + 1):
         restore = [] if latest is None else [f"--restore-from={latest.job_folder}"]
-        point = kill_point(index)
+        point = kill_point(index, schedule)
         # The last run reads the rest as fast as it goes, and finishes.
         run_args = (
             ["--rate=0"]
@@ -369,10 +370,10 @@ def summary(tally: Tally) -> str:
     )
 
 
-def check_tally(tally: Tally, kills: int) -> None:
+def check_tally(tally: Tally, kills: int, schedule: tuple[str, ...] = KILL_SCHEDULE) -> None:
     """Every kill happened where it was aimed, and hit what its point promises."""
     assert tally.kills == kills
-    assert tally.points == [kill_point(i) for i in range(kills)]
+    assert tally.points == [kill_point(i, schedule) for i in range(kills)]
     assert tally.before_first_checkpoint == 1, tally
     if kills > 1:
         # Recovery, not only fresh starts.
@@ -406,3 +407,37 @@ def test_crash_consistency_stress_unaligned(tmp_path: Path) -> None:
     )
     print(summary(tally))
     check_tally(tally, STRESS_KILLS)
+
+
+CHANGELOG_SCHEDULE = ("state-write:2", "changelog-upload:8", "materialize:1", "record:500")
+"""Kill points with the changelog state backend: after a checkpoint completed, during a
+state file's write; then during a changelog file's upload and during a materialized
+snapshot's write (each leaves a torn file in ``shared/`` that no checkpoint names, and
+the next run restores a checkpoint made of changelog files); then while records flow."""
+CHANGELOG_KILLS = int(os.environ.get("WEIR_CRASH_CHANGELOG_KILLS", "5"))
+
+
+def test_crash_consistency_with_the_changelog_backend(tmp_path: Path) -> None:
+    """Kill -9 during a changelog upload and during a materialization (heap)."""
+    tally = crash_and_recover(
+        tmp_path,
+        kills=CHANGELOG_KILLS,
+        extra_args=["--changelog"],
+        schedule=CHANGELOG_SCHEDULE,
+    )
+    print(summary(tally))
+    check_tally(tally, CHANGELOG_KILLS, CHANGELOG_SCHEDULE)
+
+
+@pytest.mark.stress
+def test_crash_consistency_with_the_changelog_backend_on_rocksdb_stress(tmp_path: Path) -> None:
+    """The same on RocksDB, unaligned, with more kills."""
+    kills = STRESS_KILLS
+    tally = crash_and_recover(
+        tmp_path,
+        kills=kills,
+        extra_args=["--changelog", "--state-backend=rocksdb", "--unaligned"],
+        schedule=CHANGELOG_SCHEDULE,
+    )
+    print(summary(tally))
+    check_tally(tally, kills, CHANGELOG_SCHEDULE)
