@@ -17,17 +17,21 @@ from typing import Any
 import pytest
 
 from runtime import (
+    JobStatus,
     KeyedProcessFunction,
     ListStateDescriptor,
     MapStateDescriptor,
     ReducingStateDescriptor,
+    RestoreWarning,
     RuntimeContext,
     StreamEnvironment,
     ValueStateDescriptor,
 )
-from runtime.api.result import SavepointFormat
+from runtime.api.result import JobClient, SavepointFormat
 from runtime.checkpoint.config import ExternalizedCheckpointRetention
+from runtime.connectors.sequence import NumberSequenceSource
 from runtime.errors import ConfigError
+from runtime.testing.gates import GatedSource, SourceGate
 from storage.changelog import ChangelogOptions
 from storage.checkpoint.recovery import load_metadata_file
 from storage.checkpoint.shared_files import shared_names
@@ -205,3 +209,63 @@ async def test_a_keyed_reduce_registered_before_the_restore_replays_its_changelo
     )
     finals = dict(result.collected["out"])  # the last running sum of each key wins
     assert finals == {key: sum(v for v in range(RECORDS) if v % KEYS == key) for key in range(KEYS)}
+
+
+class Count(KeyedProcessFunction[int, Any]):
+    def open(self, ctx: RuntimeContext) -> None:
+        self.count = ctx.get_state(ValueStateDescriptor("count", default=0))
+
+    def process_element(self, value: int, ctx: RuntimeContext) -> list[Any]:
+        self.count.update(self.count.value() + 1)
+        return []
+
+
+async def test_a_damaged_changelog_file_is_not_chosen_by_the_recovery_planner(
+    tmp_path: Path,
+) -> None:
+    """The planner verifies changelog files (crc32 included) like any shared/ file: the
+    newest checkpoint, whose changelog file is damaged, is skipped with a warning naming
+    the file, and the one before is restored."""
+    checkpoints = tmp_path / "checkpoints"
+    env = StreamEnvironment(parallelism=1, max_parallelism=8, changelog=OPTIONS)
+    env.enable_checkpointing(
+        3600.0,
+        storage=checkpoints.absolute().as_uri(),
+        retention=ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION,
+        retained=2,
+    )
+    gate = SourceGate(hold_after=200)
+    (
+        env.from_source(GatedSource(NumberSequenceSource(0, 399), gate), uid="numbers")
+        .key_by(lambda v: v % 5)
+        .process(Count(), uid="count")
+        .sink_to(lambda v: None, uid="none")
+    )
+    client: JobClient = await env.start("changelog")
+    await gate.wait_held()
+    await client.trigger_checkpoint()
+    gate.open()
+    result = await client.wait()
+    assert result.status is JobStatus.FINISHED
+    folder = checkpoints / result.job_id
+    kept = sorted(folder.glob("chk-*/_metadata"))
+    assert len(kept) == 2
+    uses = {path.parent: shared_names(load_metadata_file(path.parent)) for path in kept}
+    oldest, newest = sorted(uses, key=lambda p: int(p.name[4:]))
+    only_newest = sorted(name for name in uses[newest] - uses[oldest])
+    assert only_newest, uses
+    damaged = folder / "shared" / only_newest[-1]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the crc32 tells
+    damaged.write_bytes(bytes(data))
+
+    again = StreamEnvironment(parallelism=1, max_parallelism=8, changelog=True)
+    again.enable_checkpointing(3600.0, storage=(tmp_path / "again").absolute().as_uri())
+    again.from_collection([1]).key_by(lambda v: v % 5).process(Count(), uid="count").sink_to(
+        lambda v: None, uid="none"
+    )
+    with pytest.warns(RestoreWarning) as warned:  # the first job finished, too
+        restored = await again.execute("again", restore_from=folder, allow_non_restored_state=True)
+    assert any(str(damaged) in str(w.message) for w in warned)
+    assert restored.checkpoints is not None
+    assert restored.checkpoints.restored_from == str(oldest)
