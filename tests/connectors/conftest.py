@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from runtime.connectors.two_phase_commit import TwoPhaseCommitSink
 from runtime.testing.servers import PostgresServer, RedisServer, ServerUnavailableError
 
 
@@ -60,3 +61,32 @@ def table(pg: Any) -> str:
 def prepared_transactions(pg: Any) -> list[str]:
     """Ids of the server's prepared transactions (all databases)."""
     return [row[0] for row in pg.execute("SELECT gid FROM pg_prepared_xacts").fetchall()]
+
+
+class CollectingSink(TwoPhaseCommitSink[Any, list[Any]]):
+    """An exactly-once sink into ``committed`` (shared by every copy): ``{txn id: values}``.
+
+    A transaction is ``[id, value, ...]``; committing it again (a restored pending
+    transaction that was committed before the failure) finds its id: idempotent.
+    """
+
+    def __init__(self, committed: dict[str, list[Any]], value: Any = None) -> None:
+        super().__init__()
+        self.committed = committed
+        self.value = value or (lambda record: record)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CollectingSink:
+        return CollectingSink(self.committed, self.value)
+
+    def begin_transaction(self) -> list[Any]:
+        return [uuid.uuid4().hex]
+
+    def write(self, transaction: list[Any], value: Any) -> None:
+        transaction.append(self.value(value))
+
+    def commit(self, transaction: list[Any]) -> None:
+        self.committed.setdefault(transaction[0], transaction[1:])
+
+    @staticmethod
+    def values(committed: dict[str, list[Any]]) -> list[Any]:
+        return [v for values in committed.values() for v in values]

@@ -13,6 +13,7 @@ from runtime.connectors.redis_streams import RedisStreamEntry, RedisStreamSource
 from runtime.errors import ConfigError
 from runtime.testing import FailingSink, FailureSchedule, InjectedFailure, Phase, failure_point
 from runtime.testing.servers import RedisServer
+from tests.connectors.conftest import CollectingSink
 
 
 @pytest.fixture
@@ -64,29 +65,19 @@ async def test_restores_from_entry_ids_exactly_once(
     env = StreamEnvironment(parallelism=2)
     env.enable_checkpointing(0.02)
     env.set_restart_strategy(FixedDelayRestart(attempts=3, delay=0))
-    seen: list[int] = []
-
-    from runtime.connectors.two_phase_commit import TwoPhaseCommitSink
-
-    class Collect(TwoPhaseCommitSink[Any, list]):
-        def begin_transaction(self) -> list:
-            return []
-
-        def write(self, transaction: list, value: Any) -> None:
-            transaction.append(int(value.fields["i"]))
-
-        def commit(self, transaction: list) -> None:
-            seen.extend(transaction)
-            transaction.clear()
+    committed: dict[str, list[Any]] = {}
 
     (
         env.from_source(RedisStreamSource(redis_server.url, names, until="now"), uid="redis")
         .map(failure_point(schedule, "after-source"), uid="fail")
-        .sink_to(FailingSink(Collect(), schedule), uid="sink")
+        .sink_to(
+            FailingSink(CollectingSink(committed, lambda e: int(e.fields["i"])), schedule),
+            uid="sink",
+        )
     )
     result = await env.execute("redis restore")
     assert result.restarts == len(schedule.fired) >= 1
-    assert Counter(seen) == Counter(range(3000))
+    assert Counter(CollectingSink.values(committed)) == Counter(range(3000))
 
 
 async def test_a_consumer_group_follows_completed_checkpoints(

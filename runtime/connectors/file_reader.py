@@ -1,0 +1,203 @@
+"""``FileReader``: one source subtask's reader of ``FileSource`` splits (aiofiles).
+
+Made by ``FileSource.create_reader``. It reads its splits one after another: a chunk
+of ``chunk_size`` bytes at a time through aiofiles, cut into lines with their byte
+offsets; ``read(max_records)`` decodes the next ``max_records`` lines with the format.
+A split's position is the offset after the last line handed out. In continuous mode
+it lists the directories every ``monitor_interval`` seconds (in a worker thread) and
+takes the new files that are its share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import zlib
+from bisect import bisect_left
+from itertools import accumulate
+from pathlib import Path
+from time import monotonic
+from typing import Any
+
+import aiofiles
+
+from runtime.connectors.errors import ConnectorError
+from runtime.connectors.file_formats import LineError
+from runtime.connectors.files import FileSource, FileSplit, MonitorSplit, file_splits, list_files
+
+__all__ = ["FileReader"]
+
+
+class FileReader:
+    """Reads the splits of one subtask; see the module docstring."""
+
+    def __init__(self, source: FileSource, subtask_index: int) -> None:
+        self._source = source
+        self._format = copy.deepcopy(source.format)
+        self._label = f"{source.connector} (subtask {subtask_index + 1})"
+        self._queue: list[FileSplit] = []
+        self._monitors: list[MonitorSplit] = []
+        self._opened = False
+        self._offset = 0  # where the next chunk is read from
+        self._carry = b""  # the unfinished line at the end of the last chunk
+        self._skip_partial = False
+        self._split_done = False
+        self._lines: list[bytes] = []
+        self._starts: list[int] = []  # start offset of each pending line, and one past
+        self._next = 0  # index of the next pending line
+        self._listed_at = 0.0
+
+    def add_splits(self, splits: Any) -> None:
+        """Take file splits (with their positions) and monitor splits."""
+        for split in splits:
+            if isinstance(split, MonitorSplit):
+                self._monitors.append(copy.deepcopy(split))
+            else:
+                self._queue.append(copy.copy(split))
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def read(self, max_records: int) -> list[Any] | None:
+        """Up to ``max_records`` records; ``[]`` if none yet; None at the end of input."""
+        while True:
+            if self._next < len(self._lines):
+                records = self._take(max_records)
+                if records:
+                    return records
+                continue
+            if self._queue and self._split_done:
+                self._finish_split()
+                continue
+            if not self._queue:
+                if not self._monitors:
+                    return None
+                if not await self._discover():
+                    return []
+                continue
+            await self._load()
+
+    def _take(self, max_records: int) -> list[Any]:
+        split = self._queue[0]
+        first = self._next
+        last = min(len(self._lines), first + max_records)
+        try:
+            records = self._format.decode(self._lines[first:last])
+        except LineError as error:
+            index = first + error.index
+            where = f"byte offset {self._starts[index]}"
+            if split.line is not None:
+                where = f"line {split.line + error.index}, {where}"
+            raise ConnectorError(
+                self._label,
+                None,
+                f"{split.path}: {where}: {error.reason}; fix or remove the line",
+            ) from None
+        self._next = last
+        split.position = self._starts[last]
+        if split.line is not None:
+            split.line += last - first
+        return records
+
+    def _finish_split(self) -> None:
+        self._queue.pop(0)
+        self._opened = False
+        self._split_done = False
+        self._lines, self._starts, self._next = [], [], 0
+        self._carry = b""
+
+    async def _open(self, split: FileSplit) -> None:
+        """Read the header (formats that have one); place the first read."""
+        fmt = self._format
+        if fmt.header_lines():
+            header = await self._read_at(split.path, 0, self._source.chunk_size)
+            line, newline, _ = header.partition(b"\n")
+            fmt.set_header(line)
+            if split.position == 0:
+                split.position = len(line) + len(newline)
+                split.line = 2
+        if split.position == split.start and split.start > 0:
+            # Not the file's first split: the line it starts in is the previous split's.
+            self._offset = split.start - 1
+            self._skip_partial = True
+        else:
+            self._offset = split.position
+            self._skip_partial = False
+        self._carry = b""
+        self._opened = True
+
+    async def _read_at(self, path: str, offset: int, size: int) -> bytes:
+        try:
+            async with aiofiles.open(path, "rb") as f:
+                await f.seek(offset)
+                data: bytes = await f.read(size)
+        except OSError as error:
+            raise ConnectorError(self._label, None, f"cannot read {path}: {error}") from error
+        return data
+
+    async def _load(self) -> None:
+        """Read the next chunk of the current split into pending lines."""
+        split = self._queue[0]
+        if not self._opened:
+            await self._open(split)
+        data = await self._read_at(split.path, self._offset, self._source.chunk_size)
+        eof = len(data) < self._source.chunk_size
+        base = self._offset - len(self._carry)
+        self._offset += len(data)
+        data = self._carry + data
+        if self._skip_partial:
+            cut = data.find(b"\n")
+            if cut < 0:
+                # The whole chunk is the previous split's line: go on skipping.
+                self._carry = b""
+                self._split_done = eof
+                return
+            base += cut + 1
+            data = data[cut + 1 :]
+            self._skip_partial = False
+        lines = data.split(b"\n")
+        self._carry = b"" if eof else lines.pop()
+        if eof and lines and not lines[-1]:
+            lines.pop()  # the file ended with a newline
+        starts = list(accumulate((len(line) + 1 for line in lines), initial=base))
+        if eof:
+            self._split_done = True
+        if split.end >= 0:
+            # Lines that start at or past the split's end belong to the next split.
+            owned = bisect_left(starts, split.end, hi=len(lines))
+            if owned < len(lines):
+                lines = lines[:owned]
+                starts = starts[: owned + 1]
+                self._split_done = True
+            elif not eof and starts[-1] >= split.end:
+                self._split_done = True  # the unfinished line is the next split's
+        if eof and starts:
+            starts[-1] = min(starts[-1], self._offset)
+        self._lines, self._starts, self._next = lines, starts, 0
+
+    async def _discover(self) -> bool:
+        """List the directories if it is time; queue this reader's new files."""
+        interval = self._source.monitor_interval
+        now = monotonic()
+        if interval is None or now - self._listed_at < interval:
+            return False
+        self._listed_at = now
+        files = await asyncio.to_thread(list_files, self._source.paths)
+        found = False
+        for monitor in self._monitors:
+            seen = set(monitor.seen)
+            for path in files:
+                name = str(path)
+                if name in seen or zlib.crc32(name.encode()) % monitor.count != monitor.index:
+                    continue
+                monitor.seen.append(name)
+                size = await asyncio.to_thread(lambda p=path: Path(p).stat().st_size)
+                self._queue.extend(file_splits(path, size, self._source.split_size))
+                found = True
+        return found
+
+    def snapshot_state(self) -> list[Any]:
+        """The splits left, the current one at its position; the monitor splits."""
+        return [copy.copy(s) for s in self._queue] + [copy.deepcopy(m) for m in self._monitors]
+
+    def close(self) -> None:
+        """Nothing to release: files are opened per chunk."""
