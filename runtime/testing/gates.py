@@ -175,9 +175,8 @@ class GatedReader:
             allowed = gate.allowance(max_records)
             if allowed == 0:
                 return await gate.hold(self.subtask_index)
-            batch = self.reader.read(allowed)
-            if inspect.isawaitable(batch):
-                batch = await batch
+            result = self.reader.read(allowed)
+            batch: list[Any] | None = await result if inspect.isawaitable(result) else result
             if batch is not None:
                 gate.emitted += len(batch)
                 return batch
