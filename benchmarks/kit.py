@@ -72,6 +72,9 @@ PARTS: dict[str, Part] = {
     "rocksdb": Part("benchmarks.state_backends", "RocksDB: incremental checkpoints, restore"),
     "savepoint": Part("benchmarks.savepoint", "Savepoints", optional=True),
     "async_io": Part("benchmarks.async_io", "Async I/O: async_map against hand-written asyncio"),
+    "connectors": Part(
+        "benchmarks.connectors", "Connectors: PostgreSQL sinks, Redis Streams, JSON Lines files"
+    ),
 }
 """Every part, in the order the kit runs them."""
 
@@ -643,6 +646,46 @@ def _rocksdb(r: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _connectors(r: dict[str, Any]) -> list[dict[str, Any]]:
+    pg, rd, fl = r["postgres"], r["redis"], r["files"]
+    eo, alo = pg["exactly_once_rows_per_s"], pg["at_least_once_rows_per_s"]
+    by_alo = pg["exactly_once_over_at_least_once"]
+    redis_job = rd["job_entries_per_s"]
+    by_plain = fl["job_over_plain"]
+    return [
+        headline_row(
+            "connectors",
+            f"PostgresSink exactly-once vs at-least-once batched ({pg['rows']:,} rows, p=1)",
+            _rate(eo),
+            _rate(alo),
+            by_alo["ratio"],
+            ">= 0.7x and >= 50,000 rows/s",
+            _at_least(by_alo["ratio"], 0.7) and eo["median"] >= 50_000,
+            by_alo["per_round"],
+        ),
+        headline_row(
+            "connectors",
+            f"RedisStreamSource, a job reading {rd['entries']:,} entries (p=1) vs bare XREAD",
+            _rate(redis_job),
+            _rate(rd["bare_xread_entries_per_s"]),
+            rd["job_over_bare"]["ratio"],
+            ">= 200,000 entries/s",
+            redis_job["median"] >= 200_000,
+            rd["job_over_bare"]["per_round"],
+        ),
+        headline_row(
+            "connectors",
+            f"FileSource JSON Lines job ({fl['lines']:,} lines) vs a plain decode loop",
+            _rate(fl["job_lines_per_s"]),
+            _rate(fl["plain_loop_lines_per_s"]),
+            by_plain["ratio"],
+            ">= 0.7x",
+            _at_least(by_plain["ratio"], 0.7),
+            by_plain["per_round"],
+        ),
+    ]
+
+
 _HEADLINES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "throughput": _throughput,
     "bytewax": _bytewax,
@@ -653,6 +696,7 @@ _HEADLINES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "recovery": _recovery,
     "backends": _backends,
     "rocksdb": _rocksdb,
+    "connectors": _connectors,
 }
 
 
