@@ -41,7 +41,10 @@ class RedisStreamReader:
         self._fetched: dict[str, str] = {}
         self._ends: dict[str, tuple[int, int] | None] = {}
         self._done: set[str] = set()
-        self._buffer: list[tuple[str, str, Any]] = []
+        # Fetched entries not yet handed out: (stream, ids, records), and the cursor in
+        # the first.
+        self._chunks: list[tuple[str, list[str], list[Any]]] = []
+        self._cursor = 0
         self._client: Any = None
         self._sync_client: Any = None
 
@@ -59,7 +62,9 @@ class RedisStreamReader:
     def _connect(self) -> Any:
         if self._client is None:
             redis = import_redis()
-            client = redis.Redis.from_url(self._source.url, socket_connect_timeout=10)
+            client = redis.Redis.from_url(
+                self._source.url, socket_connect_timeout=10, decode_responses=True
+            )
             # Raw replies: redis-py's own parsing of XREAD builds dicts we do not need.
             client.set_response_callback("XREAD", lambda response, **_: response)
             self._client = client
@@ -67,22 +72,24 @@ class RedisStreamReader:
 
     async def read(self, max_records: int) -> list[Any] | None:
         """Up to ``max_records`` entries; ``[]`` if none yet; None when every split ended."""
-        if not self._buffer:
+        while self._chunks and self._cursor >= len(self._chunks[0][2]):
+            self._chunks.pop(0)
+            self._cursor = 0
+        if not self._chunks:
             if len(self._done) == len(self._splits):
                 return None
             await asyncio.to_thread(self._fetch)
-            if not self._buffer:
+            if not self._chunks:
                 return None if len(self._done) == len(self._splits) else []
-        taken = self._buffer[:max_records]
-        del self._buffer[:max_records]
-        splits = self._splits
-        records = []
-        for stream, entry_id, record in taken:
-            splits[stream].position = entry_id
-            records.append(record)
-        return records
+        name, ids, records = self._chunks[0]
+        first = self._cursor
+        last = min(len(records), first + max_records)
+        self._cursor = last
+        self._splits[name].position = ids[last - 1]
+        return records[first:last]
 
     def _fetch(self) -> None:
+        """One ``XREAD`` of every active stream (in the worker thread)."""
         redis = import_redis()
         active = [name for name in self._splits if name not in self._done]
         client = self._connect()
@@ -96,29 +103,34 @@ class RedisStreamReader:
         if not reply:
             return
         deserializer = self._source.deserializer
-        buffer = self._buffer
         # RESP3 answers a map of streams, RESP2 a list of pairs.
         pairs = reply.items() if isinstance(reply, dict) else reply
-        for raw_name, entries in pairs:
-            name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
+        for name, entries in pairs:
+            if not entries:
+                continue
             end = self._ends[name]
-            last = None
-            for raw_id, flat in entries:
-                entry_id = raw_id.decode()
-                if end is not None and parse_id(entry_id) > end:
-                    self._done.add(name)
-                    break
-                if deserializer is None:
-                    record: Any = RedisStreamEntry(name, entry_id, _decode_fields(flat))
-                else:
-                    it = iter(flat)
-                    record = deserializer(name, entry_id, dict(zip(it, it, strict=True)))
-                buffer.append((name, entry_id, record))
-                last = entry_id
-            if last is not None:
-                self._fetched[name] = last
-                if end is not None and parse_id(last) >= end:
-                    self._done.add(name)
+            if end is not None and parse_id(entries[-1][0]) > end:
+                # The end is in this batch: keep the entries up to it.
+                keep = 0
+                while keep < len(entries) and parse_id(entries[keep][0]) <= end:
+                    keep += 1
+                entries = entries[:keep]
+                self._done.add(name)
+            if not entries:
+                continue
+            ids = [entry[0] for entry in entries]
+            if deserializer is None:
+                records: list[Any] = [
+                    RedisStreamEntry(name, entry_id, _fields(flat)) for entry_id, flat in entries
+                ]
+            else:
+                records = [
+                    deserializer(name, entry_id, _fields(flat)) for entry_id, flat in entries
+                ]
+            self._chunks.append((name, ids, records))
+            self._fetched[name] = ids[-1]
+            if end is not None and parse_id(ids[-1]) >= end:
+                self._done.add(name)
 
     def snapshot_state(self) -> list[Any]:
         """Every split with the id of the last entry handed out."""
@@ -161,6 +173,9 @@ class RedisStreamReader:
         self._sync_client = None
 
 
-def _decode_fields(flat: list[bytes]) -> dict[str, str]:
+def _fields(flat: Any) -> dict[str, str]:
+    """A flat ``[field, value, ...]`` reply (a dict already under RESP3) as a dict."""
+    if isinstance(flat, dict):
+        return flat
     it = iter(flat)
-    return {k.decode(): v.decode() for k, v in zip(it, it, strict=True)}
+    return dict(zip(it, it, strict=True))

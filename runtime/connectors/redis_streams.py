@@ -23,7 +23,7 @@ Kafka keeps no offsets for a Flink job.
   streams gave nothing is where a split is marked idle for watermarks.
 
 Records are :class:`RedisStreamEntry` (stream, id, fields decoded as UTF-8), or what
-``deserializer(stream, id, fields)`` returns (fields as ``bytes`` then, for speed).
+``deserializer(stream, id, fields)`` returns.
 
 Errors: an unreachable server, refused credentials or a missing stream (checked when
 the job is built, and for a bounded stream again by the reader) raise
@@ -89,11 +89,6 @@ def import_redis() -> Any:
     return redis
 
 
-def _decode_fields(flat: list[bytes]) -> dict[str, str]:
-    it = iter(flat)
-    return {k.decode(): v.decode() for k, v in zip(it, it, strict=True)}
-
-
 class RedisStreamSource:
     """Reads Redis Streams; see the module docstring.
 
@@ -103,8 +98,8 @@ class RedisStreamSource:
         start: ``"0"``, ``"$"`` or an id: read entries after it.
         until: None (unbounded), ``"now"`` or an id (inclusive).
         group: a consumer group to move to each completed checkpoint's position.
-        deserializer: ``(stream, id, fields) -> record`` with fields as
-            ``{bytes: bytes}``; None for :class:`RedisStreamEntry` records.
+        deserializer: ``(stream, id, fields) -> record`` (fields a ``{str: str}``
+            dict); None for :class:`RedisStreamEntry` records.
 
     Raises:
         ConfigError: an option is invalid (when the source is made).
@@ -118,7 +113,7 @@ class RedisStreamSource:
         start: str = "0",
         until: str | None = None,
         group: str | None = None,
-        deserializer: Callable[[str, str, dict[bytes, bytes]], Any] | None = None,
+        deserializer: Callable[[str, str, dict[str, str]], Any] | None = None,
     ) -> None:
         names = [streams] if isinstance(streams, str) else list(streams)
         self.connector = f"RedisStreamSource(streams={names!r})"
