@@ -7,7 +7,7 @@ turns that into an error naming the file, the line number and the byte offset.
 
 * ``TextLines(encoding="utf-8")``: each line as a ``str`` (a trailing ``\\r`` is dropped).
 * ``JsonLines(type=None)``: each line decoded by msgspec's JSON decoder (into ``type``
-  if given: a ``msgspec.Struct``, ``dict``...); blank lines are skipped.
+  if given: a ``msgspec.Struct``, ``dict``...); empty lines are skipped.
 * ``Csv(header=True, fieldnames=None, delimiter=",", ...)``: the standard library's
   ``csv``; records are dicts (with a header or ``fieldnames``) or lists of strings.
   A file with a header is one split (a header belongs to its file).
@@ -94,7 +94,10 @@ class TextLines(FileFormat):
 
 
 class JsonLines(FileFormat):
-    """One JSON value per line (msgspec's decoder, into ``type`` if given)."""
+    """One JSON value per line (msgspec's decoder, into ``type`` if given).
+
+    Empty lines are skipped; a line of only spaces is an error.
+    """
 
     name = "json lines"
 
@@ -110,10 +113,10 @@ class JsonLines(FileFormat):
         """Decode each line; skip blank lines."""
         decode = self._decoder.decode
         try:
-            return [decode(line) for line in lines if line.strip()]
+            return [decode(line) for line in lines if line]
         except msgspec.DecodeError:
             for index, line in enumerate(lines):
-                if not line.strip():
+                if not line:
                     continue
                 try:
                     decode(line)

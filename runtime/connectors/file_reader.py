@@ -43,7 +43,8 @@ class FileReader:
         self._skip_partial = False
         self._split_done = False
         self._lines: list[bytes] = []
-        self._starts: list[int] = []  # start offset of each pending line, and one past
+        self._base = 0  # start offset of the next pending line
+        self._limit = 0  # the file's end as far as read (the last line may lack "\n")
         self._next = 0  # index of the next pending line
         self._listed_at = 0.0
 
@@ -80,11 +81,13 @@ class FileReader:
         split = self._queue[0]
         first = self._next
         last = min(len(self._lines), first + max_records)
+        taken = self._lines[first:last] if first or last < len(self._lines) else self._lines
         try:
-            records = self._format.decode(self._lines[first:last])
+            records = self._format.decode(taken)
         except LineError as error:
             index = first + error.index
-            where = f"byte offset {self._starts[index]}"
+            offset = self._base + sum(len(line) + 1 for line in self._lines[:index])
+            where = f"byte offset {offset}"
             if split.line is not None:
                 where = f"line {split.line + error.index}, {where}"
             raise ConnectorError(
@@ -93,7 +96,9 @@ class FileReader:
                 f"{split.path}: {where}: {error.reason}; fix or remove the line",
             ) from None
         self._next = last
-        split.position = self._starts[last]
+        # The offset after the last line taken (the base moves past each line taken).
+        self._base += sum(map(len, taken)) + len(taken)
+        split.position = min(self._base, self._limit)
         if split.line is not None:
             split.line += last - first
         return records
@@ -102,7 +107,7 @@ class FileReader:
         self._queue.pop(0)
         self._opened = False
         self._split_done = False
-        self._lines, self._starts, self._next = [], [], 0
+        self._lines, self._next = [], 0
         self._carry = b""
 
     async def _open(self, split: FileSplit) -> None:
@@ -158,21 +163,19 @@ class FileReader:
         self._carry = b"" if eof else lines.pop()
         if eof and lines and not lines[-1]:
             lines.pop()  # the file ended with a newline
-        starts = list(accumulate((len(line) + 1 for line in lines), initial=base))
         if eof:
             self._split_done = True
-        if split.end >= 0:
+        if split.end >= 0 and base + len(data) > split.end:
             # Lines that start at or past the split's end belong to the next split.
+            starts = list(accumulate((len(line) + 1 for line in lines), initial=base))
             owned = bisect_left(starts, split.end, hi=len(lines))
             if owned < len(lines):
                 lines = lines[:owned]
-                starts = starts[: owned + 1]
                 self._split_done = True
             elif not eof and starts[-1] >= split.end:
                 self._split_done = True  # the unfinished line is the next split's
-        if eof and starts:
-            starts[-1] = min(starts[-1], self._offset)
-        self._lines, self._starts, self._next = lines, starts, 0
+        self._limit = self._offset if eof else 2**63
+        self._lines, self._base, self._next = lines, base, 0
 
     async def _discover(self) -> bool:
         """List the directories if it is time; queue this reader's new files."""
