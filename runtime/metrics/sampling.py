@@ -69,6 +69,7 @@ class SubtaskSample:
         busy_seconds: time it ran.
         idle_seconds: time it waited for input.
         backpressured_seconds: time it waited for room in an output.
+        attempt: the attempt it belongs to (0, then the restart number).
     """
 
     subtask: int
@@ -79,6 +80,7 @@ class SubtaskSample:
     busy_seconds: float
     idle_seconds: float
     backpressured_seconds: float
+    attempt: int = 0
 
 
 @dataclass(slots=True)
@@ -162,6 +164,7 @@ def sample_job(execution: JobExecution) -> list[VertexSample]:
                 busy_seconds=stats.busy_seconds,
                 idle_seconds=stats.idle_seconds,
                 backpressured_seconds=stats.backpressured_seconds,
+                attempt=getattr(deployment, "attempt", 0),
             )
         )
     for edge in graph.edges:
@@ -230,11 +233,7 @@ class LoadTracker:
         now = self._clock()
         mark = self._marks.get(key)
         previous = self._loads.get(key)
-        if (
-            mark is None
-            or sample.busy_seconds < mark.sample.busy_seconds - 1e-9
-            or (sample.records_out < mark.sample.records_out)
-        ):
+        if mark is None or mark.sample.attempt != sample.attempt:
             # First sight, or a new attempt restarted the counters: ratios since its start.
             self._marks[key] = _Mark(now, sample)
             load = self._ratios(sample, None, 0.0)
@@ -253,9 +252,11 @@ class LoadTracker:
         busy, idle, bp = sample.busy_seconds, sample.idle_seconds, sample.backpressured_seconds
         rate_in = rate_out = 0.0
         if base is not None:
-            busy -= base.busy_seconds
-            idle -= base.idle_seconds
-            bp -= base.backpressured_seconds
+            # Busy time is what is left of the elapsed time once the waits are counted,
+            # and a wait is counted when it ends: over a window, one can move to another.
+            busy = max(0.0, busy - base.busy_seconds)
+            idle = max(0.0, idle - base.idle_seconds)
+            bp = max(0.0, bp - base.backpressured_seconds)
             if elapsed > 0:
                 rate_in = (sample.records_in - base.records_in) / elapsed
                 rate_out = (sample.records_out - base.records_out) / elapsed

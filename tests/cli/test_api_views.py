@@ -132,8 +132,8 @@ def test_load_tracker_measures_over_windows() -> None:
     clock = ManualClock()
     tracker = LoadTracker(clock)
 
-    def sample(busy: float, idle: float, bp: float, out: int) -> SubtaskSample:
-        return SubtaskSample(0, "t (1/1)", "running", 0, out, busy, idle, bp)
+    def sample(busy: float, idle: float, bp: float, out: int, attempt: int = 0) -> SubtaskSample:
+        return SubtaskSample(0, "t (1/1)", "running", 0, out, busy, idle, bp, attempt)
 
     first = tracker.load("job", "0", sample(1.0, 1.0, 2.0, 100))
     assert (first.busy, first.idle, first.backpressured) == (0.25, 0.25, 0.5)
@@ -146,7 +146,7 @@ def test_load_tracker_measures_over_windows() -> None:
     assert second.records_out_per_second == pytest.approx(150.0)
     assert second.level is BackpressureLevel.HIGH
     # A restarted attempt's counters start again from zero: ratios since its start.
-    third = tracker.load("job", "0", sample(0.5, 0.5, 0.0, 10))
+    third = tracker.load("job", "0", sample(0.5, 0.5, 0.0, 10, attempt=1))
     assert third.level is BackpressureLevel.OK and third.busy == 0.5
 
 

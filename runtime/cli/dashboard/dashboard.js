@@ -214,8 +214,11 @@ async function refresh() {
       renderExceptions(exceptions);
       document.body.dataset.updated = String(Date.now());
     }
+    $("connection").textContent = "";
   } catch (error) {
-    say(`cannot reach the job API: ${error.message}`, true);
+    // Kept apart from #message, which holds the outcome of the last action (a stopped
+    // job's server goes away right after it answered the stop).
+    $("connection").textContent = `cannot reach the job API (has the job ended?): ${error.message}`;
   } finally {
     state.busy = false;
   }
