@@ -244,11 +244,11 @@ class Held:
         return x * 10
 
 
-def checkpointed_env(tmp_path: Path, parallelism: int) -> StreamEnvironment:
+def checkpointed_env(tmp_path: Path, parallelism: int, unaligned: bool = True) -> StreamEnvironment:
     env = StreamEnvironment(parallelism=parallelism)
     env.enable_checkpointing(
         3600.0,
-        unaligned=True,
+        unaligned=unaligned,
         aligned_timeout=0.0,
         storage=(tmp_path / "checkpoints").as_uri(),
         retention=ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION,
@@ -313,10 +313,12 @@ async def test_record_that_cannot_be_stored_declines_the_checkpoint(tmp_path: Pa
         await release.wait()
         return record.n
 
-    env = checkpointed_env(tmp_path, 1)
+    # Aligned, with a source that trickles and never ends: the barrier comes after a
+    # buffer whose calls are all in flight, and no channel state (which would hold such
+    # records too) is written.
+    env = checkpointed_env(tmp_path, 1, unaligned=False)
     (
-        env.from_sequence(0, 9)
-        .map(Unstorable)
+        env.generate(Unstorable, records_per_second=50)
         .rebalance()
         .async_map(call, name="enrich", uid="enrich")
         .collect(name="out")
@@ -332,9 +334,8 @@ async def test_record_that_cannot_be_stored_declines_the_checkpoint(tmp_path: Pa
     stats = client.checkpoint_stats()
     assert stats is not None and stats.counts.failed >= 1
     release.set()
-    result = await client.wait()
-    assert result.status is JobStatus.FINISHED
-    assert result.collected["out"] == list(range(10))
+    client.cancel()
+    assert (await client.wait()).status is JobStatus.CANCELED
 
 
 # -- flushing while an operator awaits --------------------------------------------------
