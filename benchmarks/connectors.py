@@ -278,7 +278,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--entries", type=int, default=500_000)
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--interval", type=float, default=1.0, help="checkpoint interval")
