@@ -11,7 +11,8 @@ for time to pass. What is checked:
   that raises; retry strategies retry on exceptions and on results;
 * an unaligned checkpoint completes while calls are held in flight; restored from it
   (at the same parallelism, or rescaled), the records in flight are called again before
-  any new input and the output is exactly-once;
+  any new input and the output is exactly-once; so with a stop-with-savepoint (canonical
+  and native) and a two-phase-commit sink;
 * a record that cannot be stored in the checkpoint declines it, naming the operator;
 * what an operator emitted before it awaits reaches the next task within the buffer
   timeout (plain ``async def`` map and ``async_map``): the tests deadlock otherwise.
@@ -31,12 +32,17 @@ from runtime import (
     CheckpointError,
     ExponentialBackoffRetry,
     ExternalizedCheckpointRetention,
+    FileSink,
     FixedDelayRetry,
     JobFailedError,
     JobStatus,
+    NumberSequenceSource,
     RuntimeContext,
+    SavepointFormat,
     StreamEnvironment,
+    read_committed,
 )
+from runtime.testing.gates import GatedSource, SourceGate
 
 
 async def yields(count: int) -> None:
@@ -294,6 +300,60 @@ async def test_checkpoint_does_not_wait_for_calls_and_restore_calls_them_again(
     if before == after == 1:
         assert second.calls[: len(first.calls)] == first.calls
         assert out == [x * 10 for x in range(count)], "ordered across the restore"
+
+
+@pytest.mark.parametrize("savepoint_format", ["canonical", "native"])
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+async def test_stop_with_savepoint_with_calls_in_flight_then_resume_exactly_once(
+    tmp_path: Path, ordered: bool, savepoint_format: str
+) -> None:
+    """A savepoint stores the calls in flight (canonical: without pickle); resumed
+    from it, they are called again, and the two-phase-commit output of both runs holds
+    every record once.
+
+    The source holds after record 599 (a gate), and the calls of records 590..599
+    never complete in the first run: the savepoint's aligned barrier follows record 599
+    and finds those 10 calls in flight.
+    """
+    count, held = 1000, range(590, 600)
+    holding = [True]
+    all_held_started = asyncio.Event()
+    never = asyncio.Event()
+    calls: list[int] = []
+
+    async def call(x: int) -> int:
+        calls.append(x)
+        if holding[0] and x in held:
+            if sum(1 for c in calls if c in held) == len(held):
+                all_held_started.set()
+            await never.wait()
+        await yields(x % 5)
+        return x * 10
+
+    def job(source: Any) -> StreamEnvironment:
+        env = checkpointed_env(tmp_path, 1)
+        (
+            env.from_source(source, uid="numbers")
+            .async_map(call, capacity=50, ordered=ordered, name="enrich", uid="enrich")
+            .sink_to(FileSink(tmp_path / "out"), uid="out")
+        )
+        return env
+
+    gate = SourceGate(hold_after=held.stop)
+    client = await job(GatedSource(NumberSequenceSource(0, count - 1), gate)).start("first")
+    await all_held_started.wait()
+    path = await client.stop_with_savepoint(
+        tmp_path / "savepoints", format=SavepointFormat(savepoint_format)
+    )
+    assert (await client.wait()).status is JobStatus.FINISHED
+    first_calls = len(calls)
+    holding[0] = False
+    result = await job(NumberSequenceSource(0, count - 1)).execute("second", restore_from=path)
+    assert result.status is JobStatus.FINISHED
+    assert sorted(int(line) for line in read_committed(tmp_path / "out")) == [
+        x * 10 for x in range(count)
+    ]
+    assert calls[first_calls : first_calls + len(held)] == list(held), "called again first"
 
 
 class Unstorable:
