@@ -11,7 +11,11 @@ The two kinds of task share this base: ``SourceTask`` (reads a source reader) an
   events (unaligned barriers) are handled meanwhile, so a backpressured task still
   takes part in a checkpoint;
 * the buffer timeout: a partial buffer older than ``buffer_timeout`` is sent; an idle
-  task sends its partial buffers before it waits;
+  task sends its partial buffers before it waits; while an ``async def`` operator of
+  the chain awaits, a timer sends them (``flushing_while_awaiting``);
+* async I/O (``runtime.tasks.async_wait``): an ``async_map`` operator wakes the task
+  when a call completes; the task emits its results between buffers and when idle, and
+  ``wait_operator`` waits for a free slot while handling urgent events;
 * fairness: a task that never has to wait yields to the event loop every
   ``YIELD_INTERVAL`` seconds, so one busy chain cannot starve the others;
 * checkpoints (when the job has them): forwarding barriers, aligned (in the data lane,
