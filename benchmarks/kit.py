@@ -75,6 +75,9 @@ PARTS: dict[str, Part] = {
     "connectors": Part(
         "benchmarks.connectors", "Connectors: PostgreSQL sinks, Redis Streams, JSON Lines files"
     ),
+    "rest": Part(
+        "benchmarks.rest", "HTTP API and dashboard: keyed count polled every second vs no server"
+    ),
 }
 """Every part, in the order the kit runs them."""
 

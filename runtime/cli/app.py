@@ -202,6 +202,24 @@ def run(
         ),
     ] = None,
     no_rest: Annotated[bool, typer.Option("--no-rest", help="Serve no HTTP API.")] = False,
+    detached: Annotated[
+        bool,
+        typer.Option(
+            "--detached",
+            "-d",
+            help="Run in a background process that outlives the terminal; print the job's "
+            "id and HTTP API address, then return (weir list/status/stop reach it).",
+        ),
+    ] = False,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-file",
+            metavar="PATH",
+            help="With -d: where the job's output goes "
+            "[$XDG_STATE_HOME/weir/logs/run-<time>-<pid>.log].",
+        ),
+    ] = None,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -232,12 +250,36 @@ def run(
         rest_token=rest_token,
         log_level=log_level.value,
     )
+    if detached:
+        _run_detached(options, log_file)
+        return
+    if log_file is not None:
+        with _reporting(False):
+            raise UsageError("--log-file goes with -d/--detached (attached, output is yours)")
     with _reporting(False):
         server, lines = prepare_run(options)
     for line in lines:
         print(f"weir: {line}", file=sys.stderr, flush=True)
     with _reporting(False):  # a refused restore: one line, no traceback
         execute_script(options, server)
+
+
+def _run_detached(options: Any, log_file: Path | None) -> None:
+    from runtime.cli.detach import start_detached
+
+    with _reporting(False):
+        job = start_detached(options, log_file)
+    # Flink's words, which scripts look for; then where to reach it.
+    print(f"Job has been submitted with JobID {job.job_id}", flush=True)
+    out = render.error_console()
+    out.print(f"weir: job {job.name!r} runs detached (pid {job.pid})", soft_wrap=True)
+    out.print(f"weir: job HTTP API on {job.address}", soft_wrap=True)
+    out.print(f"weir: log: {job.log_file}", soft_wrap=True)
+    out.print(
+        f"weir: weir status {job.job_id[:8]} --address {job.address}; "
+        f"weir stop {job.job_id[:8]} --address {job.address}",
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -27,7 +27,7 @@ from runtime.errors import JobFailedError
 from runtime.scheduler.recovery import RestoreFromError, RestoreWarning
 from storage.checkpoint import NoValidCheckpointError, RestoreRefusedError
 
-__all__ = ["DEFAULT_REST_PORT", "RunOptions", "execute_script", "prepare_run"]
+__all__ = ["DEFAULT_REST_PORT", "RunOptions", "check_options", "execute_script", "prepare_run"]
 
 DEFAULT_REST_PORT = 8081
 """Flink's REST port."""
@@ -69,7 +69,12 @@ class RunOptions:
     log_level: str = "info"
 
 
-def _check(options: RunOptions) -> None:
+def check_options(options: RunOptions) -> None:
+    """Check what ``weir run`` was given, before anything starts.
+
+    Raises:
+        UsageError: names the option at fault and what to do.
+    """
     if not options.job.is_file():
         raise UsageError(f"no such job file: {options.job}")
     restore = options.from_savepoint
@@ -123,7 +128,7 @@ def prepare_run(options: RunOptions) -> tuple[JobServer | None, list[str]]:
         UsageError: the job file or the savepoint does not exist.
         CliError: the API's port cannot be bound.
     """
-    _check(options)
+    check_options(options)
     lines: list[str] = []
     server = _bind(options, lines)
     if server is not None:
