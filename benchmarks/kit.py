@@ -70,6 +70,7 @@ PARTS: dict[str, Part] = {
     "recovery": Part("benchmarks.recovery", "Recovery"),
     "backends": Part("benchmarks.backends", "Heap state: checkpoint storages and state sizes"),
     "rocksdb": Part("benchmarks.state_backends", "RocksDB: incremental checkpoints, restore"),
+    "changelog": Part("benchmarks.changelog", "Changelog state backend: checkpoints, restore"),
     "savepoint": Part("benchmarks.savepoint", "Savepoints", optional=True),
     "async_io": Part("benchmarks.async_io", "Async I/O: async_map against hand-written asyncio"),
     "connectors": Part(
@@ -689,6 +690,56 @@ def _connectors(r: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _changelog(r: dict[str, Any]) -> list[dict[str, Any]]:
+    changed = f"{r['keys']:,} keys of heap state, 1 % changed"
+    by_seconds, by_bytes = r["changelog_over_full_seconds"], r["changelog_over_full_bytes"]
+    seconds, written = r["checkpoint_seconds"], r["checkpoint_bytes"]
+    restore, throughput = r["restore_over_read"], r["on_over_off_throughput"]
+    rates = r["throughput_records_per_second"]
+    return [
+        headline_row(
+            "changelog",
+            f"changelog vs full heap checkpoint, duration ({changed})",
+            _ms(seconds["changelog"]["median"]),
+            _ms(seconds["full"]["median"]),
+            by_seconds["ratio"],
+            "<= 0.05x",
+            by_seconds["ratio"] <= 0.05,
+            by_seconds["per_round"],
+        ),
+        headline_row(
+            "changelog",
+            f"changelog vs full heap checkpoint, bytes written ({changed})",
+            _mb(written["changelog"]["median"]),
+            _mb(written["full"]["median"]),
+            by_bytes["ratio"],
+            "<= 0.05x",
+            by_bytes["ratio"] <= 0.05,
+            by_bytes["per_round"],
+        ),
+        headline_row(
+            "changelog",
+            "restore (materialized + changelog) vs reading its files",
+            _ms(r["restore"]["restore"]["median"]),
+            _ms(r["restore"]["read"]["median"]),
+            restore["ratio"],
+            "<= 3x",
+            restore["ratio"] <= 3.0,
+            restore["per_round"],
+        ),
+        headline_row(
+            "changelog",
+            "keyed count throughput, checkpoint every 1 s, changelog on vs off",
+            _rate(rates["on"]),
+            _rate(rates["off"]),
+            throughput["ratio"],
+            ">= 0.85x",
+            throughput["ratio"] >= 0.85,
+            throughput["per_round"],
+        ),
+    ]
+
+
 _HEADLINES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "throughput": _throughput,
     "bytewax": _bytewax,
@@ -699,6 +750,7 @@ _HEADLINES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "recovery": _recovery,
     "backends": _backends,
     "rocksdb": _rocksdb,
+    "changelog": _changelog,
     "connectors": _connectors,
 }
 

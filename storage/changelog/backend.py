@@ -45,16 +45,16 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from storage.changelog.handle import KeyGroupHandle, encode_handle
-from storage.changelog.log import ENTRY_OVERHEAD, Segment, StateChangelog, UploadedFile
+from storage.changelog.log import ENTRY_OVERHEAD, Op, Segment, StateChangelog, UploadedFile
 from storage.changelog.options import ChangelogOptions
 from storage.changelog.states import Codecs, apply_entry, codecs_for, wrap_handle
 from storage.changelog.uploader import SharedPins, upload_changelog
 from storage.checkpoint.errors import StorageError
 from storage.checkpoint.metadata import SharedFileHandle
-from storage.descriptors import StateDescriptor
+from storage.descriptors import StateDescriptor, StateKind
 from storage.keygroups import KeyGroupRange
 from storage.serializers import serializer_for
 from storage.state import State
@@ -62,6 +62,11 @@ from storage.state import State
 __all__ = ["ChangelogKeyedStateBackend", "ChangelogSnapshot", "ChangelogStorageError"]
 
 logger = logging.getLogger("weir.changelog")
+
+MARK_SIZE: Final = ENTRY_OVERHEAD + 16
+"""Estimated bytes of a dirty key's entry (its value is encoded only at the cut)."""
+
+_ABSENT: Final = object()
 
 
 class ChangelogStorageError(StorageError):
@@ -118,6 +123,9 @@ class ChangelogKeyedStateBackend:
         self._handles: dict[str, State] = {}
         self._codecs: dict[str, Codecs] = {}
         self._descriptors: dict[str, StateDescriptor] = {}
+        self._inner_handles: dict[str, Any] = {}
+        # The value and reducing states' handles, whose dirty keys a cut encodes.
+        self._marking: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._materialize_timer: asyncio.TimerHandle | None = None
@@ -155,10 +163,13 @@ class ChangelogKeyedStateBackend:
             return handle
         codecs = self._codecs[descriptor.name] = codecs_for(descriptor, self.allow_pickle)
         self._descriptors[descriptor.name] = descriptor
+        self._inner_handles[descriptor.name] = inner
         entries = self.replay.pop(descriptor.name, None)
         if entries:
             self._replay(descriptor, inner, codecs, entries)
         handle = self._handles[descriptor.name] = wrap_handle(self, inner, descriptor, codecs)
+        if descriptor.kind in (StateKind.VALUE, StateKind.REDUCING):
+            self._marking.append(handle)
         return handle
 
     def replay_registered(self) -> None:
@@ -232,6 +243,53 @@ class ChangelogKeyedStateBackend:
         elif len(segment.entries) == 1 and self.pins is not None and self._timer is None:
             self._arm_upload_timer()
 
+    def grew(self) -> None:
+        """A value or reducing state's key was written for the first time since the cut.
+
+        The other choke point (see :mod:`storage.changelog.states`): never blocks; a
+        full segment is cut and its upload started, and the first change of a segment
+        arms its upload timer.
+        """
+        segment = self.log.grow(MARK_SIZE)
+        if segment.size >= self.options.file_size:
+            self.flush()
+        elif (
+            segment.seq_to - segment.seq_from == 1
+            and self.pins is not None
+            and (self._timer is None)
+        ):
+            self._arm_upload_timer()
+
+    def cut(self) -> Segment | None:
+        """Close the open segment: encode its dirty keys' current values, then cut."""
+        entries = self.log.current.entries
+        inner_key = self.inner.current_key
+        try:
+            for handle in self._marking:
+                dirty = handle.dirty
+                if not dirty:
+                    continue
+                handle.dirty = {}
+                name = handle.descriptor.name
+                inner = self._inner_handles[name]
+                encode = self._codecs[name].values.encode
+                value_state = handle.descriptor.kind is StateKind.VALUE
+                for key in dirty:
+                    if value_state:
+                        value = inner.get_for(key, _ABSENT)
+                    else:  # reducing
+                        self.inner.current_key = key
+                        value = inner.get()
+                        if value is None:
+                            value = _ABSENT
+                    if value is _ABSENT:
+                        entries.append((name, Op.CLEAR, key, None, None))
+                    else:
+                        entries.append((name, Op.SET, key, None, encode(value)))
+        finally:
+            self.inner.current_key = inner_key
+        return self.log.cut()
+
     def _arm_upload_timer(self) -> None:
         try:
             loop = asyncio.get_running_loop()
@@ -248,7 +306,7 @@ class ChangelogKeyedStateBackend:
 
         Then start a materialization if one is due. Returns the closed segment.
         """
-        segment = self.log.cut()
+        segment = self.cut()
         if segment is not None and self.pins is not None:
             self._start_upload(segment)
         self.maybe_materialize()
@@ -310,7 +368,7 @@ class ChangelogKeyedStateBackend:
         self.pins = SharedPins(shared)
         for segment in self.log.closed:
             self._start_upload(segment)
-        if self.log.current.entries and self._timer is None:
+        if self.log.has_changes() and self._timer is None:
             self._arm_upload_timer()
         self._arm_materialize_timer()
         self.maybe_materialize()  # what was logged before may be due already
@@ -352,7 +410,7 @@ class ChangelogKeyedStateBackend:
                 return False
         from storage.changelog.materializer import materialize
 
-        segment = self.log.cut()
+        segment = self.cut()
         if segment is not None:
             self._start_upload(segment)
         self._materializing = self._spawn(materialize(self, self.log.seq))
@@ -412,7 +470,7 @@ class ChangelogKeyedStateBackend:
         """
         if canonical or self.full_snapshots:
             return self.inner.snapshot(canonical=canonical)
-        segment = self.log.cut()
+        segment = self.cut()
         if segment is not None and self.pins is not None:
             self._start_upload(segment)
         return ChangelogSnapshot(

@@ -5,7 +5,12 @@ appends one :data:`Entry` to its :class:`StateChangelog`: the state's name, an
 :class:`Op`, the key (as it is: keys are immutable), and the map key and value already
 encoded (values may be mutated by the user after the write). Entries are numbered by a
 sequence number; the changelog is a list of closed :class:`Segment` s and the open one.
-A segment is closed ("cut") when it reaches the file size, when its upload interval
+Writes to value and reducing state only mark their key dirty (in their state handle,
+see :mod:`storage.changelog.states`): when the segment closes, each dirty key's current
+value is read and encoded once, so a
+key written many times between two cuts costs one entry (the state at the cut is what
+a checkpoint or a materialization at that position needs). A segment is closed ("cut")
+when it reaches the file size, when its upload interval
 passes, at each checkpoint's synchronous part and at each materialization's start, so
 that a checkpoint's and a materialization's position always fall between segments.
 Each closed segment becomes one file of ``shared/`` (:mod:`storage.changelog.uploader`).
@@ -200,8 +205,25 @@ class StateChangelog:
         current.seq_to = self.seq
         return current
 
+    def grow(self, size: int) -> Segment:
+        """Count a value or reducing state's key written for the first time in the segment.
+
+        ``size`` is its estimated bytes; its entry is made at the cut.
+
+        Returns:
+            The open segment.
+        """
+        current = self.current
+        current.size += size
+        self.seq += 1
+        current.seq_to = self.seq
+        return current
+
     def cut(self) -> Segment | None:
-        """Close the open segment if it has entries; return it (else None)."""
+        """Close the open segment if it has entries; return it (else None).
+
+        The caller turns the dirty keys of value and reducing states into entries first.
+        """
         current = self.current
         if not current.entries:
             return None
@@ -223,3 +245,7 @@ class StateChangelog:
     def bytes_since(self, seq: int) -> int:
         """Estimated bytes of the entries from position ``seq`` on, the open ones too."""
         return sum(s.size for s in self.closed if s.seq_from >= seq) + self.current.size
+
+    def has_changes(self) -> bool:
+        """Whether the open segment has entries or dirty keys."""
+        return self.current.seq_to > self.current.seq_from

@@ -2,12 +2,15 @@
 
 Each handle wraps the handle the wrapped backend (heap or RocksDB) returned for the
 same descriptor. Reads go straight to it; every write goes to it first (so a bad key
-fails as it would without the changelog) and then is recorded through the backend's one
-choke point, :meth:`ChangelogKeyedStateBackend.record
-<storage.changelog.backend.ChangelogKeyedStateBackend.record>`, with the value encoded
-now by the descriptor's serializer (the user may mutate the object later). A value read
-from state and mutated in place without a write is not logged: write it back with
-``update``/``put`` (the heap backend's own snapshots would see it, the changelog does not).
+fails as it would without the changelog) and then is recorded through the backend's
+choke points: list and map writes with :meth:`ChangelogKeyedStateBackend.record
+<storage.changelog.backend.ChangelogKeyedStateBackend.record>`, their element encoded
+now by the descriptor's serializer (the user may mutate the object later); value and
+reducing writes only mark the key dirty in the handle (and call
+:meth:`~storage.changelog.backend.ChangelogKeyedStateBackend.grew` the first time): the
+backend reads and encodes its value once when the changelog segment is cut. A list or
+map element mutated in place after its write is not logged: write it again with
+``update``/``put``.
 
 :func:`apply_entry` is the other direction: it replays one logged entry on a wrapped
 handle, on restore.
@@ -81,27 +84,52 @@ class _Logged:
 
 
 class ChangelogValueState(_Logged, ValueState):
-    """A value state whose writes are logged."""
+    """A value state whose writes mark their key dirty until the next cut.
 
-    __slots__ = ()
+    ``get_for`` is the wrapped handle's own (no extra call on the runtime's hot path);
+    a write costs the wrapped write and a dict lookup, plus a call the first time the
+    key is written since the cut.
+    """
+
+    __slots__ = ("_put_for", "dirty", "get_for")
+
+    def __init__(
+        self,
+        backend: ChangelogKeyedStateBackend,
+        inner: Any,
+        descriptor: StateDescriptor,
+        codecs: Codecs,
+    ) -> None:
+        super().__init__(backend, inner, descriptor, codecs)
+        self.get_for = inner.get_for
+        self._put_for = inner.put_for
+        # Keys written since the last cut (taken, and replaced, by the backend's cut).
+        self.dirty: dict[Hashable, None] = {}
 
     def value(self) -> Any:
         return self._inner.value()
 
     def update(self, value: Any) -> None:
         self._inner.update(value)
-        self._backend.record(
-            self._name, Op.SET, self._backend.current_key, None, self._encode(value)
-        )
+        self._mark(self._backend.current_key)
 
-    def get_for(self, key: Hashable, default: Any = None) -> Any:
-        """Return the value of ``key``; see ``HeapValueState.get_for``."""
-        return self._inner.get_for(key, default)
+    def clear(self) -> None:
+        self._inner.clear()
+        self._mark(self._backend.current_key)
 
     def put_for(self, key: Hashable, value: Any) -> None:
         """Set the value of ``key`` and log it; see ``HeapValueState.put_for``."""
-        self._inner.put_for(key, value)
-        self._backend.record(self._name, Op.SET, key, None, self._encode(value))
+        self._put_for(key, value)
+        dirty = self.dirty
+        if key not in dirty:
+            dirty[key] = None
+            self._backend.grew()
+
+    def _mark(self, key: Hashable) -> None:
+        dirty = self.dirty
+        if key not in dirty:
+            dirty[key] = None
+            self._backend.grew()
 
 
 class ChangelogListState(_Logged, ListState):
@@ -194,19 +222,37 @@ class ChangelogMapState(_Logged, MapState):
 
 
 class ChangelogReducingState(_Logged, ReducingState):
-    """A reducing state whose writes are logged as the reduced value."""
+    """A reducing state whose writes mark their key dirty (the reduced value is logged)."""
 
-    __slots__ = ()
+    __slots__ = ("dirty",)
+
+    def __init__(
+        self,
+        backend: ChangelogKeyedStateBackend,
+        inner: Any,
+        descriptor: StateDescriptor,
+        codecs: Codecs,
+    ) -> None:
+        super().__init__(backend, inner, descriptor, codecs)
+        self.dirty: dict[Hashable, None] = {}
 
     def get(self) -> Any:
         return self._inner.get()
 
     def add(self, value: Any) -> None:
-        inner = self._inner
-        inner.add(value)
-        self._backend.record(
-            self._name, Op.SET, self._backend.current_key, None, self._encode(inner.get())
-        )
+        self._inner.add(value)
+        self._mark()
+
+    def clear(self) -> None:
+        self._inner.clear()
+        self._mark()
+
+    def _mark(self) -> None:
+        key = self._backend.current_key
+        dirty = self.dirty
+        if key not in dirty:
+            dirty[key] = None
+            self._backend.grew()
 
 
 def wrap_handle(

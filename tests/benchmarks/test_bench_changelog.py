@@ -1,0 +1,42 @@
+"""The kit's ``changelog`` part, end to end at a tiny size (asserts nothing on time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_changelog_part_reports_every_figure(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--only",
+            "changelog",
+            "--out",
+            str(tmp_path),
+            "--part-args",
+            "changelog=--quick --keys 2000 --repeats 1 --records 5000 --changed-rounds 1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["failed"] == [], (tmp_path / "kit.log").read_text()
+    figures = [row["figure"] for row in report["headline"] if row["part"] == "changelog"]
+    assert len(figures) == 4, figures
+    assert any("bytes written" in figure for figure in figures)
+    assert any("restore" in figure for figure in figures)
