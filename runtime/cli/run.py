@@ -11,12 +11,14 @@ the script ends, however it ends.
 
 from __future__ import annotations
 
+import logging
 import os
 import runpy
 import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.api.overrides import JOBS, OVERRIDES
 from runtime.cli.errors import CliError, UsageError
@@ -27,7 +29,19 @@ from runtime.errors import JobFailedError
 from runtime.scheduler.recovery import RestoreFromError, RestoreWarning
 from storage.checkpoint import NoValidCheckpointError, RestoreRefusedError
 
-__all__ = ["DEFAULT_REST_PORT", "RunOptions", "check_options", "execute_script", "prepare_run"]
+if TYPE_CHECKING:
+    from runtime.scheduler.executor import JobExecution
+
+__all__ = [
+    "DEFAULT_REST_PORT",
+    "RunOptions",
+    "check_options",
+    "execute_script",
+    "overridden_parallelism",
+    "prepare_run",
+]
+
+logger = logging.getLogger("weir.cli")
 
 DEFAULT_REST_PORT = 8081
 """Flink's REST port."""
@@ -152,6 +166,27 @@ def _one_line(error: BaseException) -> str:
     )
 
 
+def overridden_parallelism(execution: JobExecution, parallelism: int) -> str | None:
+    """The warning for a job whose script overrides ``weir run -p``, or None.
+
+    The script's own settings win over the command line's, as in Flink: ``-p`` is the
+    parallelism of environments made without one and of operators without their own.
+    Every vertex of the job graph that runs with another parallelism was set so by the
+    script, which ``weir run`` says, rather than losing ``-p`` silently.
+    """
+    graph = getattr(execution, "graph", None)
+    if graph is None:
+        return None
+    other = [v for v in graph.vertices if v.parallelism != parallelism]
+    if not other:
+        return None
+    names = ", ".join(f"{v.name!r} ({v.parallelism})" for v in other)
+    return (
+        f"job {execution.job_name!r}: the script sets the parallelism of {names}, which wins "
+        f"over -p {parallelism} (the script's settings win over weir run's options)"
+    )
+
+
 def execute_script(options: RunOptions, server: JobServer | None) -> None:
     """Run the script to its end; undo the overrides and close the API afterwards.
 
@@ -170,6 +205,14 @@ def execute_script(options: RunOptions, server: JobServer | None) -> None:
     OVERRIDES.allow_older_than_committed = options.allow_older_than_committed
     if server is not None:
         JOBS.add_listener(server.on_job_registered)
+    parallelism = options.parallelism
+
+    def warn_overridden(execution: JobExecution) -> None:
+        warning = None if parallelism is None else overridden_parallelism(execution, parallelism)
+        if warning is not None:
+            logger.warning("%s", warning)
+
+    JOBS.add_listener(warn_overridden)
     script = options.job.absolute()
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [str(options.job), *options.args]
@@ -189,6 +232,7 @@ def execute_script(options: RunOptions, server: JobServer | None) -> None:
         sys.argv = saved_argv
         sys.path[:] = saved_path
         OVERRIDES.clear()
+        JOBS.remove_listener(warn_overridden)
         if server is not None:
             JOBS.remove_listener(server.on_job_registered)
             server.close()
