@@ -86,17 +86,17 @@ def _free_port() -> int:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--records", type=int, default=15_000_000)
+    parser.add_argument("--records", type=int, help="[15,000,000; --quick 2,000,000]")
     parser.add_argument("--keys", type=int, default=1_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, help="[5; --quick 1]")
     parser.add_argument("--quick", action="store_true", help="2M records, 1 round")
     parser.add_argument("--poll", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.poll:
         poll_forever(args.poll)
         return {}
-    if args.quick:
-        args.records, args.repeats = 2_000_000, 1
+    args.records = args.records or (2_000_000 if args.quick else 15_000_000)
+    args.repeats = args.repeats or (1 if args.quick else 5)
     port = _free_port()
     address = f"http://127.0.0.1:{port}"
     poller = subprocess.Popen(
