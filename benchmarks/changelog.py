@@ -174,7 +174,10 @@ class Subject:
                     pass
         return time.perf_counter() - start
 
-    def restore(self) -> float:
+    def restore(self, decode_all: bool = True) -> float:
+        """Seconds to restore the last checkpoint: until every key is decoded, or (not
+        ``decode_all``) until the state is ready for records (the heap decodes the rest
+        of its key groups lazily, between records)."""
         assert self.last is not None
         pointer, blobs, _ = self.last
         start = time.perf_counter()
@@ -183,7 +186,7 @@ class Subject:
         backend.defer_restore(blobs, pointer)
         self.loop.run_until_complete(backend.prepare())
         value = backend.get_state(STATE)
-        while not backend.restore_step(1 << 16):
+        while decode_all and not backend.restore_step(1 << 16):
             pass
         elapsed = time.perf_counter() - start
         assert value.get_for(self.keys - 1) is not None
@@ -259,7 +262,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for _ in range(extra):
             changelog.checkpoint()
         materialized_bytes, changelog_bytes = changelog.sizes()
-        restore = interleave({"read": changelog.read, "restore": changelog.restore}, repeats)
+        restore = interleave(
+            {
+                "read": changelog.read,
+                "restore": changelog.restore,
+                "ready": lambda: changelog.restore(decode_all=False),
+            },
+            repeats,
+        )
         for subject in subjects.values():
             subject.close()
         subjects.clear()
@@ -278,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     by_seconds = paired_ratios(seconds["changelog"], seconds["full"])
     by_bytes = paired_ratios(sizes["changelog"], sizes["full"])
     restore_ratio = paired_ratios(restore["restore"], restore["read"])
+    ready_ratio = paired_ratios(restore["ready"], restore["read"])
     throughput_ratio = paired_ratios(throughput["on"], throughput["off"])
     report: dict[str, Any] = {
         "machine": info,
@@ -292,6 +303,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "restore_changelog_bytes": changelog_bytes,
         "restore": {n: s.summary() for n, s in restore.items()},
         "restore_over_read": restore_ratio,
+        "ready_over_read": ready_ratio,
         "throughput_records_per_second": {n: s.summary() for n, s in throughput.items()},
         "on_over_off_throughput": throughput_ratio,
         "goals": {
@@ -327,6 +339,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"| restore: read, check, index, replay, decode all | "
         f"{restore['restore'].median * 1e3:.0f} ms | {restore_ratio['ratio']:.2f} "
         f"({met('restore_at_most_3x_read')}: <= 3) |",
+        f"| ready for records (read, check, index, replay; the rest decoded lazily) | "
+        f"{restore['ready'].median * 1e3:.0f} ms | {ready_ratio['ratio']:.2f} |",
         "",
         "| keyed count job, checkpoint every 1 s | records/s |",
         "|---|---:|",
