@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from runtime.tasks.operators import StreamOperator
+from runtime.tasks.operators import SinkOperator, StreamOperator
 from runtime.tasks.record_writer import RecordWriter
 from runtime.time.chain_time import ChainTime
 
@@ -31,6 +31,11 @@ class OperatorChain:
         self.operators = list(operators)
         self.writers = list(writers)
         self.is_async = any(op.is_async for op in self.operators)
+        # An async operator that emits records (not a sink): the task runs it record by
+        # record, so what it emitted before an await can leave within the buffer timeout.
+        self.emits_while_awaiting = any(
+            op.is_async and not isinstance(op, SinkOperator) for op in self.operators
+        )
         self._single_writer = self.writers[0] if len(self.writers) == 1 else None
         # Event time: watermarks, timers and side outputs (runtime.time.chain_time).
         self.time = ChainTime(self)

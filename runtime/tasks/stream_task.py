@@ -136,7 +136,9 @@ class StreamTask(Task):
             if item.__class__ is list:
                 if recording and index in recording:
                     self._record(index, item)
-                if self.chain.is_async:
+                if self.chain.is_async and (
+                    self.checkpointing is not None or self.chain.emits_while_awaiting
+                ):
                     await self.process_interruptible(index, item)
                 else:
                     await process(item)

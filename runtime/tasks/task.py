@@ -113,9 +113,7 @@ class Task(Actor):
                 channel.set_producer_waker(self.waker)
         # Async I/O operators (runtime.tasks.async_wait): they wake the task when a call
         # completes; the task emits their results between buffers and while it waits.
-        self.async_operators: list[Any] = [
-            op for op in chain.operators if hasattr(op, "bind_host")
-        ]
+        self.async_operators: list[Any] = [op for op in chain.operators if hasattr(op, "bind_host")]
         for operator in self.async_operators:
             operator.bind_host(self)
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -308,12 +306,14 @@ class Task(Actor):
         if checkpointing is not None and checkpointing.taking:
             await checkpointing.wait_taken()
         chain = self.chain
-        if chain.is_async:
+        if chain.emits_while_awaiting:
             # Record by record, so that what the chain emitted before an await is in the
             # writers, where the flush timer sends it within the buffer timeout.
             with self.flushing_while_awaiting():
                 for position in range(len(batch)):
                     await chain.process(batch[position : position + 1])
+        elif chain.is_async:  # an async sink: whole buffers (write_batch)
+            await chain.process(batch)
         else:
             chain.process_sync(batch)
         await self.after_buffer()
