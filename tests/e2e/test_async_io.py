@@ -443,3 +443,36 @@ async def test_async_map_sends_results_while_calls_are_in_flight() -> None:
     env.from_sequence(0, 1).async_map(call, ordered=False).sink_to(sink)
     result = await env.execute("results while in flight")
     assert result.status is JobStatus.FINISHED
+
+
+# -- event time ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+async def test_watermarks_are_order_boundaries(ordered: bool) -> None:
+    """Later records complete first, and a watermark follows every record: if one
+    overtook a result, that record would be late and missing from its window."""
+    from runtime.time import WatermarkStrategy
+    from runtime.windows import TumblingEventTimeWindows
+
+    async def call(record: tuple[str, int, int]) -> tuple[str, int, int]:
+        await yields(10 - record[1] % 10)
+        return record
+
+    strategy = (
+        WatermarkStrategy.for_bounded_out_of_orderness(0)
+        .with_timestamp_assigner(lambda r: r[1])
+        .with_emit_interval(0)
+    )
+    env = StreamEnvironment(parallelism=1, buffer_size=1)  # a watermark after each record
+    (
+        env.from_collection([("k", t, 1) for t in range(200)])
+        .assign_timestamps_and_watermarks(strategy)
+        .async_map(call, capacity=20, ordered=ordered)
+        .key_by(lambda r: r[0])
+        .window(TumblingEventTimeWindows.of(10), timestamp=lambda r: r[1])
+        .reduce(lambda a, b: (a[0], max(a[1], b[1]), a[2] + b[2]))
+        .collect(name="windows")
+    )
+    result = await env.execute("watermarks")
+    assert sorted(count for _, _, count in result.collected["windows"]) == [10] * 20
