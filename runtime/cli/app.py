@@ -202,6 +202,12 @@ def run(
         ),
     ] = None,
     no_rest: Annotated[bool, typer.Option("--no-rest", help="Serve no HTTP API.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show tracebacks of configuration and restore errors."
+        ),
+    ] = False,
     detached: Annotated[
         bool,
         typer.Option(
@@ -249,6 +255,7 @@ def run(
         rest_address=rest_address,
         rest_token=rest_token,
         log_level=log_level.value,
+        verbose=verbose,
     )
     if detached:
         _run_detached(options, log_file)

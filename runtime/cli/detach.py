@@ -71,6 +71,8 @@ def child_argv(options: RunOptions) -> list[str]:
         argv.append("--allow-non-restored-state")
     if options.allow_older_than_committed:
         argv.append("--allow-older-than-committed")
+    if options.verbose:
+        argv.append("--verbose")
     for folder in options.savepoint_dirs:
         argv += ["--savepoint-dir", folder if "://" in folder else os.path.abspath(folder)]
     return [*argv, str(options.job.absolute()), *options.args]

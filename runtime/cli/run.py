@@ -25,7 +25,7 @@ from runtime.cli.errors import CliError, UsageError
 from runtime.cli.logs import showing_logs
 from runtime.cli.server import JobServer, bind_listener, is_loopback
 from runtime.cli.targets import SavepointTargets
-from runtime.errors import JobFailedError
+from runtime.errors import ConfigError, JobFailedError
 from runtime.scheduler.recovery import RestoreFromError, RestoreWarning
 from storage.checkpoint import NoValidCheckpointError, RestoreRefusedError
 
@@ -66,6 +66,7 @@ class RunOptions:
         rest_token: the bearer token the API requires (required for an address that
             is not loopback).
         log_level: the lowest level of ``weir`` log records shown on stderr.
+        verbose: show the traceback of a configuration error or refused restore.
     """
 
     job: Path
@@ -81,6 +82,7 @@ class RunOptions:
     rest_address: str = "127.0.0.1"
     rest_token: str | None = None
     log_level: str = "info"
+    verbose: bool = False
 
 
 def check_options(options: RunOptions) -> None:
@@ -159,11 +161,23 @@ RESTORE_ERRORS = (RestoreRefusedError, NoValidCheckpointError, RestoreFromError)
 """What a restore refuses or cannot find: one line on stderr, no traceback."""
 
 
+_FLAGS = (
+    (
+        "allow_older_than_committed=True (weir run --allow-older-than-committed)",
+        "--allow-older-than-committed",
+    ),
+    ("allow_older_than_committed=True", "--allow-older-than-committed"),
+    ("allow_non_restored_state=True", "--allow-non-restored-state (-n)"),
+)
+"""Keyword arguments that runtime messages name, and the ``weir run`` flag that sets them."""
+
+
 def _one_line(error: BaseException) -> str:
+    """``error``'s message on one line, naming ``weir run``'s flags, not keyword arguments."""
     text = " ".join(str(error).split())
-    return text.replace("allow_older_than_committed=True (weir run ", "").replace(
-        "--allow-older-than-committed)", "--allow-older-than-committed"
-    )
+    for keyword, flag in _FLAGS:
+        text = text.replace(keyword, flag)
+    return text
 
 
 def overridden_parallelism(execution: JobExecution, parallelism: int) -> str | None:
@@ -223,10 +237,24 @@ def execute_script(options: RunOptions, server: JobServer | None) -> None:
             warnings.simplefilter("ignore", RestoreWarning)
             runpy.run_path(str(script), run_name="__main__")
     except RESTORE_ERRORS as error:
+        if options.verbose:
+            raise
         raise CliError(_one_line(error)) from None
+    except ConfigError as error:
+        # The script's own setup (a missing uid, a bad option): a user error, one line.
+        if options.verbose:
+            raise
+        raise UsageError(f"{_one_line(error)} (--verbose: the traceback)") from None
     except JobFailedError as error:
-        if isinstance(error.__cause__, RESTORE_ERRORS):
-            raise CliError(f"job {error.result.job_name!r}: {_one_line(error.__cause__)}") from None
+        if options.verbose:
+            raise
+        cause = error.__cause__
+        if isinstance(cause, RESTORE_ERRORS):
+            raise CliError(f"job {error.result.job_name!r}: {_one_line(cause)}") from None
+        if isinstance(cause, ConfigError):
+            raise UsageError(
+                f"job {error.result.job_name!r}: {_one_line(cause)} (--verbose: the traceback)"
+            ) from None
         raise
     finally:
         sys.argv = saved_argv
