@@ -417,7 +417,7 @@ def cancel(
     if json_output:
         render.emit_json({"job": job_id, "cancelled": True})
     else:
-        render.output_console().print(f"cancelling job {job_id}")
+        render.output_console().print(f"cancelling job {job_id}", soft_wrap=True)
 
 
 # -- checkpoint files -----------------------------------------------------------------------
@@ -481,7 +481,7 @@ def dispose(
     if json_output:
         render.emit_json({"disposed": folder})
     else:
-        render.output_console().print(f"disposed of savepoint {folder}")
+        render.output_console().print(f"disposed of savepoint {folder}", soft_wrap=True)
 
 
 # -- advice ---------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def render_job(details: dict[str, Any], checkpoints: dict[str, Any]) -> None:
         f"{details['restarts']} restarts"
     )
     for failure in details.get("failures", []):
-        console.print(f"  failure: {failure}")
+        console.print(f"  failure: {failure}", soft_wrap=True)
     table = Table("vertex", "p", "status", "records in", "records out", "backpressure")
     for vertex in details["vertices"]:
         metrics = vertex["metrics"]
@@ -141,7 +141,7 @@ def render_job(details: dict[str, Any], checkpoints: dict[str, Any]) -> None:
     )
     restored = checkpoints["latest"]["restored"]
     if restored is not None:
-        console.print(f"restored from {restored['external_path']}")
+        console.print(f"restored from {restored['external_path']}", soft_wrap=True)
     history = checkpoints["history"][:10]
     if history:
         table = Table("id", "status", "kind", "duration", "state", "in-flight", "unaligned")
@@ -162,7 +162,7 @@ def render_operation(what: str, operation: dict[str, Any]) -> None:
     """The outcome of ``weir checkpoint``, ``savepoint`` or ``stop``."""
     checkpoint_id = operation.get("checkpointId")
     number = "" if checkpoint_id is None else f" {checkpoint_id}"
-    output_console().print(f"{what}{number} completed: {operation['location']}")
+    output_console().print(f"{what}{number} completed: {operation['location']}", soft_wrap=True)
 
 
 # -- files ----------------------------------------------------------------------------------
