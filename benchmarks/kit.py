@@ -73,6 +73,9 @@ PARTS: dict[str, Part] = {
     "changelog": Part("benchmarks.changelog", "Changelog state backend: checkpoints, restore"),
     "savepoint": Part("benchmarks.savepoint", "Savepoints", optional=True),
     "async_io": Part("benchmarks.async_io", "Async I/O: async_map against hand-written asyncio"),
+    "event_time": Part(
+        "benchmarks.event_time", "Event time: window count vs keyed count and Bytewax; timers"
+    ),
     "connectors": Part(
         "benchmarks.connectors", "Connectors: PostgreSQL sinks, Redis Streams, JSON Lines files"
     ),

@@ -2,13 +2,15 @@
 
 Built by ``WindowedStream`` (``runtime.api.windowed``) and run in a keyed subtask like
 any keyed operator. Per record: its key, its timestamp (the stream's timestamp
-assigner; processing time: ``time.time()``), its windows (the assigner); each window's
-accumulator lives in the keyed map state ``"window-contents"`` under the plain tuple
-``(start, end)``: the reduced value, an ``AggregateFunction`` accumulator, or the list
-of elements for a ``ProcessWindowFunction``. Session windows merge in that map: the
+assigner; processing time: ``time.time()``), its windows (the assigner). The
+accumulators of a key's windows live in its keyed value state ``"window-contents"``: a
+dict under the plain tuple ``(start, end)``, read and written back once per record (one
+state access per record, like the keyed reduce, on either backend). An accumulator is
+the reduced value, an ``AggregateFunction`` accumulator, or the list of elements for a
+``ProcessWindowFunction``. Session windows merge in that dict: the
 accumulators of the windows a new one touches are merged into the covering window
 (``reduce``, ``AggregateFunction.merge``, or list concatenation), so no separate
-merging-window set is needed and the map is all the state there is.
+merging-window set is needed and the dict is all the state there is.
 
 Triggering is Flink's default: event-time windows fire when the watermark reaches their
 end (an event-time timer at ``end``, ``runtime.time.timers``), processing-time windows
@@ -34,12 +36,14 @@ from runtime.time.timers import TimerService
 from runtime.time.watermarks import check_timestamp
 from runtime.windows.assigners import TimeWindow, WindowAssigner, merge_windows
 from runtime.windows.functions import WindowContext
-from storage import KeyGroupAssigner, MapStateDescriptor
+from storage import KeyGroupAssigner, ValueStateDescriptor
 
 __all__ = ["WINDOW_CONTENTS", "WindowFunctions", "WindowOperator"]
 
 WINDOW_CONTENTS = "window-contents"
-"""The keyed map state of window accumulators: ``(start, end) -> accumulator``."""
+"""The keyed value state of window accumulators: a dict ``(start, end) -> accumulator``."""
+
+_MISSING = object()
 
 
 class WindowFunctions:
@@ -124,7 +128,7 @@ class WindowOperator(StreamOperator):
     def setup(self, ctx: Any) -> None:  # noqa: D102
         super().setup(ctx)
         assert ctx.keyed_backend is not None, "window operator without a keyed backend"
-        self._state = ctx.keyed_backend.get_state(MapStateDescriptor(WINDOW_CONTENTS))
+        self._state = ctx.keyed_backend.get_state(ValueStateDescriptor(WINDOW_CONTENTS))
         self._assigner_kg = KeyGroupAssigner(ctx.max_parallelism, ctx.parallelism)
 
     async def open(self) -> None:  # noqa: D102
@@ -157,13 +161,17 @@ class WindowOperator(StreamOperator):
         assert timers is not None and self._assigner_kg is not None
         backend = self.context.keyed_backend
         state = self._state
-        get, put = state.get, state.put
+        get_for, put_for = state.get_for, state.put_for
         key_group = self._assigner_kg.key_group
         key_selector = self.key_selector
         stamp = self.timestamp
-        assign = self.assigner.assign
-        event_time = self.assigner.is_event_time
-        merging = self.assigner.is_merging
+        assigner = self.assigner
+        assign = assigner.assign
+        event_time = assigner.is_event_time
+        merging = assigner.is_merging
+        # Tumbling windows: the window's start computed inline (the hot path).
+        size = getattr(assigner, "size", None) if not hasattr(assigner, "slide") else None
+        offset = getattr(assigner, "offset", 0)
         functions = self.functions
         create, add = functions.create, functions.add
         lateness = self.lateness
@@ -180,39 +188,55 @@ class WindowOperator(StreamOperator):
             for record in batch:
                 key = _NO_KEY
                 key = key_selector(record)
-                key_group(key)
-                if key is None:
-                    raise explain_key_error(ValueError(), None)
-                backend.current_key = key
-                timestamp = check_timestamp(stamp(record)) if event_time else now
+                if event_time:
+                    timestamp = stamp(record)  # type: ignore[misc]
+                    if (
+                        timestamp.__class__ is not float and timestamp.__class__ is not int
+                    ) or timestamp != timestamp:
+                        timestamp = check_timestamp(timestamp)
+                else:
+                    timestamp = now
+                windows = get_for(key)
+                if windows is None:
+                    # A key without windows: validate it (None is no key).
+                    key_group(key)
+                    if key is None:
+                        raise explain_key_error(ValueError(), None)
+                    windows = {}
+                if size is not None and not merging:
+                    start = timestamp - (timestamp - offset) % size
+                    assigned: Any = ((start, start + size),)
+                else:
+                    assigned = assign(timestamp)
                 accepted = False
-                for window in assign(timestamp):
+                for window in assigned:
                     end = window[1]
                     if event_time and end + lateness <= watermark:
                         continue  # late: the window's state is gone
                     accepted = True
                     if merging:
-                        window = self._merge(key, window)
+                        window = self._merge(key, windows, TimeWindow(window[0], end))
                         end = window[1]
                     bounds = (window[0], end)
-                    acc = get(bounds)
-                    if acc is None:
-                        acc = record if create is None else add(create(), record)
+                    acc = windows.get(bounds, _MISSING)
+                    if acc is _MISSING:
+                        windows[bounds] = acc = record if create is None else add(create(), record)
+                        backend.current_key = key
                         if not (event_time and end <= watermark):
                             register(end)
                         if lateness and event_time:
                             register(end + lateness)
                     else:
-                        acc = add(acc, record)
-                    put(bounds, acc)
+                        windows[bounds] = acc = add(acc, record)
                     if event_time and end <= watermark:
                         # Late but allowed: fire again with the new record (Flink).
                         out.extend(self._emit(key, bounds, acc))
-                if not accepted:
-                    if self.late_tag is not None:
-                        out.append(SideRecord(self.late_tag, record))
-                    else:
-                        self.late_records_dropped += 1
+                if accepted:
+                    put_for(key, windows)
+                elif self.late_tag is not None:
+                    out.append(SideRecord(self.late_tag, record))
+                else:
+                    self.late_records_dropped += 1
         except Exception as error:
             cause = explain_key_error(error, key)
             raise self.error(cause, record) from cause
@@ -220,29 +244,26 @@ class WindowOperator(StreamOperator):
         self.records_out += len(out)
         return out
 
-    def _merge(self, key: Hashable, window: TimeWindow) -> TimeWindow:
-        state = self._state
-        existing = [TimeWindow(*bounds) for bounds in state.keys()]  # noqa: SIM118
+    def _merge(self, key: Hashable, windows: dict[Any, Any], window: TimeWindow) -> TimeWindow:
+        existing = [TimeWindow(*bounds) for bounds in windows]
         merged, absorbed = merge_windows(existing, window)
         if not absorbed or (len(absorbed) == 1 and absorbed[0] == merged):
             return merged
         timers = self.timers
         assert timers is not None
+        self.context.keyed_backend.current_key = key
         event_time = self.assigner.is_event_time
-        acc: Any = None
+        acc: Any = _MISSING
         for old in absorbed:
-            bounds = (old[0], old[1])
-            value = state.get(bounds)
-            state.remove(bounds)
+            value = windows.pop((old[0], old[1]))
             if event_time:
                 timers.delete_event_time_timer(old[1])
                 if self.lateness:
                     timers.delete_event_time_timer(old[1] + self.lateness)
             else:
                 timers.delete_processing_time_timer(old[1])
-            acc = value if acc is None else self.functions.merge(acc, value)
-        target = (merged[0], merged[1])
-        state.put(target, acc)
+            acc = value if acc is _MISSING else self.functions.merge(acc, value)
+        windows[(merged[0], merged[1])] = acc
         if event_time:
             timers.register_event_time_timer(merged[1])
             if self.lateness:
@@ -271,18 +292,28 @@ class WindowOperator(StreamOperator):
         state = self._state
         lateness = self.lateness if self.assigner.is_event_time else 0
         for timestamp, key in due:
-            backend.current_key = key
-            for bounds in state.keys():  # noqa: SIM118 (MapState)
+            windows = state.get_for(key)
+            if not windows:
+                continue
+            changed = False
+            for bounds, acc in list(windows.items()):
                 end = bounds[1]
                 try:
                     if end == timestamp:
-                        out.extend(self._emit(key, (bounds[0], end), state.get(bounds)))
-                    if end + lateness == timestamp:
-                        state.remove(bounds)
+                        out.extend(self._emit(key, (bounds[0], end), acc))
                 except Exception as error:
                     raise self.phase_error(
                         error, f"firing window {tuple(bounds)!r} of key {key!r}"
                     ) from error
+                if end + lateness == timestamp:
+                    del windows[bounds]
+                    changed = True
+            if changed:
+                if windows:
+                    state.put_for(key, windows)
+                else:
+                    backend.current_key = key
+                    state.clear()
         self.records_out += len(out)
         return out
 
