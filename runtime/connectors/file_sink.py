@@ -27,6 +27,15 @@ write its records again, so the sink moves it into ``<dir>/.superseded/`` (nothi
 deleted) and logs it on the ``weir.sink`` logger. The folder then holds exactly the
 output of the restored history, each record once (``skips_committed_on_restore``).
 Files of other lineages (another job writing into the same folder) are never touched.
+
+**Formats and rolling.** ``format=`` writes records with a file format of
+``runtime.connectors.file_formats`` (``TextLines()``, ``JsonLines()``, ``Csv(...)``)
+instead of ``formatter``. ``rolling_size=`` (bytes) and ``rolling_interval=`` (seconds)
+roll a transaction's part file over to a new one (``<name>.0001``, ``<name>.0002``...) when it
+grows past the size or has been open that long (checked as records are written): the
+finished part is flushed, fsynced and moved to the pending folder at once, and every
+part of the transaction is committed together when its checkpoint completes, as
+Flink's rolling policies do.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import contextlib
 import copy
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +52,9 @@ from typing import IO, Any
 
 import msgspec
 
+from runtime.connectors.file_formats import FileFormat
 from runtime.connectors.two_phase_commit import TwoPhaseCommitSink
+from runtime.errors import ConfigError
 from runtime.tasks.context import RuntimeContext
 
 IN_PROGRESS_DIR = ".inprogress"
@@ -73,17 +85,42 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
     Args:
         directory: where committed part files appear (created if missing).
         formatter: turns a record into its line (without the newline); ``str`` by default.
+        format: a file format (``JsonLines()``, ``Csv(...)``...) used instead of
+            ``formatter``.
+        rolling_size: roll over to a new part file past this many bytes; None: never.
+        rolling_interval: roll over to a new part file after this many seconds; None:
+            never.
+
+    Raises:
+        ConfigError: a rolling option is not a positive number.
     """
 
     transaction_type = FileTransaction
     skips_committed_on_restore = True
 
     def __init__(
-        self, directory: str | os.PathLike[str], formatter: Callable[[Any], str] = str
+        self,
+        directory: str | os.PathLike[str],
+        formatter: Callable[[Any], str] = str,
+        *,
+        format: FileFormat | None = None,
+        rolling_size: int | None = None,
+        rolling_interval: float | None = None,
     ) -> None:
         super().__init__()
+        rolling = (("rolling_size", rolling_size), ("rolling_interval", rolling_interval))
+        for option, value in rolling:
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                raise ConfigError(f"FileSink: {option} must be a number > 0 or None, got {value!r}")
         self.directory = Path(directory)
         self.formatter = formatter
+        self.format = format
+        self.rolling_size = rolling_size
+        self.rolling_interval = rolling_interval
+        # Per open transaction: its current part file's name, and when it was opened.
+        self._parts: dict[str, tuple[str, float]] = {}
         self._subtask = 0
         self._counter = 0
         self._lineage = ""
@@ -144,7 +181,8 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
         prefix = f"part-{self._subtask}-"
         for folder in (IN_PROGRESS_DIR, PENDING_DIR):
             for path in (self.directory / folder).glob(prefix + "*"):
-                if path.name not in known:
+                # A rolled part ``<name>.<k>`` belongs to transaction ``<name>``.
+                if path.name.split(".")[0] not in known:
                     path.unlink(missing_ok=True)
 
     # -- transactions ---------------------------------------------------------------------
@@ -210,47 +248,92 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
 
     def write(self, transaction: FileTransaction, value: Any) -> None:
         """Append one line."""
-        self._file(transaction).write(f"{self.formatter(value)}\n")
+        self._append(transaction, [value])
 
     def write_batch(self, values: list[Any]) -> None:
         """Append a buffer's lines in one call."""
         transaction = self.current_transaction
         assert transaction is not None, "FileSink used before initialize_state"
         if values:
+            self._append(transaction, values)
+
+    def _append(self, transaction: FileTransaction, values: list[Any]) -> None:
+        if self.format is not None:
+            text = self.format.encode(values)
+        else:
             fmt = self.formatter
-            self._file(transaction).write("".join(f"{fmt(value)}\n" for value in values))
+            text = "".join(f"{fmt(value)}\n" for value in values)
+        handle = self._file(transaction)
+        handle.write(text)
+        if self.rolling_size is not None or self.rolling_interval is not None:
+            self._maybe_roll(transaction, handle)
 
-    def _file(self, transaction: FileTransaction) -> IO[str]:
-        handle = self._files.get(transaction.name)
-        if handle is None:
-            handle = open(self._in_progress(transaction.name), "a", encoding="utf-8")  # noqa: SIM115
-            self._files[transaction.name] = handle
-        return handle
+    def _part(self, transaction: FileTransaction) -> str:
+        """The name of the transaction's current part file."""
+        part = self._parts.get(transaction.name)
+        return transaction.name if part is None else part[0]
 
-    def pre_commit(self, transaction: FileTransaction) -> None:
-        """Flush, fsync and move the file to the pending folder."""
-        handle = self._files.pop(transaction.name, None)
+    def _maybe_roll(self, transaction: FileTransaction, handle: IO[str]) -> None:
+        """Finish the current part (to pending) if it is big or old enough."""
+        name, opened = self._parts.get(transaction.name, (transaction.name, time.monotonic()))
+        self._parts.setdefault(transaction.name, (name, opened))
+        big = self.rolling_size is not None and handle.tell() >= self.rolling_size
+        old = (
+            self.rolling_interval is not None and time.monotonic() - opened >= self.rolling_interval
+        )
+        if not (big or old):
+            return
+        self._finish_part(transaction.name, name)
+        index = int(name.rsplit(".", 1)[1]) + 1 if "." in name else 1
+        # Zero-padded, so that committed parts sort in the order they were written.
+        self._parts[transaction.name] = (f"{transaction.name}.{index:04d}", time.monotonic())
+
+    def _finish_part(self, key: str, name: str) -> None:
+        """Flush, fsync and close a part file; move it to the pending folder."""
+        handle = self._files.pop(key, None)
         if handle is None:
             return  # nothing written: no file
         handle.flush()
         os.fsync(handle.fileno())
         handle.close()
-        os.replace(self._in_progress(transaction.name), self._pending_path(transaction.name))
+        os.replace(self._in_progress(name), self._pending_path(name))
+
+    def _file(self, transaction: FileTransaction) -> IO[str]:
+        handle = self._files.get(transaction.name)
+        if handle is None:
+            path = self._in_progress(self._part(transaction))
+            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            self._files[transaction.name] = handle
+        return handle
+
+    def pre_commit(self, transaction: FileTransaction) -> None:
+        """Flush, fsync and move the (current part) file to the pending folder."""
+        self._finish_part(transaction.name, self._part(transaction))
+        self._parts.pop(transaction.name, None)
+
+    def _names(self, folder: str, name: str) -> list[str]:
+        """The transaction's part files in ``folder``: ``<name>`` and rolled ``<name>.<k>``."""
+        found = [p.name for p in (self.directory / folder).glob(f"{name}.*")]
+        if (self.directory / folder / name).exists():
+            found.append(name)
+        return found
 
     def commit(self, transaction: FileTransaction) -> None:
-        """Move the pending file into place (nothing to do if already there or empty)."""
-        pending = self._pending_path(transaction.name)
-        # No pending file: committed before (a repeated notification), or empty.
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(pending, self._final(transaction.name))
+        """Move the pending files into place (nothing to do if already there or empty)."""
+        for name in self._names(PENDING_DIR, transaction.name):
+            # Gone meanwhile: committed before (a repeated notification).
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self._pending_path(name), self._final(name))
 
     def abort(self, transaction: FileTransaction) -> None:
-        """Delete the transaction's file, wherever it is."""
+        """Delete the transaction's files, wherever they are."""
         handle = self._files.pop(transaction.name, None)
         if handle is not None:
             handle.close()
-        self._in_progress(transaction.name).unlink(missing_ok=True)
-        self._pending_path(transaction.name).unlink(missing_ok=True)
+        self._parts.pop(transaction.name, None)
+        for folder in (IN_PROGRESS_DIR, PENDING_DIR):
+            for name in self._names(folder, transaction.name):
+                (self.directory / folder / name).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Abort the open transaction and close any file still open."""
