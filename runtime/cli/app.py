@@ -202,6 +202,13 @@ def run(
         ),
     ] = None,
     no_rest: Annotated[bool, typer.Option("--no-rest", help="Serve no HTTP API.")] = False,
+    no_progress: Annotated[
+        bool,
+        typer.Option(
+            "--no-progress",
+            help="No live progress line (records/s, checkpoints, backpressure) on a terminal.",
+        ),
+    ] = False,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -256,6 +263,7 @@ def run(
         rest_token=rest_token,
         log_level=log_level.value,
         verbose=verbose,
+        progress=not no_progress,
     )
     if detached:
         _run_detached(options, log_file)

@@ -73,6 +73,7 @@ def child_argv(options: RunOptions) -> list[str]:
         argv.append("--allow-older-than-committed")
     if options.verbose:
         argv.append("--verbose")
+    argv.append("--no-progress")  # its output is a file
     for folder in options.savepoint_dirs:
         argv += ["--savepoint-dir", folder if "://" in folder else os.path.abspath(folder)]
     return [*argv, str(options.job.absolute()), *options.args]

@@ -24,11 +24,12 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @contextmanager
-def showing_logs(level: str = "info") -> Iterator[logging.Handler]:
+def showing_logs(level: str = "info", console: Console | None = None) -> Iterator[logging.Handler]:
     """Show the ``weir`` loggers' records of ``level`` and above on stderr, meanwhile.
 
     Args:
         level: One of :data:`LOG_LEVELS`.
+        console: The stderr console to print on (shared with a progress display).
 
     Yields:
         The handler (removed, and the logger's level restored, on exit).
@@ -39,7 +40,7 @@ def showing_logs(level: str = "info") -> Iterator[logging.Handler]:
     if level not in LOG_LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     handler = RichHandler(
-        console=Console(stderr=True, highlight=False),
+        console=console or Console(stderr=True, highlight=False),
         show_path=False,
         markup=False,
         rich_tracebacks=True,

@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.console import Console
+
 from runtime.api.overrides import JOBS, OVERRIDES
 from runtime.cli.errors import CliError, UsageError
 from runtime.cli.logs import showing_logs
+from runtime.cli.progress import RunProgress
 from runtime.cli.server import JobServer, bind_listener, is_loopback
 from runtime.cli.targets import SavepointTargets
 from runtime.errors import ConfigError, JobFailedError
@@ -67,6 +70,7 @@ class RunOptions:
             is not loopback).
         log_level: the lowest level of ``weir`` log records shown on stderr.
         verbose: show the traceback of a configuration error or refused restore.
+        progress: draw the live progress line when stderr is a terminal.
     """
 
     job: Path
@@ -83,6 +87,7 @@ class RunOptions:
     rest_token: str | None = None
     log_level: str = "info"
     verbose: bool = False
+    progress: bool = True
 
 
 def check_options(options: RunOptions) -> None:
@@ -227,12 +232,16 @@ def execute_script(options: RunOptions, server: JobServer | None) -> None:
             logger.warning("%s", warning)
 
     JOBS.add_listener(warn_overridden)
+    console = Console(stderr=True, highlight=False)
+    progress = RunProgress(console) if options.progress and console.is_terminal else None
+    if progress is not None:
+        JOBS.add_listener(progress.on_job_registered)
     script = options.job.absolute()
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [str(options.job), *options.args]
     sys.path.insert(0, str(script.parent))
     try:
-        with showing_logs(options.log_level), warnings.catch_warnings():
+        with showing_logs(options.log_level, console), warnings.catch_warnings():
             # The weir.restore log line says it once; no second, multi-line warning.
             warnings.simplefilter("ignore", RestoreWarning)
             runpy.run_path(str(script), run_name="__main__")
@@ -261,6 +270,8 @@ def execute_script(options: RunOptions, server: JobServer | None) -> None:
         sys.path[:] = saved_path
         OVERRIDES.clear()
         JOBS.remove_listener(warn_overridden)
+        if progress is not None:
+            JOBS.remove_listener(progress.on_job_registered)
         if server is not None:
             JOBS.remove_listener(server.on_job_registered)
             server.close()
