@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
+from storage.checkpoint.metadata import SharedFileHandle
 from storage.descriptors import StateDescriptor
 from storage.keygroups import KeyGroupRange
 
@@ -24,6 +25,7 @@ __all__ = [
     "STATE_BACKENDS",
     "KeyedSnapshot",
     "KeyedStateBackend",
+    "UploadingSnapshot",
     "close_keyed_backend",
     "create_keyed_backend",
     "prepare_keyed_backend",
@@ -50,6 +52,22 @@ class KeyedSnapshot(Protocol):
 
     def fold_step(self, max_entries: int = ...) -> bool:
         """Fold copy-on-write state back; True when done."""
+        ...
+
+
+@runtime_checkable
+class UploadingSnapshot(Protocol):
+    """A keyed snapshot whose asynchronous part first writes files into ``shared/``.
+
+    RocksDB's incremental snapshots and the changelog backend's snapshots: the task's
+    checkpoint writer awaits :meth:`upload` before :meth:`KeyedSnapshot.encode_chunks`
+    and lists the files it returns in the subtask's ``SubtaskStateHandle.shared``.
+    """
+
+    uploaded_bytes: int
+
+    async def upload(self, storage: Any, checkpoint_id: int) -> list[SharedFileHandle]:
+        """Write the snapshot's files for ``checkpoint_id``; return the shared ones."""
         ...
 
 

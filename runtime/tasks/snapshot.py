@@ -46,6 +46,7 @@ from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.collector import STATE_FREEZER
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from storage import HeapSnapshot, serializer_for
+from storage.backend import UploadingSnapshot
 from storage.changelog import ChangelogKeyedStateBackend
 from storage.checkpoint import CheckpointStorage, SavepointStorage, StateFrame, encode_frame
 from storage.checkpoint.metadata import SharedFileHandle
@@ -305,12 +306,12 @@ class TaskCheckpointing:
             for index, op_snapshot in enumerate(snapshot.operators):
                 size = 0
                 if op_snapshot.keyed is not None:
-                    upload = getattr(op_snapshot.keyed, "upload", None)
-                    if upload is not None:  # RocksDB: files first, then their handle
-                        shared[index] = await upload(
+                    keyed = op_snapshot.keyed
+                    if isinstance(keyed, UploadingSnapshot):  # files first, then handles
+                        shared[index] = await keyed.upload(
                             self._storage_for(snapshot.barrier), checkpoint_id
                         )
-                        size += getattr(op_snapshot.keyed, "uploaded_bytes", 0)
+                        size += keyed.uploaded_bytes
                     for chunk in op_snapshot.keyed.encode_chunks(ENCODE_CHUNK):
                         for key_group, blob in chunk:
                             frames.append(
