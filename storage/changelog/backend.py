@@ -338,7 +338,7 @@ class ChangelogKeyedStateBackend:
             logger.warning("changelog upload failed: %s: %s", type(error).__name__, error)
             return
         self.uploads += 1
-        segment.entries = []  # the file keeps the bytes (a re-upload needs them)
+        segment.entries = []
         if segment.seq_to <= self.truncated_at:
             self.retire([segment.file.name])
 

@@ -142,14 +142,12 @@ class UploadedFile:
         size: Its size in bytes.
         checksum: Its crc32.
         index: ``key group -> [(offset, length), ...]`` of its parts.
-        data: Its bytes while a re-upload may need them (changelog segments), else None.
     """
 
     name: str
     size: int
     checksum: str
     index: dict[int, list[tuple[int, int]]]
-    data: bytes | None = None
 
     def parts(self, key_group: int) -> list[FilePart]:
         """The file's parts of ``key_group`` (none if it has no change there)."""

@@ -30,7 +30,7 @@ from storage.checkpoint.errors import StorageNotWritableError
 from storage.checkpoint.shared_files import SharedFiles
 from storage.serializers import Serializer
 
-__all__ = ["SharedPins", "reupload", "upload_blobs", "upload_changelog", "write_file"]
+__all__ = ["SharedPins", "upload_blobs", "upload_changelog", "write_file"]
 
 logger = logging.getLogger("weir.changelog")
 
@@ -120,10 +120,10 @@ def _fresh_name(prefix: str) -> str:
 
 def _encode_and_write(
     path: Path, entries: list[Entry], seq_from: int, max_parallelism: int, keys: Serializer[Any]
-) -> tuple[bytes, dict[int, list[tuple[int, int]]], int, str]:
+) -> tuple[dict[int, list[tuple[int, int]]], int, str]:
     data, index = encode_entries(entries, seq_from, max_parallelism, keys)
     size, checksum = write_file(path, data)
-    return data, index, size, checksum
+    return index, size, checksum
 
 
 async def upload_changelog(
@@ -144,25 +144,10 @@ async def upload_changelog(
     name = _fresh_name("changelog")
     path = pins.shared.folder / name
     pins.add(name, new=True)  # before the write: a crash leaves an orphan, deleted on start
-    data, index, size, checksum = await anyio.to_thread.run_sync(
+    index, size, checksum = await anyio.to_thread.run_sync(
         _encode_and_write, path, entries, seq_from, max_parallelism, keys
     )
-    return UploadedFile(name, size, checksum, index, data)
-
-
-async def reupload(pins: SharedPins, file: UploadedFile) -> UploadedFile:
-    """Write a changelog file again under a new name (its old one was deleted).
-
-    Raises:
-        StorageNotWritableError: Names the file.
-    """
-    assert file.data is not None, "only changelog files keep their bytes"
-    name = _fresh_name("changelog")
-    pins.add(name, new=True)
-    size, checksum = await anyio.to_thread.run_sync(
-        write_file, pins.shared.folder / name, file.data
-    )
-    return UploadedFile(name, size, checksum, file.index, file.data)
+    return UploadedFile(name, size, checksum, index)
 
 
 async def upload_blobs(pins: SharedPins, blobs: list[tuple[int, bytes]]) -> UploadedFile:
