@@ -39,6 +39,7 @@ from runtime import (
     NumberSequenceSource,
     RuntimeContext,
     SavepointFormat,
+    SinkFunction,
     StreamEnvironment,
     read_committed,
 )
@@ -424,6 +425,29 @@ async def test_plain_async_map_sends_what_it_emitted_before_it_awaits() -> None:
         stream.map(call).rebalance().sink_to(sink)
         result = await env.execute("flush while awaiting")
         assert result.status is JobStatus.FINISHED
+
+
+class BatchSizes(SinkFunction[int]):
+    """An ``async def write_batch`` sink that notes the size of every batch."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = sizes
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BatchSizes:
+        return self  # the test reads the sizes
+
+    async def write_batch(self, values: list[int]) -> None:
+        await yields(1)
+        self.sizes.append(len(values))
+
+
+async def test_async_batch_sink_chained_to_a_source_gets_whole_buffers() -> None:
+    """Only chains whose async operators emit run record by record (a sink does not)."""
+    sizes: list[int] = []
+    env = StreamEnvironment(parallelism=1)
+    env.from_sequence(0, 999).sink_to(BatchSizes(sizes))
+    await env.execute("batches")
+    assert sum(sizes) == 1000 and max(sizes) > 1, sizes
 
 
 async def test_async_map_sends_results_while_calls_are_in_flight() -> None:
