@@ -55,6 +55,7 @@ from storage.changelog.uploader import SharedPins, upload_changelog
 from storage.checkpoint.errors import StorageError
 from storage.checkpoint.metadata import SharedFileHandle
 from storage.descriptors import StateDescriptor, StateKind
+from storage.errors import StateError
 from storage.keygroups import KeyGroupRange
 from storage.serializers import serializer_for
 from storage.state import State
@@ -469,6 +470,13 @@ class ChangelogKeyedStateBackend:
         full snapshot instead: savepoints are self-contained.
         """
         if canonical or self.full_snapshots:
+            if self.replay:
+                # Their changes are only in the changelog: a full snapshot would lose them.
+                raise StateError(
+                    f"cannot take a savepoint: restored states {sorted(self.replay)} were "
+                    "never registered, and their latest changes are only in the changelog; "
+                    "register them (get_state in open) before taking a savepoint"
+                )
             return self.inner.snapshot(canonical=canonical)
         segment = self.cut()
         if segment is not None and self.pins is not None:

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -24,6 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from storage import KeyGroupRange, ListStateDescriptor, ValueStateDescriptor
 from storage.changelog import ChangelogKeyedStateBackend, ChangelogOptions
 from storage.checkpoint.filesystem import FileCheckpointStorage
+from storage.errors import StateError
 from storage.keyed_state import HeapKeyedStateBackend
 
 MAX_PARALLELISM = 8
@@ -213,3 +215,60 @@ def test_files_of_shared_are_named_in_a_checkpoint_or_pinned(tmp_path: Path) -> 
     finally:
         loop.run_until_complete(backend.close())
         loop.close()
+
+
+def test_a_state_never_registered_after_a_restore_is_carried_and_refuses_a_savepoint(
+    tmp_path: Path,
+) -> None:
+    """Restored changes of a state the operator does not register stay in the changelog:
+    later checkpoints carry them (no materialization meanwhile), and a savepoint, which
+    would lose them, is refused with the state's name."""
+    loop = asyncio.new_event_loop()
+    storage = FileCheckpointStorage(tmp_path, "job")
+    other = ValueStateDescriptor("other", type=int)
+    first = _backend(KeyGroupRange.of(MAX_PARALLELISM))
+    values, others = first.get_state(VALUE), first.get_state(other)
+    restored = carried = None
+
+    def checkpoint(backend: ChangelogKeyedStateBackend, checkpoint_id: int) -> list:
+        async def run() -> list:
+            snapshot = backend.snapshot()
+            await snapshot.upload(storage, checkpoint_id)
+            blobs = [pair for chunk in snapshot.encode_chunks() for pair in chunk]
+            snapshot.release()
+            return blobs
+
+        return loop.run_until_complete(run())
+
+    try:
+        for key in range(6):
+            first.current_key = key
+            values.update(key)
+            others.update(10 * key)
+        blobs = checkpoint(first, 1)
+        restored = _backend(KeyGroupRange.of(MAX_PARALLELISM))
+        restored.defer_restore(blobs, str(storage.checkpoint_dir(1)))
+        loop.run_until_complete(restored.prepare())
+        restored.get_state(VALUE)  # "other" is never registered
+        restored.full_snapshots = True
+        with pytest.raises(StateError, match=r"savepoint.*\['other'\]"):
+            restored.snapshot()
+        restored.full_snapshots = False
+        second = checkpoint(restored, 2)  # binds the storage: materializations could run
+        assert restored.pins is not None
+        assert not loop.run_until_complete(_force(restored))  # but not with changes pending
+        carried = _backend(KeyGroupRange.of(MAX_PARALLELISM))
+        carried.defer_restore(second, str(storage.checkpoint_dir(2)))
+        loop.run_until_complete(carried.prepare())
+        state = carried.get_state(other)
+        carried.current_key = 5
+        assert state.value() == 50
+    finally:
+        for backend in (first, restored, carried):
+            if backend is not None:
+                loop.run_until_complete(backend.close())
+        loop.close()
+
+
+async def _force(backend: ChangelogKeyedStateBackend) -> bool:
+    return backend.maybe_materialize(force=True)
