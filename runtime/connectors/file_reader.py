@@ -15,11 +15,10 @@ import copy
 import zlib
 from bisect import bisect_left
 from itertools import accumulate
-from pathlib import Path
 from time import monotonic
 from typing import Any
 
-import aiofiles
+import aiofiles  # type: ignore[import-untyped]
 
 from runtime.connectors.errors import ConnectorError
 from runtime.connectors.file_formats import LineError
@@ -193,7 +192,7 @@ class FileReader:
                 if name in seen or zlib.crc32(name.encode()) % monitor.count != monitor.index:
                     continue
                 monitor.seen.append(name)
-                size = await asyncio.to_thread(lambda p=path: Path(p).stat().st_size)
+                size = (await asyncio.to_thread(path.stat)).st_size
                 self._queue.extend(file_splits(path, size, self._source.split_size))
                 found = True
         return found

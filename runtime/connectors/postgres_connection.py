@@ -77,7 +77,7 @@ def table_identifier(table: str) -> Any:
 
 
 def connect(
-    dsn: str, connector: str, subtask: int, *, autocommit: bool = False
+    dsn: str, connector: str, subtask: int | None, *, autocommit: bool = False
 ) -> psycopg.Connection[Any]:
     """Open a connection; a ``ConnectorError`` names the server if it cannot.
 
@@ -96,7 +96,9 @@ def connect(
         ) from error
 
 
-def check_table(conn: psycopg.Connection[Any], table: str, connector: str, subtask: int) -> None:
+def check_table(
+    conn: psycopg.Connection[Any], table: str, connector: str, subtask: int | None
+) -> None:
     """Raise ``ConnectorError`` if ``table`` does not exist."""
     row = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
     if conn.info.transaction_status != 0:  # leave no transaction open
@@ -124,7 +126,7 @@ def default_row(columns: Sequence[str]) -> RowMaker:
 
 
 def make_rows(
-    records: Sequence[Any], row: RowMaker, ncolumns: int, connector: str, subtask: int
+    records: Sequence[Any], row: RowMaker, ncolumns: int, connector: str, subtask: int | None
 ) -> list[Sequence[Any]]:
     """The rows of ``records``; a ``ConnectorError`` names a record that does not fit."""
     rows: list[Sequence[Any]] = []
@@ -153,7 +155,7 @@ def copy_rows(
     rows: Sequence[Sequence[Any]],
     records: Sequence[Any],
     connector: str,
-    subtask: int,
+    subtask: int | None,
 ) -> None:
     """``COPY`` ``rows`` into ``target`` (a ``sql.Identifier``) in the open transaction.
 
@@ -173,7 +175,9 @@ def copy_rows(
         raise rejected(error, records, connector, subtask) from error
 
 
-def rejected(error: Any, records: Sequence[Any], connector: str, subtask: int) -> ConnectorError:
+def rejected(
+    error: Any, records: Sequence[Any], connector: str, subtask: int | None
+) -> ConnectorError:
     """A ``ConnectorError`` for a failed write, naming the record if the server says which."""
     context = getattr(getattr(error, "diag", None), "context", None) or ""
     match = _COPY_LINE.search(context)
@@ -184,4 +188,3 @@ def rejected(error: Any, records: Sequence[Any], connector: str, subtask: int) -
             connector, subtask, f"PostgreSQL rejected record {short_repr(record)}: {message}"
         )
     return ConnectorError(connector, subtask, f"PostgreSQL rejected a write: {message}")
-
