@@ -18,9 +18,13 @@ Kafka keeps no offsets for a Flink job.
   last-delivered id is set to the checkpointed position (``XGROUP SETID``; the group
   is created if missing), as Flink commits Kafka offsets on checkpoint completion for
   monitoring. Positions never come from the group.
-* **Idle splits.** A reader with nothing new returns ``[]`` and the subtask polls again
-  (``IDLE_POLL_INTERVAL``). Weir has no event time yet; when it has, a reader whose
-  streams gave nothing is where a split is marked idle for watermarks.
+* **Idle streams and event time.** A reader with nothing new returns ``[]`` and the
+  subtask polls again (``IDLE_POLL_INTERVAL``). Event time comes from the source's
+  ``watermark_strategy`` (``from_source(source, watermark_strategy=...)``); an entry id
+  starts with its milliseconds, so ``with_timestamp_assigner(lambda e:
+  int(e.id.split("-")[0]))`` gives Redis's own time, and ``with_idleness(seconds)``
+  marks a subtask whose streams gave nothing that long idle, so that it does not hold
+  back the watermark (Weir's watermarks are per subtask, not per split).
 
 Records are :class:`RedisStreamEntry` (stream, id, fields decoded as UTF-8), or what
 ``deserializer(stream, id, fields)`` returns.
