@@ -105,6 +105,7 @@ mode (5 by default); the long run, at least 1,000 examples per mode::
 from __future__ import annotations
 
 from runtime.testing.chaos import ChaosSink, ChaosStatistics, NotificationChaos
+from runtime.testing.diagnosis import OrderDependenceError
 from runtime.testing.failures import (
     FailureSchedule,
     FiredFailure,
@@ -123,6 +124,14 @@ from runtime.testing.harness import (
 from runtime.testing.injection import FailingIdentity, FailingSink, SinkWrapper, failure_point
 from runtime.testing.kit import JobFactory, JobKit, KitOptions
 from runtime.testing.modes import CheckpointSetup
+from runtime.testing.replay import replay
+from runtime.testing.simulation import (
+    Simulation,
+    SimulationError,
+    SimulationLoop,
+    current_simulation,
+    simulate,
+)
 from runtime.testing.sinks import (
     AtLeastOnceSink,
     CommittedOutput,
@@ -163,12 +172,16 @@ __all__ = [
     "JobKit",
     "KitOptions",
     "NotificationChaos",
+    "OrderDependenceError",
     "OrderViolation",
     "OutputStatistics",
     "Phase",
     "RecordId",
     "RunOutcome",
     "RunningCount",
+    "Simulation",
+    "SimulationError",
+    "SimulationLoop",
     "SinkWrapper",
     "SourceGate",
     "Tagged",
@@ -183,7 +196,10 @@ __all__ = [
     "check_exactly_once",
     "checksum",
     "compare_values",
+    "current_simulation",
     "failure_point",
+    "replay",
     "run_job",
+    "simulate",
     "validate",
 ]

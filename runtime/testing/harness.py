@@ -21,11 +21,21 @@ factory must be deterministic: the same job from the same kit.
 
 Everything runs on the caller's event loop; a run that does not end within
 ``timeout`` seconds is cancelled and reported as a failure of the check.
+
+With ``simulate=True`` (and a ``seed``), the check runs in a deterministic simulation
+(``runtime.testing.simulation``): virtual time, a seeded interleaving, the same result
+for the same seed. Each run of the check gets its own stream of the seed. A failing
+check then ends its message with a ``replay:`` line that reproduces it
+(``runtime.testing.replay``). When the state differs from the reference, the reference
+is run again (under other seeds in a simulation); if the runs without failures already
+disagree, the check raises ``OrderDependenceError`` (the job's result depends on the
+interleaving of its inputs) instead of blaming exactly-once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +47,7 @@ from runtime.api.result import JobResult
 from runtime.errors import ConfigError, JobFailedError
 from runtime.scheduler.restart import FixedDelayRestart
 from runtime.testing.chaos import ChaosStatistics, NotificationChaos
+from runtime.testing.diagnosis import order_dependence, value_diff
 from runtime.testing.failures import (
     FailureSchedule,
     FiredFailure,
@@ -46,6 +57,8 @@ from runtime.testing.failures import (
 from runtime.testing.injection import FailingSink
 from runtime.testing.kit import SINK_POINT, JobFactory, JobKit, KitOptions, SlowIdentity
 from runtime.testing.modes import CheckpointSetup
+from runtime.testing.replay import replay_line
+from runtime.testing.simulation import SimulationError, current_simulation, run_simulated
 from runtime.testing.sinks import AtLeastOnceSink, CommittedOutput, ValidatingSink
 from runtime.testing.tagged import RecordId
 from runtime.testing.validation import (
@@ -121,6 +134,26 @@ class CheckReport:
         return "\n".join(lines)
 
 
+ORDER_RUNS = 3
+"""Further runs without failures that look for order dependence when the state differs."""
+
+
+def _reseed(seed: int | None, stream: int) -> None:
+    # Only a check asked to simulate chooses its seeds; others use the loop's as it is.
+    loop = current_simulation()
+    if loop is not None and seed is not None:
+        loop.reseed(seed, stream)
+
+
+def _check_simulatable(options: KitOptions | None) -> None:
+    if options is not None and options.state_backend == "rocksdb":
+        raise SimulationError(
+            "KitOptions(state_backend='rocksdb') cannot be simulated: RocksDB flushes and "
+            "compacts on its own threads; use state_backend='heap' with simulate=True, or "
+            "simulate=False for RocksDB"
+        )
+
+
 def _schedule_of(schedule: FailureSchedule | Iterable[InjectedFailure]) -> FailureSchedule:
     # A fresh schedule per run: one that fired before would not fire again.
     return FailureSchedule(schedule)
@@ -169,9 +202,7 @@ async def run_job(
         channel_capacity=options.channel_capacity,
         state_backend=options.state_backend,
         changelog=(
-            ChangelogOptions(
-                upload_interval=0.005, file_size=4096, materialization_size=16384
-            )
+            ChangelogOptions(upload_interval=0.005, file_size=4096, materialization_size=16384)
             if options.changelog
             else False
         ),
@@ -249,8 +280,89 @@ async def _check(
     order: Order,
     final_values: bool,
     options: KitOptions | None,
+    simulate: bool = False,
+    seed: int = 0,
 ) -> CheckReport:
+    if simulate and current_simulation() is None:
+        _check_simulatable(options)
+        again = functools.partial(
+            _check,
+            job,
+            exactly_once=exactly_once,
+            schedule=list(schedule),
+            setup=setup,
+            parallelism=parallelism,
+            chaos=chaos,
+            transactional=transactional,
+            expected=expected,
+            order=order,
+            final_values=final_values,
+            options=options,
+            simulate=True,
+            seed=seed,
+        )
+        return await run_simulated(again, seed, real_timeout=_real_timeout(options))
     failures = list(schedule)
+    replay = (
+        replay_line(
+            job,
+            check="exactly_once" if exactly_once else "at_least_once",
+            seed=seed,
+            setup=setup,
+            parallelism=parallelism,
+            schedule=failures,
+            chaos=chaos,
+            options=options,
+            expected=expected,
+            order=order,
+            final_values=final_values,
+            transactional=transactional,
+        )
+        if simulate
+        else None
+    )
+    try:
+        return await _check_runs(
+            job,
+            exactly_once=exactly_once,
+            failures=failures,
+            setup=setup,
+            parallelism=parallelism,
+            chaos=chaos,
+            transactional=transactional,
+            expected=expected,
+            order=order,
+            final_values=final_values,
+            options=options,
+            seed=seed if simulate else None,
+        )
+    except ValidationError as error:
+        if replay is None:
+            raise
+        raise type(error)(f"{error}\n{replay}") from None
+
+
+def _real_timeout(options: KitOptions | None) -> float:
+    # A simulation spends no real time waiting; this bounds a run that spins instead.
+    return 4 * (options or KitOptions()).timeout
+
+
+async def _check_runs(
+    job: JobFactory,
+    *,
+    exactly_once: bool,
+    failures: list[InjectedFailure],
+    setup: CheckpointSetup,
+    parallelism: int,
+    chaos: NotificationChaos | None,
+    transactional: bool,
+    expected: Callable[[JobKit], Counter[RecordId]] | Counter[RecordId] | None,
+    order: Order,
+    final_values: bool,
+    options: KitOptions | None,
+    seed: int | None,
+) -> CheckReport:
+    _reseed(seed, 0)
     reference = await run_job(
         job, setup=setup, parallelism=parallelism, options=options, transactional=True
     )
@@ -266,6 +378,7 @@ async def _check(
             reference.output.validate(want, order=order).assert_exactly_once()
         except ValidationError as error:
             raise ValidationError(f"the run without failures is wrong already: {error}") from None
+    _reseed(seed, 1)
     run = await run_job(
         job,
         setup=setup,
@@ -294,11 +407,28 @@ async def _check(
             if not final_values:
                 problems = [p for p in problems if "final value" not in p]
             if problems:
-                raise ValidationError("state is not exactly-once: " + "; ".join(problems))
+                reference_values = list(reference.output.by_subtask())
+                others = []
+                for stream in range(2, 2 + ORDER_RUNS):
+                    _reseed(seed, stream)
+                    other = await run_job(
+                        job, setup=setup, parallelism=parallelism, options=options
+                    )
+                    others.append(list(other.output.by_subtask()))
+                dependence = order_dependence(reference_values, others)
+                if dependence is not None:
+                    raise dependence
+                raise ValidationError(
+                    "state is not exactly-once: "
+                    + "; ".join(problems)
+                    + "\nper key, the run without failures (expected) and the run with them "
+                    + "(actual):\n"
+                    + value_diff(reference_values, list(run.output.by_subtask()))
+                )
         else:
             report.validation.assert_at_least_once()
     except ValidationError as error:
-        raise ValidationError(f"{error}{context}") from None
+        raise type(error)(f"{error}{context}") from None
     return report
 
 
@@ -313,6 +443,8 @@ async def check_exactly_once(
     order: Order = "split",
     final_values: bool = True,
     options: KitOptions | None = None,
+    simulate: bool = False,
+    seed: int = 0,
 ) -> CheckReport:
     """Check that ``job`` gives exactly-once output and state despite ``schedule``.
 
@@ -329,12 +461,17 @@ async def check_exactly_once(
         final_values: also compare the last value of each key (turn off when values
             are not running aggregates per key).
         options: sizes and pace of the job.
+        simulate: run in a deterministic simulation (virtual time, seeded interleaving).
+        seed: the simulation's seed.
 
     Returns:
         The report of both runs.
 
     Raises:
-        ValidationError: a guarantee does not hold; the message says which records.
+        ValidationError: a guarantee does not hold; the message says which records
+            (and, in a simulation, ends with the line that replays the check).
+        OrderDependenceError: runs without failures disagree with each other.
+        SimulationError: the job uses what a simulation cannot run (RocksDB, sockets).
         ConfigError: ``setup`` is at-least-once, or the job is invalid.
     """
     if not setup.exactly_once:
@@ -354,6 +491,8 @@ async def check_exactly_once(
         order=order,
         final_values=final_values,
         options=options,
+        simulate=simulate,
+        seed=seed,
     )
 
 
@@ -367,6 +506,8 @@ async def check_at_least_once(
     transactional: bool = True,
     expected: Callable[[JobKit], Counter[RecordId]] | Counter[RecordId] | None = None,
     options: KitOptions | None = None,
+    simulate: bool = False,
+    seed: int = 0,
 ) -> CheckReport:
     """Check that ``job`` loses no record despite ``schedule`` (repeats are allowed).
 
@@ -380,6 +521,8 @@ async def check_at_least_once(
             an ``AtLeastOnceSink`` that writes records as they come.
         expected: as for ``check_exactly_once``.
         options: sizes and pace of the job.
+        simulate: run in a deterministic simulation (virtual time, seeded interleaving).
+        seed: the simulation's seed.
 
     Returns:
         The report of both runs.
@@ -399,4 +542,6 @@ async def check_at_least_once(
         order="none",
         final_values=False,
         options=options,
+        simulate=simulate,
+        seed=seed,
     )
