@@ -6,7 +6,7 @@ Run as a script in its own process by ``tests/connectors/test_crash_postgres.py`
         [--kill-at POINT] [--restore-from JOB_FOLDER]
 
 It reads the streams to their end (``until="now"``), counts each key's entries in keyed
-state and writes ``(key, i, count)`` through ``PostgresSink(sink_id="crash")``, with
+state and writes ``(key, i, count)`` through ``PostgresSink(sink_id=--sink-id)``, with
 checkpoints in ``file://CKPT`` every 50 ms, retained on cancellation.
 
 Kill points (``K`` counts within the run; nothing depends on timing): a run with
@@ -126,6 +126,8 @@ async def main() -> int:
     parser.add_argument("--restore-from", default=None)
     parser.add_argument("--budget", type=int, default=1500)
     parser.add_argument("--rate", type=float, default=4000.0)
+    parser.add_argument("--unaligned", action="store_true", help="unaligned checkpoints")
+    parser.add_argument("--sink-id", default="crash")
     args = parser.parse_args()
 
     switch = None
@@ -139,6 +141,7 @@ async def main() -> int:
         storage=storage,
         retention=ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION,
         retained=2,
+        unaligned=args.unaligned,
     )
     env.set_restart_strategy(NoRestart())
     source: Any = RedisStreamSource(args.redis_url, args.streams, until="now")
@@ -150,7 +153,9 @@ async def main() -> int:
         .key_by(lambda entry: entry.fields["key"])
         .process(CountPerKey(), name="count", uid="count")
         .sink_to(
-            PostgresSink(args.dsn, args.table, ["k", "i", "n"], sink_id="crash", batch_size=200),
+            PostgresSink(
+                args.dsn, args.table, ["k", "i", "n"], sink_id=args.sink_id, batch_size=200
+            ),
             name="pg",
             uid="pg",
         )

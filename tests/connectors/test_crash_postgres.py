@@ -22,6 +22,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from runtime.connectors.postgres import sink_key
 from runtime.testing.servers import PostgresServer, RedisServer
 from tests.connectors.conftest import prepared_transactions
 
@@ -50,8 +53,9 @@ def run(args: list[str], workdir: Path, index: int) -> tuple[int, list[dict[str,
     return code, events, err.read_text(errors="replace")
 
 
+@pytest.mark.parametrize("mode", ["aligned", "unaligned"])
 def test_sigkill_after_prepare_and_mid_commit_then_restore(
-    tmp_path: Path, redis_server: RedisServer, postgres_server: PostgresServer, pg: Any
+    tmp_path: Path, redis_server: RedisServer, postgres_server: PostgresServer, pg: Any, mode: str
 ) -> None:
     import redis
 
@@ -65,6 +69,10 @@ def test_sigkill_after_prepare_and_mid_commit_then_restore(
         pipe.execute()
     checkpoints = tmp_path / "checkpoints"
     base = [str(checkpoints), redis_server.url, postgres_server.dsn, table, *streams]
+    sink_id = f"crash-{table}"
+    base.append(f"--sink-id={sink_id}")
+    if mode == "unaligned":
+        base.append("--unaligned")
 
     restore: list[str] = []
     for index, point in enumerate(["prepared:1", "commit:1"]):
@@ -102,4 +110,5 @@ def test_sigkill_after_prepare_and_mid_commit_then_restore(
         counts[k].append(n)
     for k, ns in counts.items():
         assert sorted(ns) == list(range(1, len(ns) + 1)), k
-    assert [g for g in prepared_transactions(pg) if g.startswith("weir:crash")] == []
+    prefix = f"weir:{sink_key(sink_id)}:"
+    assert [g for g in prepared_transactions(pg) if g.startswith(prefix)] == []
