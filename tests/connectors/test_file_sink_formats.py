@@ -68,5 +68,3 @@ def test_rolling_options_are_checked() -> None:
         FileSink("x", rolling_size=0)
     with pytest.raises(ConfigError, match="rolling_interval must be a number > 0"):
         FileSink("x", rolling_interval=-1.0)
-
-
