@@ -87,7 +87,7 @@ def order_dependence(
                 f"two runs without failures gave different values for keys {shown}{more}:\n"
                 f"{value_diff(reference, other)}\n"
                 f"make the result independent of the order (a commutative aggregate), read "
-                f"ordered input (one split per source, or records keyed by split), or check "
-                f"with final_values=False and order='split' if only the records matter"
+                f"ordered input (one split per source, or records keyed by split), or, if only "
+                f"the records matter, leave their value None (values are then not compared)"
             )
     return None

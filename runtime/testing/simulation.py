@@ -13,9 +13,12 @@ and whose ready callbacks run in an order chosen by a seeded random generator.
   other thread.
 * **Seeded scheduling.** In each turn of the loop, the callbacks that are ready (task
   steps, wake-ups, due timers) are put in a canonical order (tasks by creation order)
-  and shuffled by the seeded generator. The same seed, job and failure schedule give
-  the same interleaving, the same checkpoints and the same output, bit for bit (in one
-  process; across processes, also fix ``PYTHONHASHSEED``).
+  and shuffled by the seeded generator. Timers fire late by a seeded fraction of their
+  delay (``jitter``, 10 % by default), as they do on a real machine: without it, two
+  rate-limited sources would interleave the same way under every seed. The same seed,
+  job and failure schedule give the same interleaving, the same checkpoints and the
+  same output, bit for bit (in one process; across processes, also fix
+  ``PYTHONHASHSEED``).
 * **Worker threads run inline.** ``anyio.to_thread.run_sync``, ``asyncio.to_thread``
   and ``loop.run_in_executor`` run their function at once on the loop's thread (file
   checkpoint storage, the changelog backend's uploads), then yield once, as the hop did.
@@ -85,18 +88,29 @@ def _running_simulation() -> SimulationLoop | None:
     return loop if isinstance(loop, SimulationLoop) else None
 
 
+def _refused(error: SimulationError) -> SimulationError:
+    # Kept on the loop: the job may catch the error, or fail and restart, but the
+    # simulation still ends with it (Simulation.run raises it).
+    loop = _running_simulation()
+    if loop is not None and loop.refused is None:
+        loop.refused = error
+    return error
+
+
 class SimulationLoop(asyncio.SelectorEventLoop):
     """An event loop with a virtual clock and a seeded order among ready callbacks.
 
     Args:
         seed: the seed of the scheduler (and of ``uuid.uuid4`` in the simulation).
         real_timeout: seconds of real time the loop may run before it gives up.
+        jitter: timers fire late by up to this fraction of their delay (seeded).
     """
 
-    def __init__(self, seed: int = 0, *, real_timeout: float = 120.0) -> None:
+    def __init__(self, seed: int = 0, *, real_timeout: float = 120.0, jitter: float = 0.1) -> None:
         super().__init__()
         self.seed = seed
         self.real_timeout = real_timeout
+        self.jitter = jitter
         self._now = 0.0
         self._turns = 0
         self._real_started = _real_perf_counter()
@@ -104,6 +118,7 @@ class SimulationLoop(asyncio.SelectorEventLoop):
             weakref.WeakKeyDictionary()
         )
         self._created = 0
+        self.refused: SimulationError | None = None
         self.reseed(seed)
         self.set_task_factory(self._make_task)
 
@@ -112,6 +127,15 @@ class SimulationLoop(asyncio.SelectorEventLoop):
         self.seed = seed
         self._rng = random.Random(f"weir-schedule-{seed}-{stream}")
         self._ids = random.Random(f"weir-ids-{seed}-{stream}")
+        self._timing = random.Random(f"weir-timing-{seed}-{stream}")
+
+    def call_at(
+        self, when: float, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
+        """Schedule ``callback`` at virtual time ``when``, late by the seeded jitter."""
+        if self.jitter and when > self._now:
+            when += (when - self._now) * self.jitter * self._timing.random()
+        return super().call_at(when, callback, *args, context=context)
 
     def uuid4(self) -> uuid.UUID:
         """A version-4 UUID drawn from the simulation's seeded generator."""
@@ -197,10 +221,12 @@ class SimulationLoop(asyncio.SelectorEventLoop):
         return future
 
     def _refuse(self, what: str) -> SimulationError:
-        return SimulationError(
-            f"{_task_name()} uses {what}, which a simulation cannot run: real sockets, "
-            f"servers and subprocesses live on real time; replace the service with an "
-            f"in-process fake, or run this job with simulate=False"
+        return _refused(
+            SimulationError(
+                f"{_task_name()} uses {what}, which a simulation cannot run: real sockets, "
+                f"servers and subprocesses live on real time; replace the service with an "
+                f"in-process fake, or run this job with simulate=False"
+            )
         )
 
     async def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
@@ -245,10 +271,12 @@ def _check_simulatable(func: Callable[..., Any]) -> None:
     module = getattr(target, "__module__", None) or ""
     if module.startswith(REFUSED_MODULES):
         what = getattr(target, "__qualname__", target)
-        raise SimulationError(
-            f"{_task_name()} uses the RocksDB state backend ({what!r}), "
-            f"which a simulation cannot run: RocksDB flushes and compacts on its own threads; "
-            f"use state_backend='heap' in simulation, or run this job with simulate=False"
+        raise _refused(
+            SimulationError(
+                f"{_task_name()} uses the RocksDB state backend ({what!r}), "
+                f"which a simulation cannot run: RocksDB flushes and compacts on its own threads; "
+                f"use state_backend='heap' in simulation, or run this job with simulate=False"
+            )
         )
 
 
@@ -419,7 +447,15 @@ class Simulation:
             self.loop = loop
             try:
                 coroutine = main() if callable(main) else main
-                return loop.run_until_complete(_as_coroutine(coroutine))
+                result = loop.run_until_complete(_as_coroutine(coroutine))
+            except Exception as error:
+                if loop.refused is not None and error is not loop.refused:
+                    raise loop.refused from error
+                raise
+            else:
+                if loop.refused is not None:
+                    raise loop.refused
+                return result
             finally:
                 _cancel_leftovers(loop)
                 loop.close()
