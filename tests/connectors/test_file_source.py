@@ -86,8 +86,8 @@ async def test_restarts_mid_file_exactly_once(tmp_path: Path) -> None:
         write_jsonl(tmp_path / f"part-{j}.jsonl", j * 1000, 1000)
     schedule = FailureSchedule(
         [
-            InjectedFailure("read", subtask=0, after_records=700),
-            InjectedFailure("read", subtask=1, after_records=400),
+            InjectedFailure("read", subtask=0, after_records=300),
+            InjectedFailure("read", subtask=1, after_records=200),
         ]
     )
     env = StreamEnvironment(parallelism=2)

@@ -42,8 +42,8 @@ async def test_upsert_sink_ends_with_each_key_once(
     pg.execute("CREATE TABLE upserted (k text PRIMARY KEY, v bigint NOT NULL)")
     schedule = FailureSchedule(
         [
-            InjectedFailure("sink", subtask=0, after_records=1000),
-            InjectedFailure("sink", subtask=1, after_records=700),
+            InjectedFailure("sink", subtask=0, after_records=250),
+            InjectedFailure("sink", subtask=1, after_records=200),
         ]
     )
     sink = FailingSink(
@@ -51,7 +51,8 @@ async def test_upsert_sink_ends_with_each_key_once(
         schedule,
     )
     result = await run(sink).execute("pg upsert")
-    assert result.restarts == 2
+    # Each subtask reads 1,500 records: both failures fire, one per attempt.
+    assert result.restarts == len(schedule.fired) == 2
     assert sorted(pg.execute("SELECT k, v FROM upserted").fetchall()) == sorted(
         (f"k{i}", i) for i in range(N)
     )
