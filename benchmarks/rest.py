@@ -25,11 +25,13 @@ round a second from it, as ``benchmarks.overhead`` does for checkpoints.
 from __future__ import annotations
 
 import argparse
+import os
 import select
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import (
@@ -126,7 +128,9 @@ def poll_cost(port: int, rounds: int, idle_seconds: float) -> dict[str, float]:
             idle_rate = (time.process_time() - cpu) / (time.perf_counter() - wall)
             cpu, wall = time.process_time(), time.perf_counter()
             burst = [sys.executable, "-m", "benchmarks.rest", "--poll-burst", address]
-            done = await asyncio.to_thread(subprocess.run, [*burst, str(rounds)], check=True)
+            done = await asyncio.to_thread(
+                subprocess.run, [*burst, str(rounds)], check=True, env=_child_env()
+            )
             assert done.returncode == 0
             busy_cpu, busy_wall = time.process_time() - cpu, time.perf_counter() - wall
         finally:
@@ -167,6 +171,14 @@ def poll_forever(address: str) -> None:
     print(f"{answered} {refused}", flush=True)
 
 
+def _child_env() -> dict[str, str]:
+    """This environment with the checkout first on the path (the poller imports it)."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -200,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env=_child_env(),
     )
     targets = SavepointTargets.from_options([])
 
