@@ -154,6 +154,7 @@ def prepare_run(options: RunOptions) -> tuple[JobServer | None, list[str]]:
     server = _bind(options, lines)
     if server is not None:
         lines.append(f"job HTTP API on http://{server.address}:{server.port}")
+        lines.append(f"dashboard: http://{server.address}:{server.port}/")
         if not is_loopback(server.address):
             lines.append(
                 "warning: the HTTP API is reachable from other machines, protected by its "
