@@ -157,13 +157,19 @@ async def run_case(
     tmp_path: Path,
 ) -> None:
     schedule = FailureSchedule(failures)
+    changelog = backend.endswith("+changelog")
+    backend = backend.removesuffix("+changelog")
     env = StreamEnvironment(
+        changelog=changelog,
         parallelism=parallelism,
         max_parallelism=32,
         state_backend=backend,
         state_dir=str(tmp_path / "state") if backend == "rocksdb" else None,
     )
-    env.enable_checkpointing(0.02 if backend == "heap" else 0.05, **setup.options())
+    storage = f"file://{tmp_path / 'chk'}" if changelog else None
+    env.enable_checkpointing(
+        0.02 if backend == "heap" else 0.05, **setup.options(), storage=storage
+    )
     env.set_restart_strategy(FixedDelayRestart(attempts=5, delay=0.0))
     build(env, schedule, size=size, slide=slide, exact=setup.exactly_once)
     result = await env.execute(f"windows {setup.value} {backend} p={parallelism}")
@@ -185,6 +191,7 @@ QUICK = [
     (CheckpointSetup.ALIGNED_TIMEOUT, "heap", 4, 10, 10),
     (CheckpointSetup.AT_LEAST_ONCE, "heap", 1, 10, 10),
     (CheckpointSetup.UNALIGNED, "rocksdb", 2, 10, 10),
+    (CheckpointSetup.ALIGNED, "heap+changelog", 2, 10, 5),
 ]
 
 
