@@ -83,6 +83,7 @@ class JobKit:
         env: the environment.
         schedule: the run's failure schedule.
         sources: the tagged sources added so far, by name.
+        points: the failure points added so far (sources' included), in order.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class JobKit:
         self.schedule = schedule
         self.options = options
         self.sources: dict[str, TaggedSequenceSource] = {}
+        self.points: list[str] = []
 
     @property
     def parallelism(self) -> int:
@@ -132,6 +134,8 @@ class JobKit:
         self, stream: DataStream, name: str, *, parallelism: int | None = None
     ) -> DataStream:
         """``stream`` through failure point ``name`` (an identity map, chained if it can)."""
+        if name not in self.points:
+            self.points.append(name)
         return stream.map(
             FailingIdentity(self.schedule, name),
             name=f"{name} (failure point)",

@@ -57,6 +57,9 @@ T = TypeVar("T")
 EPOCH = 1_700_000_000.0
 """What ``time.time()`` reads at virtual time 0 (a fixed wall clock)."""
 
+TICK = 0.001
+"""Seconds: timers due within a tick of the one the loop jumps to run in the same turn."""
+
 REFUSED_MODULES = ("storage.rocksdb",)
 """Code that cannot be simulated: worker-thread calls into these modules are refused."""
 
@@ -104,10 +107,20 @@ class SimulationLoop(asyncio.SelectorEventLoop):
         seed: the seed of the scheduler (and of ``uuid.uuid4`` in the simulation).
         real_timeout: seconds of real time the loop may run before it gives up.
         jitter: timers fire late by up to this fraction of their delay (seeded).
+        tick: when the loop jumps to a timer, the timers due within this many seconds
+            after it run in the same turn.
     """
 
-    def __init__(self, seed: int = 0, *, real_timeout: float = 120.0, jitter: float = 0.1) -> None:
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        real_timeout: float = 120.0,
+        jitter: float = 0.1,
+        tick: float = TICK,
+    ) -> None:
         super().__init__()
+        self.tick = tick
         self.seed = seed
         self.real_timeout = real_timeout
         self.jitter = jitter
@@ -183,7 +196,9 @@ class SimulationLoop(asyncio.SelectorEventLoop):
         event_list = self._selector.select(0)  # type: ignore[attr-defined]
         self._process_events(event_list)  # type: ignore[attr-defined]
         if not ready and scheduled and not self._stopping:  # type: ignore[attr-defined]
-            self._now = max(self._now, scheduled[0]._when)
+            # Jump to the next timer, and a tick past it: timers due within one tick run
+            # in the same turn, as on a real loop that finds several due when it wakes.
+            self._now = max(self._now, scheduled[0]._when + self.tick)
         end = self._now + self._clock_resolution  # type: ignore[attr-defined]
         while scheduled:
             handle = scheduled[0]

@@ -10,15 +10,21 @@ aligned, unaligned and aligned-with-timeout commit every record exactly once (in
 order per split when ordered); at-least-once loses nothing; the job restarted once per
 failure fired.
 
-CI draws ``WEIR_PROPERTY_EXAMPLES`` examples per mode (5 by default); the long run::
+The properties run in deterministic simulation (virtual time: the calls' latencies cost
+nothing; a seeded interleaving, drawn with the case, so a failing example replays from
+its ``replay:`` line): ``WEIR_PROPERTY_EXAMPLES`` examples per mode (50 by default), and
+``WEIR_REAL_TIME_EXAMPLES`` (5) of the exactly-once property on real time as well. The
+long run::
 
-    WEIR_PROPERTY_EXAMPLES=1000 python -m pytest tests/e2e/test_async_io_properties.py
+    WEIR_PROPERTY_EXAMPLES=5000 python -m pytest tests/e2e/test_async_io_properties.py \
+        --hypothesis-profile=weir-long
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -32,11 +38,13 @@ from runtime.testing import (
     Phase,
     check_at_least_once,
     check_exactly_once,
+    simulate,
 )
 from runtime.testing.async_calls import ASYNC_IO, ASYNC_IO_UNORDERED
 from runtime.testing.strategies import JobCase, job_cases
 
-EXAMPLES = int(os.environ.get("WEIR_PROPERTY_EXAMPLES", "5"))
+EXAMPLES = int(os.environ.get("WEIR_PROPERTY_EXAMPLES", "50"))
+REAL_TIME_EXAMPLES = int(os.environ.get("WEIR_REAL_TIME_EXAMPLES", "5"))
 
 PROPERTY = settings(
     max_examples=EXAMPLES,
@@ -44,6 +52,9 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
 )
+REAL_TIME = settings(PROPERTY, max_examples=REAL_TIME_EXAMPLES)
+SEEDS = st.integers(0, 2**32 - 1)
+"""The simulation's seed, drawn with the case."""
 
 SMALL = KitOptions(splits=4, records_per_split=150, keys=8, records_per_second=15_000)
 """600 records over ~40 ms: a handful of checkpoints per run, calls in flight at each."""
@@ -65,16 +76,20 @@ def note(case: JobCase, report: CheckReport) -> None:
         event(f"fired: {fired.failure.point} {fired.failure.phase.value}")
 
 
-@pytest.mark.parametrize(
-    "setup",
-    [CheckpointSetup.ALIGNED, CheckpointSetup.UNALIGNED, CheckpointSetup.ALIGNED_TIMEOUT],
-    ids=lambda setup: setup.value,
-)
-@PROPERTY
-@given(data=st.data())
-def test_async_io_exactly_once(setup: CheckpointSetup, data: st.DataObject) -> None:
-    case = data.draw(job_cases(setups=[setup], topology_choices=BOTH, min_failures=1), label="case")
-    report = asyncio.run(
+def run(check: Any, seed: int | None) -> CheckReport:
+    """``check`` in simulation under ``seed``, or on real time if ``seed`` is None."""
+    if seed is None:
+        return asyncio.run(check)  # type: ignore[no-any-return]
+    with simulate(seed) as sim:
+        return sim.run(check)  # type: ignore[no-any-return]
+
+
+def exactly_once_case(setup: CheckpointSetup, data: st.DataObject, seed: int | None) -> None:
+    case = data.draw(
+        job_cases(setups=[setup], topology_choices=BOTH, min_failures=1, options=SMALL),
+        label="case",
+    )
+    report = run(
         check_exactly_once(
             case.topology,
             schedule=case.schedule,
@@ -84,20 +99,50 @@ def test_async_io_exactly_once(setup: CheckpointSetup, data: st.DataObject) -> N
             expected=case.topology.expected,
             order=order_of(case),
             options=case.options(SMALL),
-        )
+            simulate=seed is not None,
+            seed=seed or 0,
+        ),
+        seed,
     )
     assert report.validation.exactly_once
     note(case, report)
 
 
+by_setup = pytest.mark.parametrize(
+    "setup",
+    [CheckpointSetup.ALIGNED, CheckpointSetup.UNALIGNED, CheckpointSetup.ALIGNED_TIMEOUT],
+    ids=lambda setup: setup.value,
+)
+
+
+@by_setup
 @PROPERTY
+@given(data=st.data(), seed=SEEDS)
+def test_async_io_exactly_once(setup: CheckpointSetup, data: st.DataObject, seed: int) -> None:
+    exactly_once_case(setup, data, seed)
+
+
+@by_setup
+@REAL_TIME
 @given(data=st.data())
-def test_async_io_at_least_once(data: st.DataObject) -> None:
+def test_async_io_exactly_once_on_real_time(setup: CheckpointSetup, data: st.DataObject) -> None:
+    """The same property on real time, with fewer examples."""
+    exactly_once_case(setup, data, None)
+
+
+@PROPERTY
+@given(data=st.data(), seed=SEEDS)
+def test_async_io_at_least_once(data: st.DataObject, seed: int) -> None:
     case = data.draw(
-        job_cases(setups=[CheckpointSetup.AT_LEAST_ONCE], topology_choices=BOTH, min_failures=1),
+        job_cases(
+            setups=[CheckpointSetup.AT_LEAST_ONCE],
+            topology_choices=BOTH,
+            min_failures=1,
+            options=SMALL,
+        ),
         label="case",
     )
-    report = asyncio.run(
+    report = run(
         check_at_least_once(
             case.topology,
             schedule=case.schedule,
@@ -107,7 +152,10 @@ def test_async_io_at_least_once(data: st.DataObject) -> None:
             transactional=data.draw(st.booleans(), label="two-phase-commit sink"),
             expected=case.topology.expected,
             options=case.options(SMALL),
-        )
+            simulate=True,
+            seed=seed,
+        ),
+        seed,
     )
     assert not report.validation.lost
     note(case, report)

@@ -18,14 +18,22 @@ with them, and assert:
 * and in every mode, at least one injected failure fired, and the job restarted exactly
   once per injected failure that fired.
 
-Every test draws ``WEIR_PROPERTY_EXAMPLES`` examples per mode (5 by default), on the
-heap and on the RocksDB backend alike; the ``stress`` ones draw bigger jobs and more
-failures. CI runs the Hypothesis profile ``weir-ci`` (``tests/conftest.py``): a fixed
-seed (``derandomize``), so every CI run checks the same examples. The long run draws
-new random examples, 1,000 per mode and backend (add ``--hypothesis-show-statistics``
-to see what was drawn)::
+The properties run in **deterministic simulation** (``runtime.testing.simulation``):
+virtual time and a seeded interleaving, the seed drawn by Hypothesis with the rest of
+the case, so a failing example replays bit for bit (its message ends with a
+``replay:`` line) and Hypothesis shrinks it (fewer failures, earlier, smaller seeds).
+They draw ``WEIR_PROPERTY_EXAMPLES`` examples per mode and backend (50 by default). What
+a simulation cannot run stays on real time with ``WEIR_REAL_TIME_EXAMPLES`` examples
+(5 by default): the RocksDB backend (its own threads), the changelog over RocksDB, and
+one real-time check per mode on the heap, for what virtual time hides (real thread
+hops, real timer jitter). The ``stress`` ones draw bigger jobs and more failures.
 
-    WEIR_PROPERTY_EXAMPLES=1000 python -m pytest tests/e2e/test_exactly_once_properties.py \
+CI runs the Hypothesis profile ``weir-ci`` (``tests/conftest.py``): a fixed seed
+(``derandomize``), so every CI run checks the same examples. The long run draws new
+random examples, 5,000 per mode (add ``--hypothesis-show-statistics`` to see what was
+drawn)::
+
+    WEIR_PROPERTY_EXAMPLES=5000 python -m pytest tests/e2e/test_exactly_once_properties.py \
         --hypothesis-profile=weir-long
 """
 
@@ -55,10 +63,12 @@ from runtime.testing import (
     KitOptions,
     check_at_least_once,
     check_exactly_once,
+    simulate,
 )
 from runtime.testing.strategies import JobCase, job_cases
 
-EXAMPLES = int(os.environ.get("WEIR_PROPERTY_EXAMPLES", "5"))
+EXAMPLES = int(os.environ.get("WEIR_PROPERTY_EXAMPLES", "50"))
+REAL_TIME_EXAMPLES = int(os.environ.get("WEIR_REAL_TIME_EXAMPLES", "5"))
 
 PROPERTY = settings(
     max_examples=EXAMPLES,
@@ -66,7 +76,12 @@ PROPERTY = settings(
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
 )
-"""The examples per mode and backend; the rest (seed, database) comes from the profile."""
+"""Simulated examples per mode and backend; the rest (seed, database) from the profile."""
+REAL_TIME = settings(PROPERTY, max_examples=REAL_TIME_EXAMPLES)
+"""Examples per mode and backend of what runs on real time."""
+
+SEEDS = st.integers(0, 2**32 - 1)
+"""The simulation's seed, drawn with the case (and shrunk towards 0)."""
 
 EXACTLY_ONCE = [
     CheckpointSetup.ALIGNED,
@@ -99,41 +114,66 @@ def note(case: JobCase, report: CheckReport) -> None:
         event("in-flight data persisted")
 
 
-def exactly_once(case: JobCase, options: KitOptions) -> CheckReport:
-    return asyncio.run(
-        check_exactly_once(
-            case.topology,
-            schedule=case.schedule,
-            setup=case.setup,
-            parallelism=case.parallelism,
-            chaos=case.chaos,
-            expected=case.topology.expected,
-            options=case.options(options),
-        )
+def exactly_once(case: JobCase, options: KitOptions, seed: int | None = None) -> CheckReport:
+    """The check in simulation under ``seed``; on real time if ``seed`` is None."""
+    check = check_exactly_once(
+        case.topology,
+        schedule=case.schedule,
+        setup=case.setup,
+        parallelism=case.parallelism,
+        chaos=case.chaos,
+        expected=case.topology.expected,
+        options=case.options(options),
+        simulate=seed is not None,
+        seed=seed or 0,
     )
+    if seed is None:
+        return asyncio.run(check)
+    with simulate(seed) as sim:
+        return sim.run(check)
 
 
-def at_least_once(case: JobCase, transactional: bool, options: KitOptions) -> CheckReport:
-    return asyncio.run(
-        check_at_least_once(
-            case.topology,
-            schedule=case.schedule,
-            setup=case.setup,
-            parallelism=case.parallelism,
-            chaos=case.chaos,
-            transactional=transactional,
-            expected=case.topology.expected,
-            options=case.options(options),
-        )
+def at_least_once(
+    case: JobCase, transactional: bool, options: KitOptions, seed: int | None = None
+) -> CheckReport:
+    """The check in simulation under ``seed``; on real time if ``seed`` is None."""
+    check = check_at_least_once(
+        case.topology,
+        schedule=case.schedule,
+        setup=case.setup,
+        parallelism=case.parallelism,
+        chaos=case.chaos,
+        transactional=transactional,
+        expected=case.topology.expected,
+        options=case.options(options),
+        simulate=seed is not None,
+        seed=seed or 0,
     )
+    if seed is None:
+        return asyncio.run(check)
+    with simulate(seed) as sim:
+        return sim.run(check)
 
 
 @by_name
 @PROPERTY
-@given(data=st.data())
+@given(data=st.data(), seed=SEEDS)
 def test_exactly_once_modes_lose_and_duplicate_nothing(
+    setup: CheckpointSetup, data: st.DataObject, seed: int
+) -> None:
+    case = data.draw(job_cases(setups=[setup], options=SMALL), label="case")
+    report = exactly_once(case, SMALL, seed)
+    assert report.validation.exactly_once
+    note(case, report)
+
+
+@by_name
+@REAL_TIME
+@given(data=st.data())
+def test_exactly_once_modes_lose_and_duplicate_nothing_on_real_time(
     setup: CheckpointSetup, data: st.DataObject
 ) -> None:
+    """The same property on real time: real thread hops and timers, fewer examples."""
     case = data.draw(job_cases(setups=[setup], options=SMALL), label="case")
     report = exactly_once(case, SMALL)
     assert report.validation.exactly_once
@@ -141,7 +181,7 @@ def test_exactly_once_modes_lose_and_duplicate_nothing(
 
 
 @by_name
-@PROPERTY
+@REAL_TIME
 @given(data=st.data())
 def test_exactly_once_modes_lose_and_duplicate_nothing_on_rocksdb(
     setup: CheckpointSetup, data: st.DataObject
@@ -155,29 +195,40 @@ def test_exactly_once_modes_lose_and_duplicate_nothing_on_rocksdb(
     note(case, report)
 
 
-@pytest.mark.parametrize("backend", ["heap", "rocksdb"])
-@PROPERTY
-@given(data=st.data())
-def test_exactly_once_with_the_changelog_backend(backend: str, data: st.DataObject) -> None:
-    """The same property with the changelog state backend (tiny files, frequent
-    materializations), unaligned checkpoints, on heap and on RocksDB."""
+def changelog_case(backend: str, data: st.DataObject, seed: int | None) -> None:
     setup = CheckpointSetup.UNALIGNED
     case = data.draw(job_cases(setups=[setup], options=SMALL), label="case")
     with tempfile.TemporaryDirectory() as folder:
         options = dataclasses.replace(
             SMALL, state_backend=backend, storage=f"file://{folder}", changelog=True
         )
-        report = exactly_once(case, options)
+        report = exactly_once(case, options, seed)
     assert report.validation.exactly_once
     note(case, report)
 
 
 @PROPERTY
+@given(data=st.data(), seed=SEEDS)
+def test_exactly_once_with_the_changelog_backend(data: st.DataObject, seed: int) -> None:
+    """The same property with the changelog state backend (tiny files, frequent
+    materializations) over the heap, unaligned checkpoints, in simulation (its file
+    writes run inline, its upload and materialization timers on virtual time)."""
+    changelog_case("heap", data, seed)
+
+
+@REAL_TIME
 @given(data=st.data())
-def test_at_least_once_loses_nothing(data: st.DataObject) -> None:
+def test_exactly_once_with_the_changelog_backend_on_rocksdb(data: st.DataObject) -> None:
+    """The changelog over RocksDB, on real time (RocksDB cannot be simulated)."""
+    changelog_case("rocksdb", data, None)
+
+
+@PROPERTY
+@given(data=st.data(), seed=SEEDS)
+def test_at_least_once_loses_nothing(data: st.DataObject, seed: int) -> None:
     case = data.draw(job_cases(setups=[CheckpointSetup.AT_LEAST_ONCE], options=SMALL), label="case")
     transactional = data.draw(st.booleans(), label="two-phase-commit sink")
-    report = at_least_once(case, transactional, SMALL)
+    report = at_least_once(case, transactional, SMALL, seed)
     assert not report.validation.lost
     note(case, report)
 
@@ -185,22 +236,22 @@ def test_at_least_once_loses_nothing(data: st.DataObject) -> None:
 @pytest.mark.stress
 @by_name
 @PROPERTY
-@given(data=st.data())
+@given(data=st.data(), seed=SEEDS)
 def test_exactly_once_modes_lose_and_duplicate_nothing_stress(
-    setup: CheckpointSetup, data: st.DataObject
+    setup: CheckpointSetup, data: st.DataObject, seed: int
 ) -> None:
     case = data.draw(
         job_cases(setups=[setup], min_failures=1, max_failures=5, options=BIGGER), label="case"
     )
-    report = exactly_once(case, BIGGER)
+    report = exactly_once(case, BIGGER, seed)
     assert report.validation.exactly_once
     note(case, report)
 
 
 @pytest.mark.stress
 @PROPERTY
-@given(data=st.data())
-def test_at_least_once_loses_nothing_stress(data: st.DataObject) -> None:
+@given(data=st.data(), seed=SEEDS)
+def test_at_least_once_loses_nothing_stress(data: st.DataObject, seed: int) -> None:
     case = data.draw(
         job_cases(
             setups=[CheckpointSetup.AT_LEAST_ONCE], min_failures=1, max_failures=5, options=BIGGER
@@ -208,7 +259,7 @@ def test_at_least_once_loses_nothing_stress(data: st.DataObject) -> None:
         label="case",
     )
     transactional = data.draw(st.booleans(), label="two-phase-commit sink")
-    report = at_least_once(case, transactional, BIGGER)
+    report = at_least_once(case, transactional, BIGGER, seed)
     assert not report.validation.lost
     note(case, report)
 
