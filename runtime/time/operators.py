@@ -36,6 +36,8 @@ from runtime.time.watermarks import (
     check_timestamp,
 )
 
+_NUMBERS = frozenset({int, float})
+
 __all__ = [
     "OutputTag",
     "SideOutputOperator",
@@ -104,12 +106,20 @@ class TimestampsAndWatermarksOperator(StreamOperator):
     def process_batch(self, batch: list[Any]) -> list[Any]:  # noqa: D102
         assigner = self.assigner
         if assigner is not None:
-            timestamps: list[float] = []
             record = None
             try:
-                for record in batch:
-                    timestamps.append(check_timestamp(assigner(record)))
+                timestamps = list(map(assigner, batch))
+                if not set(map(type, timestamps)) <= _NUMBERS:
+                    for record, timestamp in zip(batch, timestamps, strict=True):  # noqa: B007
+                        check_timestamp(timestamp)
             except Exception as error:
+                if record is None:
+                    # map() stopped at the failing record: find it for the message.
+                    for record in batch:
+                        try:
+                            assigner(record)
+                        except Exception:
+                            break
                 raise self.error(error, record) from error
             self.generator.on_batch(timestamps)
         self.records_in += len(batch)

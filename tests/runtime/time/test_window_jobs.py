@@ -288,3 +288,19 @@ async def test_window_all_counts_the_whole_stream_per_window() -> None:
     )
     result = await env.execute("window all")
     assert sorted(result.collected["all"]) == sorted((0, s, n) for s, n in counts.items())
+
+
+async def test_a_window_timestamp_that_is_not_a_number_names_the_window_and_record() -> None:
+    env = StreamEnvironment(parallelism=1)
+    (
+        env.from_collection([("a", 1), ("b", "noon")])
+        .key_by(lambda r: r[0])
+        .window(TumblingEventTimeWindows.of(10), timestamp=lambda r: r[1])
+        .reduce(lambda x, y: x, name="tumbling")
+        .collect()
+    )
+    with pytest.raises(JobFailedError) as failure:
+        await env.execute("bad window timestamps")
+    message = str(failure.value.__cause__)
+    assert "tumbling" in message and "noon" in message
+    assert "the timestamp assigner returned str" in message
