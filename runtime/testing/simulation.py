@@ -58,7 +58,8 @@ EPOCH = 1_700_000_000.0
 """What ``time.time()`` reads at virtual time 0 (a fixed wall clock)."""
 
 TICK = 0.001
-"""Seconds: timers due within a tick of the one the loop jumps to run in the same turn."""
+"""Seconds: timers due within (a seeded part of) a tick of the one the loop jumps to run
+in the same turn."""
 
 REFUSED_MODULES = ("storage.rocksdb",)
 """Code that cannot be simulated: worker-thread calls into these modules are refused."""
@@ -107,8 +108,8 @@ class SimulationLoop(asyncio.SelectorEventLoop):
         seed: the seed of the scheduler (and of ``uuid.uuid4`` in the simulation).
         real_timeout: seconds of real time the loop may run before it gives up.
         jitter: timers fire late by up to this fraction of their delay (seeded).
-        tick: when the loop jumps to a timer, the timers due within this many seconds
-            after it run in the same turn.
+        tick: when the loop jumps to a timer, the timers due within a seeded part of
+            this many seconds after it run in the same turn.
     """
 
     def __init__(
@@ -146,8 +147,8 @@ class SimulationLoop(asyncio.SelectorEventLoop):
         self, when: float, callback: Callable[..., object], *args: Any, context: Any = None
     ) -> asyncio.TimerHandle:
         """Schedule ``callback`` at virtual time ``when``, late by the seeded jitter."""
-        if self.jitter and when > self._now:
-            when += (when - self._now) * self.jitter * self._timing.random()
+        if when > self._now:
+            when += ((when - self._now) * self.jitter + self.tick) * self._timing.random()
         return super().call_at(when, callback, *args, context=context)
 
     def uuid4(self) -> uuid.UUID:
@@ -196,9 +197,11 @@ class SimulationLoop(asyncio.SelectorEventLoop):
         event_list = self._selector.select(0)  # type: ignore[attr-defined]
         self._process_events(event_list)  # type: ignore[attr-defined]
         if not ready and scheduled and not self._stopping:  # type: ignore[attr-defined]
-            # Jump to the next timer, and a tick past it: timers due within one tick run
-            # in the same turn, as on a real loop that finds several due when it wakes.
-            self._now = max(self._now, scheduled[0]._when + self.tick)
+            # Jump to the next timer, and a seeded part of a tick past it: timers due
+            # by then run in the same turn, as on a real loop that finds several due
+            # when it wakes (how many varies, so interleavings do).
+            tick = self.tick * self._timing.random()
+            self._now = max(self._now, scheduled[0]._when + tick)
         end = self._now + self._clock_resolution  # type: ignore[attr-defined]
         while scheduled:
             handle = scheduled[0]
@@ -342,13 +345,6 @@ _CLOCKS: dict[Any, Any] = {
     _real_time: _wall_time,
 }
 
-_TIME_SHIM = types.SimpleNamespace(
-    **{name: getattr(time, name) for name in dir(time) if not name.startswith("__")}
-)
-_TIME_SHIM.monotonic = _monotonic
-_TIME_SHIM.perf_counter = _perf_counter
-_TIME_SHIM.time = _wall_time
-
 
 def _is_clock(value: Any) -> bool:
     try:
@@ -357,7 +353,12 @@ def _is_clock(value: Any) -> bool:
         return False
 
 
-def _swap_defaults(function: Any, undo: list[Callable[[], None]]) -> None:
+Target = tuple[Any, str, Any, Any]
+"""Where a clock is bound: (object, attribute, real value, virtual value)."""
+
+
+def _default_targets(function: Any) -> list[Target]:
+    targets: list[Target] = []
     for attribute in ("__defaults__", "__kwdefaults__"):
         values = getattr(function, attribute, None)
         if not values:
@@ -365,61 +366,84 @@ def _swap_defaults(function: Any, undo: list[Callable[[], None]]) -> None:
         if isinstance(values, tuple):
             if any(_is_clock(v) for v in values):
                 swapped = tuple(_CLOCKS[v] if _is_clock(v) else v for v in values)
-                setattr(function, attribute, swapped)
-                undo.append(functools.partial(setattr, function, attribute, values))
+                targets.append((function, attribute, values, swapped))
         elif any(_is_clock(v) for v in values.values()):
             new = {k: _CLOCKS[v] if _is_clock(v) else v for k, v in values.items()}
-            setattr(function, attribute, new)
-            undo.append(functools.partial(setattr, function, attribute, values))
+            targets.append((function, attribute, values, new))
+    return targets
 
 
-def _virtualize_module(module: types.ModuleType, undo: list[Callable[[], None]]) -> None:
+def _module_targets(module: types.ModuleType) -> list[Target]:
+    # Clocks bound before a simulation: ``from time import monotonic`` and default
+    # arguments (``clock=time.monotonic``). ``time.monotonic()`` calls need nothing:
+    # the time module's functions themselves are replaced while a simulation runs.
+    targets: list[Target] = []
     for name, value in list(vars(module).items()):
-        if value is time:
-            setattr(module, name, _TIME_SHIM)
-            undo.append(functools.partial(setattr, module, name, time))
-        elif _is_clock(value):
-            setattr(module, name, _CLOCKS[value])  # from time import monotonic
-            undo.append(functools.partial(setattr, module, name, value))
+        if _is_clock(value):
+            targets.append((module, name, value, _CLOCKS[value]))
         elif isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
-            _swap_defaults(value, undo)
+            targets += _default_targets(value)
         elif isinstance(value, type) and value.__module__ == module.__name__:
             for member in vars(value).values():
                 if isinstance(member, types.FunctionType):
-                    _swap_defaults(member, undo)
+                    targets += _default_targets(member)
+    return targets
 
 
+_scanned: dict[str, list[Target]] = {}
 _installed = 0
-_undo: list[Callable[[], None]] = []
+_applied: list[Target] = []
+
+
+def _install() -> None:
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__name__", "")
+        if (
+            isinstance(module, types.ModuleType)
+            and name.split(".")[0] in SIMULATED_PACKAGES
+            and name != __name__
+            and name not in _scanned
+        ):
+            _scanned[name] = _module_targets(module)
+    for targets in _scanned.values():
+        for target in targets:
+            setattr(target[0], target[1], target[3])
+            _applied.append(target)
+    for target in (
+        (time, "monotonic", _real_monotonic, _monotonic),
+        (time, "perf_counter", _real_perf_counter, _perf_counter),
+        (time, "time", _real_time, _wall_time),
+        (uuid, "uuid4", _real_uuid4, _uuid4),
+        (anyio.to_thread, "run_sync", _real_run_sync, _run_sync),
+        (asyncio, "to_thread", _real_asyncio_to_thread, _asyncio_to_thread),
+    ):
+        setattr(target[0], target[1], target[3])
+        _applied.append(target)
+
+
+def _uninstall() -> None:
+    while _applied:
+        obj, attribute, real, _ = _applied.pop()
+        setattr(obj, attribute, real)
 
 
 @contextlib.contextmanager
 def _virtualized() -> Iterator[None]:
-    """Install the virtual clocks and inline thread hops (nested uses share one install)."""
+    """Install the virtual clocks and inline thread hops (nested uses share one install).
+
+    The replacements read the virtual clock only on a thread that runs a
+    ``SimulationLoop``; everywhere else they are the real functions.
+    """
     global _installed
     if _installed == 0:
-        for module in list(sys.modules.values()):
-            name = getattr(module, "__name__", "")
-            if (
-                isinstance(module, types.ModuleType)
-                and name.split(".")[0] in SIMULATED_PACKAGES
-                and name != __name__
-            ):
-                _virtualize_module(module, _undo)
-        anyio.to_thread.run_sync = _run_sync  # type: ignore[assignment]
-        asyncio.to_thread = _asyncio_to_thread
-        uuid.uuid4 = _uuid4
+        _install()
     _installed += 1
     try:
         yield
     finally:
         _installed -= 1
         if _installed == 0:
-            while _undo:
-                _undo.pop()()
-            anyio.to_thread.run_sync = _real_run_sync
-            asyncio.to_thread = _real_asyncio_to_thread
-            uuid.uuid4 = _real_uuid4
+            _uninstall()
 
 
 class Simulation:

@@ -26,7 +26,8 @@ They draw ``WEIR_PROPERTY_EXAMPLES`` examples per mode and backend (50 by defaul
 a simulation cannot run stays on real time with ``WEIR_REAL_TIME_EXAMPLES`` examples
 (5 by default): the RocksDB backend (its own threads), the changelog over RocksDB, and
 one real-time check per mode on the heap, for what virtual time hides (real thread
-hops, real timer jitter). The ``stress`` ones draw bigger jobs and more failures.
+hops, real timer jitter). The ``stress`` ones draw bigger jobs and more failures
+(``WEIR_STRESS_EXAMPLES``, 10 by default in CI, else ``WEIR_PROPERTY_EXAMPLES``).
 
 CI runs the Hypothesis profile ``weir-ci`` (``tests/conftest.py``): a fixed seed
 (``derandomize``), so every CI run checks the same examples. The long run draws new
@@ -79,6 +80,13 @@ PROPERTY = settings(
 """Simulated examples per mode and backend; the rest (seed, database) from the profile."""
 REAL_TIME = settings(PROPERTY, max_examples=REAL_TIME_EXAMPLES)
 """Examples per mode and backend of what runs on real time."""
+STRESS = settings(
+    PROPERTY,
+    max_examples=int(
+        os.environ.get("WEIR_STRESS_EXAMPLES", os.environ.get("WEIR_PROPERTY_EXAMPLES", "10"))
+    ),
+)
+"""Examples per mode of the stress runs (bigger jobs): 10 in CI, else as the others."""
 
 SEEDS = st.integers(0, 2**32 - 1)
 """The simulation's seed, drawn with the case (and shrunk towards 0)."""
@@ -235,7 +243,7 @@ def test_at_least_once_loses_nothing(data: st.DataObject, seed: int) -> None:
 
 @pytest.mark.stress
 @by_name
-@PROPERTY
+@STRESS
 @given(data=st.data(), seed=SEEDS)
 def test_exactly_once_modes_lose_and_duplicate_nothing_stress(
     setup: CheckpointSetup, data: st.DataObject, seed: int
@@ -249,7 +257,7 @@ def test_exactly_once_modes_lose_and_duplicate_nothing_stress(
 
 
 @pytest.mark.stress
-@PROPERTY
+@STRESS
 @given(data=st.data(), seed=SEEDS)
 def test_at_least_once_loses_nothing_stress(data: st.DataObject, seed: int) -> None:
     case = data.draw(
