@@ -1,12 +1,13 @@
 """``TimerService``: one keyed operator's event-time and processing-time timers.
 
 As Flink's ``InternalTimerService``: a timer is a key and a timestamp, at most one per
-both (registering it again does nothing). Timers are keyed state: a map state per time
-domain (``"_timers/event"``, ``"_timers/processing"``: the timer timestamps of the
-current key), so they live in the keyed backend (heap or RocksDB) by key group, go into
-every checkpoint and savepoint with the operator's other keyed state, are redistributed
-with their key groups when a job is rescaled, and can be read and written with the
-State Processor API under those names. The service keeps a priority queue of
+both (registering it again does nothing). Timers are keyed state: a value state per time
+domain (``"_timers/event"``, ``"_timers/processing"``: the sorted tuple of the key's
+timer timestamps; a tuple of numbers, which the cyclic collector does not track and
+which encodes without pickle), so they live in the keyed backend (heap or RocksDB) by
+key group, go into every checkpoint and savepoint with the operator's other keyed
+state, are redistributed with their key groups when a job is rescaled, and can be read
+and written with the State Processor API under those names. The service keeps a priority queue of
 ``(timestamp, key)`` beside the state, rebuilt from it when the operator opens; a
 deleted timer leaves a stale queue entry, skipped when it comes up.
 
@@ -25,15 +26,15 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from runtime.time.watermarks import MIN_WATERMARK
-from storage import MapStateDescriptor
+from storage import ValueStateDescriptor
 
 __all__ = ["EVENT_TIMERS", "PROCESSING_TIMERS", "TimerService"]
 
 EVENT_TIMERS = "_timers/event"
-"""The keyed map state of event-time timers (timestamp -> None)."""
+"""The keyed value state of event-time timers (a sorted tuple of timestamps)."""
 
 PROCESSING_TIMERS = "_timers/processing"
-"""The keyed map state of processing-time timers (timestamp -> None)."""
+"""The keyed value state of processing-time timers (a sorted tuple of timestamps)."""
 
 
 class TimerService:
@@ -48,8 +49,8 @@ class TimerService:
         self.backend = backend
         self.schedule = schedule
         self.current_watermark = MIN_WATERMARK
-        self._event_state = backend.get_state(MapStateDescriptor(EVENT_TIMERS))
-        self._processing_state = backend.get_state(MapStateDescriptor(PROCESSING_TIMERS))
+        self._event_state = backend.get_state(ValueStateDescriptor(EVENT_TIMERS))
+        self._processing_state = backend.get_state(ValueStateDescriptor(PROCESSING_TIMERS))
         self._event: list[tuple[float, int, Hashable]] = []
         self._processing: list[tuple[float, int, Hashable]] = []
         self._seq = itertools.count()
@@ -68,8 +69,7 @@ class TimerService:
             (PROCESSING_TIMERS, self._processing_state, self._processing),
         ):
             for key in list(keys_of(backend, name)):
-                backend.current_key = key
-                for timestamp in state.keys():  # noqa: SIM118 (MapState)
+                for timestamp in state.get_for(key) or ():
                     queue.append((timestamp, next(self._seq), key))
                     found += 1
             heapq.heapify(queue)
@@ -86,30 +86,25 @@ class TimerService:
 
     def register_event_time_timer(self, timestamp: float) -> None:
         """Fire ``on_timer(timestamp)`` for the current key once the watermark reaches it."""
-        state = self._event_state
-        if not state.contains(timestamp):
-            state.put(timestamp, None)
-            heapq.heappush(self._event, (timestamp, next(self._seq), self.backend.current_key))
+        key = self.backend.current_key
+        if _add(self._event_state, key, timestamp):
+            heapq.heappush(self._event, (timestamp, next(self._seq), key))
 
     def delete_event_time_timer(self, timestamp: float) -> None:
         """Forget the current key's event-time timer at ``timestamp`` (if any)."""
-        if self._event_state.contains(timestamp):
-            self._event_state.remove(timestamp)
+        _remove(self._event_state, self.backend.current_key, timestamp)
 
     def register_processing_time_timer(self, timestamp: float) -> None:
         """Fire ``on_timer(timestamp)`` for the current key at processing time ``timestamp``."""
-        state = self._processing_state
-        if not state.contains(timestamp):
-            state.put(timestamp, None)
-            key = self.backend.current_key
+        key = self.backend.current_key
+        if _add(self._processing_state, key, timestamp):
             heapq.heappush(self._processing, (timestamp, next(self._seq), key))
             if self._scheduled is None or timestamp < self._scheduled:
                 self._reschedule()
 
     def delete_processing_time_timer(self, timestamp: float) -> None:
         """Forget the current key's processing-time timer at ``timestamp`` (if any)."""
-        if self._processing_state.contains(timestamp):
-            self._processing_state.remove(timestamp)
+        _remove(self._processing_state, self.backend.current_key, timestamp)
 
     # -- firing ---------------------------------------------------------------------------
 
@@ -139,8 +134,7 @@ class TimerService:
         while queue and queue[0][0] <= limit:
             timestamp, _, key = heapq.heappop(queue)
             backend.current_key = key
-            if state.contains(timestamp):  # else deleted (or a duplicate after restore)
-                state.remove(timestamp)
+            if _remove(state, key, timestamp):  # else deleted (or a duplicate)
                 out.append((timestamp, key))
         return out
 
@@ -151,3 +145,30 @@ class TimerService:
         if self._scheduled is None or first < self._scheduled:
             self._scheduled = first
             self.schedule(first)
+
+
+def _add(state: Any, key: Hashable, timestamp: float) -> bool:
+    """Add ``timestamp`` to ``key``'s timers; False if it was there."""
+    if key is None:
+        raise ValueError("timers need a current key (register them while handling a record)")
+    timestamps = state.get_for(key)
+    if timestamps is None:
+        state.put_for(key, (timestamp,))
+        return True
+    if timestamp in timestamps:
+        return False
+    state.put_for(key, tuple(sorted((*timestamps, timestamp))))
+    return True
+
+
+def _remove(state: Any, key: Hashable, timestamp: float) -> bool:
+    """Remove ``timestamp`` from ``key``'s timers; False if it was not there."""
+    timestamps = state.get_for(key)
+    if not timestamps or timestamp not in timestamps:
+        return False
+    rest = tuple(t for t in timestamps if t != timestamp)
+    if rest:
+        state.put_for(key, rest)
+    else:
+        state.clear()  # the backend's current key is ``key`` (set by the caller)
+    return True

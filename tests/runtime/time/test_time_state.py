@@ -14,7 +14,7 @@ from runtime.time import OutputTag, WatermarkStrategy
 from runtime.time.timers import EVENT_TIMERS, PROCESSING_TIMERS, TimerService
 from runtime.windows import TumblingEventTimeWindows
 from runtime.windows.operator import WINDOW_CONTENTS
-from storage import HeapKeyedStateBackend, KeyGroupRange, MapStateDescriptor
+from storage import HeapKeyedStateBackend, KeyGroupRange, ValueStateDescriptor
 from storage.processor import load_savepoint
 
 
@@ -28,14 +28,12 @@ def strategy(delay: int) -> WatermarkStrategy:
 
 def test_restored_timers_fire_in_order_and_past_processing_timers_are_due_at_once() -> None:
     backend = HeapKeyedStateBackend(8, KeyGroupRange(0, 7))
-    events = backend.get_state(MapStateDescriptor(EVENT_TIMERS))
-    processing = backend.get_state(MapStateDescriptor(PROCESSING_TIMERS))
+    events = backend.get_state(ValueStateDescriptor(EVENT_TIMERS))
+    processing = backend.get_state(ValueStateDescriptor(PROCESSING_TIMERS))
     past = time.time() - 60
-    for key, stamps in {"a": [30, 10], "b": [20]}.items():
-        backend.current_key = key
-        for stamp in stamps:
-            events.put(stamp, None)
-        processing.put(past, None)
+    for key, stamps in {"a": (10, 30), "b": (20,)}.items():
+        events.put_for(key, stamps)
+        processing.put_for(key, (past,))
     asked: list[float] = []
     service = TimerService(backend, asked.append)
     assert service.restore() == 5
@@ -43,8 +41,8 @@ def test_restored_timers_fire_in_order_and_past_processing_timers_are_due_at_onc
     assert sorted(k for _, k in service.due_processing_timers()) == ["a", "b"]
     assert service.advance_watermark(25) == [(10, "a"), (20, "b")]
     assert service.advance_watermark(25) == []  # fired timers are gone from state
-    backend.current_key = "a"
-    assert events.keys() == [30]
+    assert events.get_for("a") == (30,)
+    assert events.get_for("b") is None
 
 
 async def test_a_savepoint_holds_timers_and_window_contents_readable_offline(
@@ -67,7 +65,7 @@ async def test_a_savepoint_holds_timers_and_window_contents_readable_offline(
     path = await client.stop_with_savepoint(str(tmp_path / "sp"))
     await client.wait()
     state = load_savepoint(path)["sum"]
-    assert state.keyed_state(EVENT_TIMERS) == {"a": {10: None}, "b": {20: None}}
+    assert state.keyed_state(EVENT_TIMERS) == {"a": (10,), "b": (20,)}
     assert state.keyed_state(WINDOW_CONTENTS) == {
         "a": {(0, 10): ("a", 1, 2)},
         "b": {(10, 20): ("b", 12, 1)},
