@@ -304,3 +304,38 @@ async def test_a_window_timestamp_that_is_not_a_number_names_the_window_and_reco
     message = str(failure.value.__cause__)
     assert "tumbling" in message and "noon" in message
     assert "the timestamp assigner returned str" in message
+
+
+class Total(SinkFunction):
+    """Shared by every subtask copy: sums counts, sets an event once ``n`` are in."""
+
+    def __init__(self, n: int) -> None:
+        self.total, self.n = 0, n
+        self.reached = asyncio.Event()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Total:
+        return self
+
+    def invoke(self, value: Any) -> None:
+        self.total += value[1]
+        if self.total >= self.n:
+            self.reached.set()
+
+
+async def test_processing_time_windows_fire_on_the_clock() -> None:
+    env = StreamEnvironment(parallelism=2)
+    records = [(f"k{i % 3}", 1) for i in range(30)]
+    gate = SourceGate(hold_at_end=True)  # the job stays up until every window fired
+    total = Total(len(records))
+    (
+        env.from_source(GatedSource(CollectionSource(records), gate))
+        .key_by(lambda r: r[0])
+        .window(TumblingProcessingTimeWindows.of(0.05))
+        .reduce(lambda a, b: (a[0], a[1] + b[1]))
+        .sink_to(total, name="total")
+    )
+    client = await env.start("processing time")
+    await total.reached.wait()
+    gate.open()
+    await client.wait()
+    assert total.total == len(records)
