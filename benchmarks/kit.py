@@ -82,6 +82,9 @@ PARTS: dict[str, Part] = {
     "rest": Part(
         "benchmarks.rest", "HTTP API and dashboard: keyed count polled every second vs no server"
     ),
+    "testing": Part(
+        "benchmarks.testing_sim", "Testing kit: an exactly-once example in simulation vs real time"
+    ),
 }
 """Every part, in the order the kit runs them."""
 
