@@ -61,10 +61,12 @@ class ExecutionConfig:
     incremental_checkpoints: bool = True
     local_recovery: bool = False
     changelog: ChangelogOptions | None = None
+    workers: int = 1
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid option."""
         check_positive_int("buffer_size", self.buffer_size)
+        check_positive_int("workers", self.workers)
         check_seconds("buffer_timeout", self.buffer_timeout)
         check_positive_int("channel_capacity", self.channel_capacity)
         if not isinstance(self.allow_pickle, bool):

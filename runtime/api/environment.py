@@ -147,6 +147,7 @@ class StreamEnvironment:
         incremental_checkpoints: bool = True,
         local_recovery: bool = False,
         changelog: bool | ChangelogOptions = False,
+        workers: int = 1,
     ) -> None:
         if parallelism is None:
             parallelism = OVERRIDES.parallelism or 1
@@ -167,8 +168,14 @@ class StreamEnvironment:
             incremental_checkpoints,
             local_recovery,
             _changelog_options(changelog),
+            workers,
         )
         self.config.validate()
+        if workers > self.parallelism:
+            raise ConfigError(
+                f"workers {workers} is greater than parallelism {self.parallelism}: a worker "
+                "process would host no subtask; lower workers or raise parallelism"
+            )
         _check_state_backend(self.config)
         self.chaining = bool(chaining)
         self.checkpoint_config = CheckpointConfig()

@@ -221,6 +221,10 @@ class BarrierHandler:
         if current.snapshotted and current.unaligned:
             actions.append(PromoteBarrier(current.checkpoint_id, ChannelIndex(channel), barrier))
             del current.announced[channel]
+        elif barrier.options.unaligned and barrier.options.exactly_once:
+            # An unaligned barrier queued behind data (a network channel's receiver
+            # announces it): snapshot now and promote it, as if it had arrived.
+            self._snapshot_unaligned(current, now, actions)
         else:
             deadline = self.deadline
             if deadline is not None and now >= deadline:

@@ -214,7 +214,12 @@ class JobExecution:
         )
 
     async def _deploy(self, attempt: int, restore: RestoredCheckpoint | None) -> None:
-        deployment = Deployment(
+        make = Deployment
+        if self.config.workers > 1:
+            from runtime.cluster.master import ClusterDeployment
+
+            make = ClusterDeployment
+        deployment = make(
             self.graph,
             self.config,
             self.job_name,
@@ -347,6 +352,7 @@ class JobExecution:
         deployment = self.deployment
         assert deployment is not None
         actors: list[Actor] = list(deployment.tasks)
+        actors.extend(getattr(deployment, "extra_actors", ()))  # worker processes
         if self.coordinator is not None:
             actors.append(self.coordinator)
         self._supervisor = Supervisor(actors)
