@@ -19,6 +19,7 @@ import sys
 import types
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from runtime.errors import ConfigError
@@ -26,6 +27,19 @@ from runtime.testing.chaos import NotificationChaos
 from runtime.testing.failures import InjectedFailure
 from runtime.testing.kit import KitOptions
 from runtime.testing.modes import CheckpointSetup
+
+
+def _importable(module: str) -> str:
+    # A script's functions live in __main__, which another process cannot import: name
+    # the script's module instead (``python -m pkg.mod`` or ``python mod.py``).
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return str(spec.name)
+    path = getattr(main, "__file__", None)
+    return Path(path).stem if path else module
 
 
 def reference(obj: Any) -> str | None:
@@ -41,7 +55,7 @@ def reference(obj: Any) -> str | None:
         and qualname
         and "<locals>" not in qualname
     ):
-        return f"{module}:{qualname}"
+        return f"{_importable(module)}:{qualname}"
     home = getattr(type(obj), "__module__", None)
     names = [home] if home in sys.modules else []
     names += [n for n in list(sys.modules) if n != home]
@@ -49,7 +63,7 @@ def reference(obj: Any) -> str | None:
         found = getattr(sys.modules.get(name), "__dict__", {})
         for attribute, value in list(found.items()):
             if value is obj and not attribute.startswith("_"):
-                return f"{name}:{attribute}"
+                return f"{_importable(name)}:{attribute}"
     return None
 
 
