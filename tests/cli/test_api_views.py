@@ -3,8 +3,8 @@
 The API is served in process (httpx's ASGI transport) over a registry holding the fake
 job of ``fake_job.py`` (fixed graph, counters and checkpoint statistics) and a load
 tracker on a manual clock, so every body is the same on every run. Fields that carry
-the wall-clock time of the answer (``now``, ``end-timestamp``) are set to 0 before
-comparing. ``WEIR_UPDATE_GOLDEN=1`` rewrites the golden files (then review the diff).
+the wall-clock time of the answer (``now``, ``end-timestamp``) and the installed version
+are set to 0 before comparing. ``WEIR_UPDATE_GOLDEN=1`` rewrites the golden files (then review the diff).
 """
 
 from __future__ import annotations
@@ -46,9 +46,13 @@ def _client(tmp_path: Path, job: Any, tracker: LoadTracker | None = None) -> htt
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url=BASE)
 
 
+_VARYING = ("now", "end-timestamp", "weir-version")
+"""Fields whose value is the time of the answer or the installed version."""
+
+
 def _normalized(body: Any) -> Any:
     if isinstance(body, dict):
-        return {k: 0 if k in ("now", "end-timestamp") else _normalized(v) for k, v in body.items()}
+        return {k: 0 if k in _VARYING else _normalized(v) for k, v in body.items()}
     if isinstance(body, list):
         return [_normalized(v) for v in body]
     return body
