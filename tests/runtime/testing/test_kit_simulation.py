@@ -219,3 +219,47 @@ def test_every_failing_example_replays_identically_from_its_line(
     assert "state is not exactly-once" in message
     assert "per key, the run without failures (expected)" in message
     assert replayed_message(message) == message
+
+
+# -- the loop itself -------------------------------------------------------------------
+
+
+def test_a_ten_minute_sleep_is_virtual_and_the_clocks_read_it() -> None:
+    import threading
+    import time
+
+    import anyio.to_thread
+
+    async def main() -> tuple[float, float, float, int]:
+        start = time.monotonic()
+        await asyncio.sleep(600)
+        worker = await anyio.to_thread.run_sync(threading.get_ident)
+        return start, time.monotonic(), time.time(), worker
+
+    with simulate(4) as sim:
+        start, end, wall, worker = sim.run(main())
+    assert start == 0.0
+    assert 600.0 <= end <= 600.0 * 1.1 + 0.001  # late by the seeded jitter at most
+    assert wall == pytest.approx(1_700_000_000.0 + end)
+    assert worker == threading.get_ident(), "the thread hop ran inline"
+    assert time.monotonic() != end, "outside the simulation the real clock is back"
+
+
+def test_a_deadlock_is_reported_at_once() -> None:
+    async def main() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(SimulationError, match=r"deadlocked.*every task waits"), simulate(1) as sim:
+        sim.run(main())
+
+
+def test_a_task_that_only_yields_is_stopped_by_the_watchdog() -> None:
+    async def main() -> None:
+        while True:  # noqa: ASYNC110 - the spin under test
+            await asyncio.sleep(0)
+
+    with (
+        pytest.raises(SimulationError, match=r"without ending.*never lets virtual time move"),
+        simulate(1, real_timeout=0.2) as sim,
+    ):
+        sim.run(main())
