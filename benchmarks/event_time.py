@@ -18,7 +18,8 @@ records, spread over the keys):
 
 The variants alternate (ABBA) after a warm-up. Part 2: the longest event-loop stall
 during a checkpoint of a job holding ``--timers`` event-time timers (one per key, in
-keyed map state), measured as ``benchmarks.overhead`` measures it for keyed state.
+keyed state), measured as ``benchmarks.overhead`` measures it for keyed state, in a
+fresh process.
 
 Goals (issue 15): window count >= 0.5x the keyed count, >= 3x Bytewax; stall <= 10 ms.
 
@@ -30,9 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from benchmarks.bytewax_baseline import bytewax_version
@@ -196,6 +202,25 @@ async def measure_timer_stall(timers: int, directory: str) -> dict[str, float]:
     }
 
 
+def measure_timer_stall_in_fresh_process(timers: int) -> dict[str, Any]:
+    """:func:`measure_timer_stall` in a new Python process (no garbage of earlier runs)."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.event_time", "--stall-once", "--timers", str(timers)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise RuntimeError(f"the timer stall run failed:\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def _row(
     figure: str,
     value: str,
@@ -227,7 +252,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--bytewax-batch", type=int, default=4096)
     parser.add_argument("--timers", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="100k records, 1 round, 50k timers")
+    parser.add_argument("--stall-once", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.stall_once:
+        with tempfile.TemporaryDirectory(prefix="weir-timers-") as folder:
+            print(json.dumps(asyncio.run(measure_timer_stall(args.timers, folder))))
+        return {}
     if args.quick:
         args.records, args.repeats, args.timers = 100_000, 1, 50_000
     n, k, eps = args.records, args.keys, args.events_per_second
@@ -241,8 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             n, k, eps, args.bytewax_batch
         )
     series = interleave(variants, repeats=args.repeats, warmup=0 if args.quick else 1)
-    with tempfile.TemporaryDirectory(prefix="weir-timers-") as folder:
-        stall = asyncio.run(measure_timer_stall(args.timers, folder))
+    stall = measure_timer_stall_in_fresh_process(args.timers)
     info = machine()
     windows, keyed = series["window count"], series["keyed count"]
     vs_keyed = paired_ratios(windows, keyed)
