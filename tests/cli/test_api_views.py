@@ -4,7 +4,8 @@ The API is served in process (httpx's ASGI transport) over a registry holding th
 job of ``fake_job.py`` (fixed graph, counters and checkpoint statistics) and a load
 tracker on a manual clock, so every body is the same on every run. Fields that carry
 the wall-clock time of the answer (``now``, ``end-timestamp``) and the installed version
-are set to 0 before comparing. ``WEIR_UPDATE_GOLDEN=1`` rewrites the golden files (then review the diff).
+are set to 0 before comparing. ``WEIR_UPDATE_GOLDEN=1`` rewrites the golden files (then
+review the diff).
 """
 
 from __future__ import annotations
