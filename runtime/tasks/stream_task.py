@@ -163,7 +163,7 @@ class StreamTask(Task):
         runs in a worker thread (RocksDB) is waited for first, as for records.
         """
         if event.__class__ is Watermark:
-            outputs = self.valve.on_watermark(channel, event.timestamp)  # type: ignore[union-attr]
+            outputs = self.valve.on_watermark(channel, event.timestamp)
         else:
             outputs = self.valve.on_status(channel, event)  # type: ignore[arg-type]
         if not outputs:
@@ -172,7 +172,7 @@ class StreamTask(Task):
         chain_time = self.chain.time
         for output in outputs:
             if output.__class__ is WatermarkStatus:
-                await chain_time.status(output)  # type: ignore[arg-type]
+                await chain_time.status(output)
             else:
                 await chain_time.advance(output)  # type: ignore[arg-type]
         await self.after_buffer()

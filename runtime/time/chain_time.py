@@ -68,14 +68,14 @@ class ChainTime:
     def attach(self, post: Callable[[], None]) -> None:
         """Give timer-owning operators ``post()``, which wakes the task for its timers."""
         for _, operator in self.timer_operators:
-            operator.post = post
+            operator.post = post  # type: ignore[attr-defined]
 
     async def advance(self, watermark: float, start: int = 0) -> None:
         """Move ``watermark`` through the operators from ``start``, then to the writers."""
         operators = self.chain.operators
         current: float | None = watermark
         for index in range(start, len(operators)):
-            operator = operators[index]
+            operator: Any = operators[index]
             if getattr(operator, "busy", False) and hasattr(operator, "bind_host"):
                 # Async I/O (ordered or not): a watermark is an order boundary, so the
                 # results of every record before it go out first (Flink). The task

@@ -221,8 +221,8 @@ class TimedKeyedProcessOperator(KeyedProcessOperator):
         ctx.timer_service = None
 
     async def open(self) -> None:  # noqa: D102
-        ctx = self.context
-        backend = ctx.keyed_backend
+        ctx: Any = self.context
+        backend: Any = ctx.keyed_backend
         restored = {EVENT_TIMERS, PROCESSING_TIMERS} & set(backend.state_names)
         if self.on_timer is not None or restored:
             schedule = schedule_on_loop(self.post) if self.post is not None else None
@@ -264,8 +264,8 @@ class TimedKeyedProcessOperator(KeyedProcessOperator):
     def _fire(self, due: list[tuple[float, Hashable]], domain: str) -> list[Any]:
         if not due:
             return []
-        ctx = self.context
-        backend = ctx.keyed_backend
+        ctx: Any = self.context
+        backend: Any = ctx.keyed_backend
         on_timer = self.on_timer
         out: list[Any] = []
         ctx.timer_domain = domain

@@ -79,7 +79,7 @@ def check_timestamp(value: Any) -> float:
     if value.__class__ is int or value.__class__ is float:
         if value != value:
             raise ValueError("the timestamp assigner returned NaN; return a number")
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(
             f"the timestamp assigner returned {type(value).__name__} {value!r}; "

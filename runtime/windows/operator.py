@@ -179,7 +179,7 @@ class WindowOperator(StreamOperator):
         """
         timers = self.timers
         assert timers is not None and self._assigner_kg is not None
-        backend = self.context.keyed_backend
+        backend: Any = self.context.keyed_backend
         state = self._state
         get_for, put_for = state.get_for, state.put_for
         key_group = self._assigner_kg.key_group
@@ -254,7 +254,7 @@ class WindowOperator(StreamOperator):
     def _process_general(self, batch: list[Any]) -> list[Any]:
         timers = self.timers
         assert timers is not None and self._assigner_kg is not None
-        backend = self.context.keyed_backend
+        backend: Any = self.context.keyed_backend
         state = self._state
         get_for, put_for = state.get_for, state.put_for
         key_group = self._assigner_kg.key_group
@@ -346,7 +346,7 @@ class WindowOperator(StreamOperator):
             return merged
         timers = self.timers
         assert timers is not None
-        self.context.keyed_backend.current_key = key
+        self.context.keyed_backend.current_key = key  # type: ignore[union-attr]
         event_time = self.assigner.is_event_time
         acc: Any = _MISSING
         for old in absorbed:
@@ -383,7 +383,7 @@ class WindowOperator(StreamOperator):
 
     def _fire(self, due: list[tuple[float, Hashable]]) -> list[Any]:
         out: list[Any] = []
-        backend = self.context.keyed_backend
+        backend: Any = self.context.keyed_backend
         state = self._state
         lateness = self.lateness if self.assigner.is_event_time else 0
         for timestamp, key in due:
