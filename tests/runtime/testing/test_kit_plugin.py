@@ -85,5 +85,6 @@ def test_one_short_test_per_job_passes_fails_with_a_replay_line_and_names_bad_ma
 
 
 def test_the_marker_is_registered(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     result = pytester.runpytest_inprocess(*plugin_args(), "--markers")
     result.stdout.fnmatch_lines(["*weir_exactly_once(modes=*"])
