@@ -96,10 +96,22 @@ Property tests
 ``tests/e2e/test_exactly_once_properties.py`` checks the runtime itself with the kit:
 every topology, parallelism 1, 2 and 4, failure schedules and notification chaos, for
 each of aligned, unaligned, aligned-with-timeout (exactly-once: 0 lost, 0 duplicated,
-same state) and at-least-once (0 lost). CI runs ``WEIR_PROPERTY_EXAMPLES`` examples per
-mode (5 by default); the long run, at least 1,000 examples per mode::
+same state) and at-least-once (0 lost), in simulation. CI runs
+``WEIR_PROPERTY_EXAMPLES`` examples per mode (20 by default); the long run::
 
-    WEIR_PROPERTY_EXAMPLES=1000 python -m pytest tests/e2e/test_exactly_once_properties.py -m stress
+    WEIR_PROPERTY_EXAMPLES=5000 python -m pytest tests/e2e/test_exactly_once_properties.py \
+        --hypothesis-profile=weir-long
+
+Deterministic simulation
+------------------------
+
+``check_exactly_once(job, ..., simulate=True, seed=N)`` runs both runs of the check on
+virtual time with a seeded interleaving (``runtime.testing.simulation``; ``simulate(N)``
+runs any coroutine so). The same seed gives the same run bit for bit; a failing check
+ends with a ``replay:`` line (``runtime.testing.replay``); runs without failures that
+disagree raise ``OrderDependenceError`` (``runtime.testing.diagnosis``). The pytest
+plugin (``runtime.testing.plugin``) turns a job factory into a Hypothesis property with
+one marked test. RocksDB, sockets and subprocesses are refused (``SimulationError``).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ import functools
 import heapq
 import random
 import sys
+import threading
 import time
 import types
 import uuid
@@ -392,6 +393,7 @@ def _module_targets(module: types.ModuleType) -> list[Target]:
 
 _scanned: dict[str, list[Target]] = {}
 _installed = 0
+_install_lock = threading.Lock()  # simulations may run in several threads at once
 _applied: list[Target] = []
 
 
@@ -435,15 +437,17 @@ def _virtualized() -> Iterator[None]:
     ``SimulationLoop``; everywhere else they are the real functions.
     """
     global _installed
-    if _installed == 0:
-        _install()
-    _installed += 1
+    with _install_lock:
+        if _installed == 0:
+            _install()
+        _installed += 1
     try:
         yield
     finally:
-        _installed -= 1
-        if _installed == 0:
-            _uninstall()
+        with _install_lock:
+            _installed -= 1
+            if _installed == 0:
+                _uninstall()
 
 
 class Simulation:
