@@ -17,65 +17,146 @@ The public API::
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-from runtime.api.async_io import (
-    AsyncFunction,
-    ExponentialBackoffRetry,
-    FixedDelayRetry,
-    RetryStrategy,
-)
-from runtime.api.datastream import DataStream, DataStreamSink, KeyedStream
-from runtime.api.environment import StreamEnvironment
-from runtime.api.functions import (
-    FilterFunction,
-    FlatMapFunction,
-    Function,
-    KeyedProcessFunction,
-    MapFunction,
-    ReduceFunction,
-    SinkFunction,
-)
-from runtime.api.result import (
-    JobClient,
-    JobResult,
-    JobStatus,
-    OperatorMetrics,
-    SavepointFormat,
-)
-from runtime.checkpoint import (
-    CheckpointConfig,
-    CheckpointError,
-    CheckpointFailedError,
-    CheckpointingMode,
-    CheckpointStatistics,
-    CheckpointStats,
-    CompletedCheckpoint,
-    ExternalizedCheckpointRetention,
-)
-from runtime.config import ExecutionConfig
-from runtime.connectors.collection import CollectionSource
-from runtime.connectors.file_sink import FileSink, FileTransaction, read_committed
-from runtime.connectors.sequence import GeneratorSource, NumberSequenceSource, RangeSplit
-from runtime.connectors.sinks import CollectSink, PrintSink, TextFileSink
-from runtime.connectors.source import Source, SourceReader, SourceSplit, SplitEnumerator
-from runtime.connectors.two_phase_commit import TwoPhaseCommitSink
-from runtime.errors import ConfigError, JobFailedError, OperatorError, WeirError
-from runtime.scheduler.executor import RestoreWarning
-from runtime.scheduler.restart import (
-    ExponentialDelayRestart,
-    FailureRateRestart,
-    FixedDelayRestart,
-    NoRestart,
-    RestartStrategy,
-)
-from runtime.tasks.context import RuntimeContext
-from storage import (
-    ListStateDescriptor,
-    MapStateDescriptor,
-    ReducingStateDescriptor,
-    ValueStateDescriptor,
-)
+if TYPE_CHECKING:
+    from runtime.api.async_io import (
+        AsyncFunction,
+        ExponentialBackoffRetry,
+        FixedDelayRetry,
+        RetryStrategy,
+    )
+    from runtime.api.datastream import DataStream, DataStreamSink, KeyedStream
+    from runtime.api.environment import StreamEnvironment
+    from runtime.api.functions import (
+        FilterFunction,
+        FlatMapFunction,
+        Function,
+        KeyedProcessFunction,
+        MapFunction,
+        ReduceFunction,
+        SinkFunction,
+    )
+    from runtime.api.result import (
+        JobClient,
+        JobResult,
+        JobStatus,
+        OperatorMetrics,
+        SavepointFormat,
+    )
+    from runtime.checkpoint import (
+        CheckpointConfig,
+        CheckpointError,
+        CheckpointFailedError,
+        CheckpointingMode,
+        CheckpointStatistics,
+        CheckpointStats,
+        CompletedCheckpoint,
+        ExternalizedCheckpointRetention,
+    )
+    from runtime.config import ExecutionConfig
+    from runtime.connectors.collection import CollectionSource
+    from runtime.connectors.file_sink import FileSink, FileTransaction, read_committed
+    from runtime.connectors.sequence import GeneratorSource, NumberSequenceSource, RangeSplit
+    from runtime.connectors.sinks import CollectSink, PrintSink, TextFileSink
+    from runtime.connectors.source import Source, SourceReader, SourceSplit, SplitEnumerator
+    from runtime.connectors.two_phase_commit import TwoPhaseCommitSink
+    from runtime.errors import ConfigError, JobFailedError, OperatorError, WeirError
+    from runtime.scheduler.executor import RestoreWarning
+    from runtime.scheduler.restart import (
+        ExponentialDelayRestart,
+        FailureRateRestart,
+        FixedDelayRestart,
+        NoRestart,
+        RestartStrategy,
+    )
+    from runtime.tasks.context import RuntimeContext
+    from storage import (
+        ListStateDescriptor,
+        MapStateDescriptor,
+        ReducingStateDescriptor,
+        ValueStateDescriptor,
+    )
+
+_LAZY: dict[str, str] = {
+    "AsyncFunction": "runtime.api.async_io",
+    "CheckpointConfig": "runtime.checkpoint",
+    "CheckpointError": "runtime.checkpoint",
+    "CheckpointFailedError": "runtime.checkpoint",
+    "CheckpointStatistics": "runtime.checkpoint",
+    "CheckpointStats": "runtime.checkpoint",
+    "CheckpointingMode": "runtime.checkpoint",
+    "CollectSink": "runtime.connectors.sinks",
+    "CollectionSource": "runtime.connectors.collection",
+    "CompletedCheckpoint": "runtime.checkpoint",
+    "ConfigError": "runtime.errors",
+    "DataStream": "runtime.api.datastream",
+    "DataStreamSink": "runtime.api.datastream",
+    "ExecutionConfig": "runtime.config",
+    "ExponentialBackoffRetry": "runtime.api.async_io",
+    "ExponentialDelayRestart": "runtime.scheduler.restart",
+    "ExternalizedCheckpointRetention": "runtime.checkpoint",
+    "FailureRateRestart": "runtime.scheduler.restart",
+    "FileSink": "runtime.connectors.file_sink",
+    "FileTransaction": "runtime.connectors.file_sink",
+    "FilterFunction": "runtime.api.functions",
+    "FixedDelayRestart": "runtime.scheduler.restart",
+    "FixedDelayRetry": "runtime.api.async_io",
+    "FlatMapFunction": "runtime.api.functions",
+    "Function": "runtime.api.functions",
+    "GeneratorSource": "runtime.connectors.sequence",
+    "JobClient": "runtime.api.result",
+    "JobFailedError": "runtime.errors",
+    "JobResult": "runtime.api.result",
+    "JobStatus": "runtime.api.result",
+    "KeyedProcessFunction": "runtime.api.functions",
+    "KeyedStream": "runtime.api.datastream",
+    "ListStateDescriptor": "storage",
+    "MapFunction": "runtime.api.functions",
+    "MapStateDescriptor": "storage",
+    "NoRestart": "runtime.scheduler.restart",
+    "NumberSequenceSource": "runtime.connectors.sequence",
+    "OperatorError": "runtime.errors",
+    "OperatorMetrics": "runtime.api.result",
+    "PrintSink": "runtime.connectors.sinks",
+    "RangeSplit": "runtime.connectors.sequence",
+    "ReduceFunction": "runtime.api.functions",
+    "ReducingStateDescriptor": "storage",
+    "RestartStrategy": "runtime.scheduler.restart",
+    "RestoreWarning": "runtime.scheduler.executor",
+    "RetryStrategy": "runtime.api.async_io",
+    "RuntimeContext": "runtime.tasks.context",
+    "SavepointFormat": "runtime.api.result",
+    "SinkFunction": "runtime.api.functions",
+    "Source": "runtime.connectors.source",
+    "SourceReader": "runtime.connectors.source",
+    "SourceSplit": "runtime.connectors.source",
+    "SplitEnumerator": "runtime.connectors.source",
+    "StreamEnvironment": "runtime.api.environment",
+    "TextFileSink": "runtime.connectors.sinks",
+    "TwoPhaseCommitSink": "runtime.connectors.two_phase_commit",
+    "ValueStateDescriptor": "storage",
+    "WeirError": "runtime.errors",
+    "read_committed": "runtime.connectors.file_sink",
+}
+"""Where each public name lives: imported on first use (``weir --help`` stays fast)."""
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 # Library convention: weir logs under the "weir" logger and leaves handlers to the
 # application (``weir run`` adds one that prints on stderr).

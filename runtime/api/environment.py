@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from runtime.api.config_keys import CHECKPOINT_OPTIONS, key_of
 from runtime.api.datastream import DataStream
 from runtime.api.overrides import JOBS, OVERRIDES
 from runtime.api.result import JobClient, JobResult
@@ -45,6 +47,8 @@ from storage import DEFAULT_MAX_PARALLELISM, UPPER_BOUND_MAX_PARALLELISM
 from storage.backend import STATE_BACKENDS
 from storage.changelog import ChangelogOptions
 from storage.checkpoint import resolve_storage
+
+logger = logging.getLogger("weir.config")
 
 
 def _check_max_parallelism(value: object) -> int:
@@ -150,7 +154,7 @@ class StreamEnvironment:
         workers: int = 1,
     ) -> None:
         if parallelism is None:
-            parallelism = OVERRIDES.parallelism or 1
+            parallelism = OVERRIDES.parallelism or OVERRIDES.config.get("parallelism") or 1
         self.parallelism = check_positive_int("parallelism", parallelism)
         self.max_parallelism = _check_max_parallelism(max_parallelism)
         if parallelism > max_parallelism:
@@ -178,7 +182,9 @@ class StreamEnvironment:
             )
         _check_state_backend(self.config)
         self.chaining = bool(chaining)
-        self.checkpoint_config = CheckpointConfig()
+        self.checkpoint_config = _checkpoint_defaults()
+        # Options the script set itself (they win over weir run -D; see config_keys).
+        self._explicit_checkpoint_options: set[str] = set()
         self.restart_strategy: RestartStrategy | None = None
         self._nodes: list[Transformation] = []
         self._names: set[str] = set()
@@ -349,7 +355,7 @@ class StreamEnvironment:
     def enable_checkpointing(
         self,
         interval: float,
-        mode: CheckpointingMode = CheckpointingMode.EXACTLY_ONCE,
+        mode: CheckpointingMode | None = None,
         *,
         timeout: float | None = None,
         min_pause: float | None = None,
@@ -363,13 +369,33 @@ class StreamEnvironment:
     ) -> StreamEnvironment:
         """Take a checkpoint every ``interval`` seconds; other options as given.
 
-        Options left out keep their current value (Flink's defaults at first; see
-        ``runtime.checkpoint.config``). ``storage`` is ``"memory"`` or ``"file:///dir"``.
+        Options left out keep their current value (Flink's defaults at first, or what
+        ``weir run -D`` set; see ``runtime.checkpoint.config`` and
+        ``runtime.api.config_keys``); ``mode`` left out is exactly-once. ``storage`` is
+        ``"memory"`` or ``"file:///dir"``. An option given here wins over ``weir run
+        -D`` (a warning on ``weir.config`` says so when the values differ).
 
         Raises:
             ConfigError: an option or a combination Flink rejects; the message says why.
         """
         config = self.checkpoint_config
+        arguments: dict[str, object] = {
+            "interval": interval,
+            "mode": mode,
+            "timeout": timeout,
+            "min_pause": min_pause,
+            "max_concurrent": max_concurrent,
+            "tolerable_failures": tolerable_failures,
+            "unaligned": unaligned,
+            "aligned_timeout": aligned_timeout,
+            "retained": retained,
+            "storage": storage,
+        }
+        given = {name: value for name, value in arguments.items() if value is not None}
+        _warn_overridden(given)
+        self._explicit_checkpoint_options |= set(given)
+        if mode is None:
+            mode = config.mode if "mode" in OVERRIDES.config else CheckpointingMode.EXACTLY_ONCE
         updated = CheckpointConfig(
             interval=interval,
             mode=mode,
@@ -536,3 +562,39 @@ class StreamEnvironment:
         # must not log "exception was never retrieved".
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return JobClient(execution, task)
+
+
+def _checkpoint_defaults() -> CheckpointConfig:
+    """Flink's checkpoint defaults, with what ``weir run -D`` set on top.
+
+    Raises:
+        ConfigError: the command line's values do not go together (names the keys).
+    """
+    values = {k: v for k, v in OVERRIDES.config.items() if k in CHECKPOINT_OPTIONS}
+    if not values:
+        return CheckpointConfig()
+    config = CheckpointConfig(**values)
+    try:
+        config.validate()
+    except ConfigError as error:
+        keys = ", ".join(key_of(k) for k in sorted(values))
+        raise ConfigError(f"{error} (set with -D {keys})") from None
+    return config
+
+
+def _warn_overridden(given: dict[str, object]) -> None:
+    """Warn for every option the script sets that ``weir run -D`` had set otherwise."""
+    for option in sorted(given.keys() & OVERRIDES.config.keys()):
+        ours, theirs = OVERRIDES.config[option], given[option]
+        if option == "storage" and isinstance(theirs, str) and "://" not in theirs:
+            theirs = f"file://{theirs}"
+        if ours != theirs:
+            logger.warning(
+                "the script sets %s=%r, which wins over -D %s=%r (the script's settings "
+                "win over weir run's options)",
+                option,
+                theirs,
+                key_of(option),
+                ours,
+            )
+

@@ -11,7 +11,10 @@ its ``-p`` and ``-s`` options:
 * ``restore_from`` / ``allow_non_restored_state``: what ``execute`` / ``start`` restore
   from when the script does not say;
 * ``allow_older_than_committed``: let recovery go back past output that
-  two-phase-commit sinks committed (``weir run --allow-older-than-committed``).
+  two-phase-commit sinks committed (``weir run --allow-older-than-committed``);
+* ``config``: options set with ``-D key=value`` (and ``--checkpoint-interval``...), by
+  option name, already parsed (``runtime.api.config_keys``): defaults of every
+  environment; what the script sets explicitly wins, with a warning.
 
 ``JOBS`` holds the running and finished jobs of this process (by id), so the command
 line's HTTP API can list and control them. ``JOBS.add_listener`` lets the command line
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from runtime.scheduler.executor import JobExecution
@@ -43,6 +46,7 @@ class ExecutionOverrides:
     restore_from: str | None = None
     allow_non_restored_state: bool = False
     allow_older_than_committed: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
 
     def clear(self) -> None:
         """Forget every override."""
@@ -51,6 +55,7 @@ class ExecutionOverrides:
         self.restore_from = None
         self.allow_non_restored_state = False
         self.allow_older_than_committed = False
+        self.config = {}
 
 
 FINISHED_JOBS_KEPT = 100

@@ -168,6 +168,40 @@ def run(
             "--checkpoint-dir", metavar="DIR", help="Checkpoint storage (file system) for jobs."
         ),
     ] = None,
+    define: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--define",
+            "-D",
+            metavar="KEY=VALUE",
+            help="A configuration value for every job of the script (repeatable; Flink's "
+            "keys, e.g. execution.checkpointing.interval=10s). The script's own settings win.",
+        ),
+    ] = None,
+    checkpoint_interval: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoint-interval",
+            metavar="DURATION",
+            help="Checkpoint every DURATION (500ms, 10s...): -D execution.checkpointing.interval.",
+        ),
+    ] = None,
+    checkpointing_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpointing-mode",
+            metavar="MODE",
+            help="exactly_once or at_least_once: -D execution.checkpointing.mode.",
+        ),
+    ] = None,
+    unaligned: Annotated[
+        bool | None,
+        typer.Option(
+            "--unaligned/--aligned",
+            help="Unaligned checkpoints: -D execution.checkpointing.unaligned.",
+            show_default=False,
+        ),
+    ] = None,
     savepoint_dir: Annotated[
         list[str] | None,
         typer.Option(
@@ -248,11 +282,20 @@ def run(
     """
     from runtime.cli.run import DEFAULT_REST_PORT, RunOptions, execute_script, prepare_run
 
+    defines = list(define or [])
+    for key, value in (
+        ("execution.checkpointing.interval", checkpoint_interval),
+        ("execution.checkpointing.mode", checkpointing_mode),
+        ("execution.checkpointing.unaligned", None if unaligned is None else str(unaligned)),
+    ):
+        if value is not None:
+            defines.append(f"{key}={value}")
     options = RunOptions(
         job=job,
         args=list(args or []),
         parallelism=parallelism,
         checkpoint_dir=checkpoint_dir,
+        defines=defines,
         from_savepoint=from_savepoint,
         allow_non_restored_state=allow_non_restored_state,
         allow_older_than_committed=allow_older_than_committed,

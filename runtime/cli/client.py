@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import httpx
-
 from runtime.cli.errors import CliError, UsageError
 
 __all__ = ["DEFAULT_ADDRESS", "ApiFailure", "RestClient"]
@@ -60,14 +58,19 @@ class RestClient:
         self, address: str = DEFAULT_ADDRESS, timeout: float = 600.0, token: str | None = None
     ) -> None:
         self.address = _normalize(address)
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, _CONNECT_SECONDS))
+        self._timeout_seconds = timeout
         token = token if token is not None else os.environ.get("WEIR_REST_TOKEN") or None
         self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx  # on first use: `weir --help` and the offline commands never need it
+
+        timeout = httpx.Timeout(
+            self._timeout_seconds, connect=min(self._timeout_seconds, _CONNECT_SECONDS)
+        )
         try:
             with httpx.Client(
-                base_url=self.address, timeout=self._timeout, headers=self._headers
+                base_url=self.address, timeout=timeout, headers=self._headers
             ) as client:
                 response = client.request(method, path, **kwargs)
         except httpx.ConnectError:

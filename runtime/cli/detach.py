@@ -64,6 +64,8 @@ def child_argv(options: RunOptions) -> list[str]:
         argv += ["--parallelism", str(options.parallelism)]
     if options.checkpoint_dir is not None:
         argv += ["--checkpoint-dir", os.path.abspath(options.checkpoint_dir)]
+    for define in options.defines:
+        argv += ["-D", define]
     if options.from_savepoint is not None:
         restore = options.from_savepoint
         argv += ["--from-savepoint", restore if "://" in restore else os.path.abspath(restore)]

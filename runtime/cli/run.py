@@ -18,10 +18,11 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from runtime.api.config_keys import parse_assignment
 from runtime.api.overrides import JOBS, OVERRIDES
 from runtime.cli.errors import CliError, UsageError
 from runtime.cli.logs import showing_logs
@@ -59,6 +60,8 @@ class RunOptions:
         args: the script's own arguments.
         parallelism: default parallelism of the script's environments.
         checkpoint_dir: checkpoint storage of jobs that enable checkpointing without one.
+        defines: ``KEY=VALUE`` configuration of ``-D`` and its shorthands
+            (``runtime.api.config_keys``).
         from_savepoint: the savepoint or checkpoint to start from.
         allow_non_restored_state: skip state of operators the job no longer has.
         allow_older_than_committed: let recovery go back past committed output.
@@ -77,6 +80,7 @@ class RunOptions:
     args: list[str] = field(default_factory=list)
     parallelism: int | None = None
     checkpoint_dir: Path | None = None
+    defines: list[str] = field(default_factory=list)
     from_savepoint: str | None = None
     allow_non_restored_state: bool = False
     allow_older_than_committed: bool = False
@@ -98,6 +102,7 @@ def check_options(options: RunOptions) -> None:
     """
     if not options.job.is_file():
         raise UsageError(f"no such job file: {options.job}")
+    defined_config(options)
     restore = options.from_savepoint
     if restore is not None and "://" not in restore and not Path(restore).exists():
         raise UsageError(f"no savepoint or checkpoint at {options.from_savepoint}")
@@ -207,6 +212,22 @@ def overridden_parallelism(execution: JobExecution, parallelism: int) -> str | N
     )
 
 
+def defined_config(options: RunOptions) -> dict[str, Any]:
+    """The options ``-D`` (and its shorthands) set, parsed.
+
+    Raises:
+        UsageError: an unknown key or a bad value (the message names the key).
+    """
+    config: dict[str, Any] = {}
+    for text in options.defines:
+        try:
+            option, value = parse_assignment(text)
+        except ConfigError as error:
+            raise UsageError(str(error)) from None
+        config[option] = value
+    return config
+
+
 def execute_script(options: RunOptions, server: JobServer | None) -> None:
     """Run the script to its end; undo the overrides and close the API afterwards.
 
@@ -223,6 +244,7 @@ def execute_script(options: RunOptions, server: JobServer | None) -> None:
     )
     OVERRIDES.allow_non_restored_state = options.allow_non_restored_state
     OVERRIDES.allow_older_than_committed = options.allow_older_than_committed
+    OVERRIDES.config = defined_config(options)
     if server is not None:
         JOBS.add_listener(server.on_job_registered)
     parallelism = options.parallelism
