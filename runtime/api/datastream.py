@@ -523,6 +523,21 @@ class KeyedStream(DataStream):
 
         return WindowedStream(self, assigner, timestamp)
 
+    def count_window(self, size: int) -> WindowedStream:
+        """Windows of ``size`` records per key (Flink's ``countWindow``).
+
+        ``window(GlobalWindows.create())`` fired and purged every ``size`` records; a
+        last window of fewer records does not fire.
+
+        Raises:
+            ConfigError: ``size`` is not an int >= 1.
+        """
+        from runtime.windows.assigners import GlobalWindows
+        from runtime.windows.triggers import CountTrigger, PurgingTrigger
+
+        trigger = PurgingTrigger.of(CountTrigger.of(size))
+        return self.window(GlobalWindows.create()).trigger(trigger)
+
     def _windowed(
         self,
         default_name: str,

@@ -21,6 +21,7 @@ from runtime.time.watermarks import check_duration
 from runtime.windows.assigners import WindowAssigner
 from runtime.windows.functions import AggregateFunction, ProcessWindowFunction
 from runtime.windows.operator import WindowFunctions, WindowOperator
+from runtime.windows.triggers import Trigger, resolve
 
 if TYPE_CHECKING:
     from runtime.api.datastream import DataStream, KeyedStream
@@ -72,6 +73,7 @@ class WindowedStream:
         self._timestamp = timestamp
         self._lateness: float = 0
         self._late_tag: OutputTag | None = None
+        self._trigger: Trigger | None = None
         self._parallelism = parallelism
 
     def allowed_lateness(self, lateness: float) -> WindowedStream:
@@ -87,6 +89,16 @@ class WindowedStream:
                 f"processing-time windows have no late records; drop allowed_lateness"
             )
         self._lateness = lateness
+        return self
+
+    def trigger(self, trigger: Trigger) -> WindowedStream:
+        """Fire with ``trigger`` instead of the assigner's default (``runtime.windows.triggers``).
+
+        Raises:
+            ConfigError: not a trigger, or a time trigger of the other time domain.
+        """
+        resolve(trigger, self._assigner.is_event_time, "trigger")
+        self._trigger = trigger
         return self
 
     def side_output_late_data(self, tag: OutputTag) -> WindowedStream:
@@ -193,11 +205,22 @@ class WindowedStream:
         key_selector = stream.key_selector
         lateness = self._lateness
         late_tag = self._late_tag
+        count, purge = resolve(self._trigger, assigner.is_event_time, f"operator {label!r}")
         if owner is not None and owner not in functions.owners:
             functions.owners.append(owner)
         # Validated now (build time), not when the job is deployed.
         WindowOperator(
-            label, "", assigner, key_selector, timestamp, functions, lateness, late_tag, set()
+            label,
+            "",
+            assigner,
+            key_selector,
+            timestamp,
+            functions,
+            lateness,
+            late_tag,
+            set(),
+            count,
+            purge,
         )
         return stream._windowed(
             default,
@@ -214,5 +237,7 @@ class WindowedStream:
                 lateness,
                 late_tag,
                 side_tags,
+                count,
+                purge,
             ),
         )

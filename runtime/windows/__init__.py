@@ -2,6 +2,7 @@
 
 from runtime.windows.assigners import (
     EventTimeSessionWindows,
+    GlobalWindows,
     ProcessingTimeSessionWindows,
     SlidingEventTimeWindows,
     SlidingProcessingTimeWindows,
@@ -11,15 +12,28 @@ from runtime.windows.assigners import (
     WindowAssigner,
 )
 from runtime.windows.functions import AggregateFunction, ProcessWindowFunction, WindowContext
+from runtime.windows.triggers import (
+    CountTrigger,
+    EventTimeTrigger,
+    ProcessingTimeTrigger,
+    PurgingTrigger,
+    Trigger,
+)
 
 __all__ = [
     "AggregateFunction",
+    "CountTrigger",
     "EventTimeSessionWindows",
+    "EventTimeTrigger",
+    "GlobalWindows",
     "ProcessWindowFunction",
     "ProcessingTimeSessionWindows",
+    "ProcessingTimeTrigger",
+    "PurgingTrigger",
     "SlidingEventTimeWindows",
     "SlidingProcessingTimeWindows",
     "TimeWindow",
+    "Trigger",
     "TumblingEventTimeWindows",
     "TumblingProcessingTimeWindows",
     "WindowAssigner",

@@ -11,6 +11,7 @@ time: seconds). Assigners are pure and validated when built (``ConfigError``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -19,6 +20,7 @@ from runtime.time.watermarks import check_duration
 
 __all__ = [
     "EventTimeSessionWindows",
+    "GlobalWindows",
     "ProcessingTimeSessionWindows",
     "SlidingEventTimeWindows",
     "SlidingProcessingTimeWindows",
@@ -177,6 +179,26 @@ class ProcessingTimeSessionWindows(EventTimeSessionWindows):
     """Sessions on the processing clock."""
 
     is_event_time = False
+
+
+class GlobalWindows(WindowAssigner):
+    """One window per key, ``(-inf, inf)``: it fires only by a ``CountTrigger``."""
+
+    is_event_time = False
+
+    @classmethod
+    def create(cls) -> GlobalWindows:
+        """The assigner."""
+        return cls()
+
+    def assign(self, timestamp: float) -> list[TimeWindow]:  # noqa: D102
+        return [_GLOBAL]
+
+    def __repr__(self) -> str:
+        return "GlobalWindows.create()"
+
+
+_GLOBAL = TimeWindow(-math.inf, math.inf)
 
 
 def merge_windows(

@@ -36,6 +36,7 @@ from runtime.time.operators import OutputTag, SideRecord, schedule_on_loop
 from runtime.time.timers import TimerService
 from runtime.time.watermarks import check_timestamp
 from runtime.windows.assigners import (
+    GlobalWindows,
     TimeWindow,
     TumblingEventTimeWindows,
     WindowAssigner,
@@ -48,6 +49,9 @@ __all__ = ["WINDOW_CONTENTS", "WindowFunctions", "WindowOperator"]
 
 WINDOW_CONTENTS = "window-contents"
 """The keyed value state of window accumulators: a dict ``(start, end) -> accumulator``."""
+
+WINDOW_COUNTS = "window-counts"
+"""With a count trigger: the keyed value state of counts, ``(start, end) -> records``."""
 
 _MISSING = object()
 _OPEN, _FIRED, _LATE = "open", "fired", "late"  # a window's status for a record
@@ -112,8 +116,16 @@ class WindowOperator(StreamOperator):
         allowed_lateness: float,
         late_tag: OutputTag | None,
         side_tags: set[OutputTag],
+        count: int | None = None,
+        purge: bool = False,
     ) -> None:
         super().__init__(name, uid)
+        if isinstance(assigner, GlobalWindows) and count is None:
+            raise ConfigError(
+                f"operator {name!r}: GlobalWindows never fire by time; give them a "
+                f"trigger, e.g. .trigger(PurgingTrigger.of(CountTrigger.of(100))), or use "
+                f"count_window(100)"
+            )
         if assigner.is_event_time and timestamp is None:
             raise ConfigError(
                 f"operator {name!r}: event-time windows need timestamps; call "
@@ -127,6 +139,10 @@ class WindowOperator(StreamOperator):
         self.lateness = allowed_lateness
         self.late_tag = late_tag if late_tag in side_tags else None
         self.late_records_dropped = 0
+        # The trigger: fire every ``count`` records (None: on time); purge after firing.
+        self.count = count
+        self.purge = purge
+        self._counts: Any = None
         self.post: Callable[[], None] | None = None
         self.timers: TimerService | None = None
         self._state: Any = None
@@ -136,6 +152,8 @@ class WindowOperator(StreamOperator):
         super().setup(ctx)
         assert ctx.keyed_backend is not None, "window operator without a keyed backend"
         self._state = ctx.keyed_backend.get_state(ValueStateDescriptor(WINDOW_CONTENTS))
+        if self.count is not None:
+            self._counts = ctx.keyed_backend.get_state(ValueStateDescriptor(WINDOW_COUNTS))
         self._assigner_kg = KeyGroupAssigner(ctx.max_parallelism, ctx.parallelism)
 
     async def open(self) -> None:  # noqa: D102
@@ -165,7 +183,7 @@ class WindowOperator(StreamOperator):
 
     def process_batch(self, batch: list[Any]) -> list[Any]:  # noqa: D102
         assigner = self.assigner
-        if assigner.__class__ is TumblingEventTimeWindows:
+        if assigner.__class__ is TumblingEventTimeWindows and self.count is None and not self.purge:
             return self._process_tumbling(batch, assigner.size, assigner.offset)
         return self._process_general(batch)
 
@@ -276,6 +294,7 @@ class WindowOperator(StreamOperator):
             if event_time
             else timers.register_processing_time_timer
         )
+        count = self.count
         out: list[Any] = []
         now = time.time()
         record = key = None
@@ -317,17 +336,31 @@ class WindowOperator(StreamOperator):
                     if acc is _MISSING:
                         windows[bounds] = acc = record if create is None else add(create(), record)
                         backend.current_key = key
-                        if not (event_time and end <= watermark):
-                            register(end)
-                        if lateness and event_time:
-                            register(end + lateness)
+                        if count is None:
+                            if not (event_time and end <= watermark):
+                                register(end)
+                            if lateness and event_time:
+                                register(end + lateness)
+                        elif end != math.inf:
+                            register(end + lateness)  # the count trigger's cleanup only
                     else:
                         windows[bounds] = acc = add(acc, record)
-                    if event_time and end <= watermark:
+                    if count is not None:
+                        if self._count(key, bounds, count):
+                            out.extend(self._emit(key, bounds, acc))
+                            if self.purge:
+                                del windows[bounds]
+                    elif event_time and end <= watermark:
                         # Late but allowed: fire again with the new record (Flink).
                         out.extend(self._emit(key, bounds, acc))
+                        if self.purge:
+                            del windows[bounds]
                 if accepted:
-                    put_for(key, windows)
+                    if windows:
+                        put_for(key, windows)
+                    else:
+                        backend.current_key = key
+                        state.clear()
                 elif self.late_tag is not None:
                     out.append(SideRecord(self.late_tag, record))
                 else:
@@ -394,15 +427,20 @@ class WindowOperator(StreamOperator):
             for bounds, acc in list(windows.items()):
                 end = bounds[1]
                 try:
-                    if end == timestamp:
+                    if end == timestamp and self.count is None:
                         out.extend(self._emit(key, (bounds[0], end), acc))
+                        if self.purge and end + lateness != timestamp:
+                            del windows[bounds]
+                            changed = True
                 except Exception as error:
                     raise self.phase_error(
                         error, f"firing window {tuple(bounds)!r} of key {key!r}"
                     ) from error
-                if end + lateness == timestamp:
+                if end + lateness == timestamp and bounds in windows:
                     del windows[bounds]
                     changed = True
+                    if self._counts is not None:
+                        self._drop_count(key, bounds)
             if changed:
                 if windows:
                     state.put_for(key, windows)
@@ -411,6 +449,32 @@ class WindowOperator(StreamOperator):
                     state.clear()
         self.records_out += len(out)
         return out
+
+    def _count(self, key: Hashable, bounds: tuple[float, float], count: int) -> bool:
+        """Count a record of window ``bounds``; whether the count trigger fires."""
+        counts = self._counts.get_for(key) or {}
+        seen = counts.get(bounds, 0) + 1
+        fire = seen >= count
+        if fire:
+            counts.pop(bounds, None)
+        else:
+            counts[bounds] = seen
+        if counts:
+            self._counts.put_for(key, counts)
+        else:
+            self.context.keyed_backend.current_key = key  # type: ignore[union-attr]
+            self._counts.clear()
+        return fire
+
+    def _drop_count(self, key: Hashable, bounds: tuple[float, float]) -> None:
+        counts = self._counts.get_for(key)
+        if counts and bounds in counts:
+            del counts[bounds]
+            if counts:
+                self._counts.put_for(key, counts)
+            else:
+                self.context.keyed_backend.current_key = key  # type: ignore[union-attr]
+                self._counts.clear()
 
     def process_watermark(self, watermark: float) -> tuple[list[Any], float | None]:
         """Fire the windows the watermark completed; drop those past their lateness."""
