@@ -454,7 +454,7 @@ class WindowOperator(StreamOperator):
         """Count a record of window ``bounds``; whether the count trigger fires."""
         counts = self._counts.get_for(key) or {}
         seen = counts.get(bounds, 0) + 1
-        fire = seen >= count
+        fire: bool = seen >= count
         if fire:
             counts.pop(bounds, None)
         else:
