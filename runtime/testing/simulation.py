@@ -26,7 +26,9 @@ and whose ready callbacks run in an order chosen by a seeded random generator.
 * **Refused, with a ``SimulationError`` naming the subtask:** the RocksDB state backend
   (its flushes and compactions run on RocksDB's own threads, which no loop controls),
   real sockets and servers (``create_connection``, ``getaddrinfo``, ``sock_*``,
-  ``create_server``), subprocesses and file-descriptor watchers; so an ``async_map`` that
+  ``create_server``, and blocking ``socket.connect`` on the simulation's thread, as a
+  client library called through a thread hop does), subprocesses and file-descriptor
+  watchers; so an ``async_map`` that
   calls a real service is refused too. Run those jobs on real time (``simulate=False``).
 * **Watchdog.** A simulation that spins without ending (tasks that only yield) stops
   after ``real_timeout`` seconds of real time with a ``SimulationError``; a job that
@@ -40,6 +42,7 @@ import contextlib
 import functools
 import heapq
 import random
+import socket
 import sys
 import threading
 import time
@@ -74,6 +77,8 @@ _real_time = time.time
 _real_uuid4 = uuid.uuid4
 _real_run_sync = anyio.to_thread.run_sync
 _real_asyncio_to_thread = asyncio.to_thread
+_real_socket_connect = socket.socket.connect
+_real_socket_connect_ex = socket.socket.connect_ex
 
 
 class SimulationError(ConfigError):
@@ -340,6 +345,22 @@ async def _asyncio_to_thread(func: Callable[..., T], /, *args: Any, **kwargs: An
     return result
 
 
+def _socket_connect(self: socket.socket, address: Any) -> None:
+    loop = _running_simulation()
+    if loop is not None:
+        self.close()  # the caller (socket.create_connection) closes only on OSError
+        raise loop._refuse(f"a blocking socket connection to {address!r}")
+    return _real_socket_connect(self, address)
+
+
+def _socket_connect_ex(self: socket.socket, address: Any) -> int:
+    loop = _running_simulation()
+    if loop is not None:
+        self.close()  # the caller (socket.create_connection) closes only on OSError
+        raise loop._refuse(f"a blocking socket connection to {address!r}")
+    return _real_socket_connect_ex(self, address)
+
+
 _CLOCKS: dict[Any, Any] = {
     _real_monotonic: _monotonic,
     _real_perf_counter: _perf_counter,
@@ -418,6 +439,8 @@ def _install() -> None:
         (uuid, "uuid4", _real_uuid4, _uuid4),
         (anyio.to_thread, "run_sync", _real_run_sync, _run_sync),
         (asyncio, "to_thread", _real_asyncio_to_thread, _asyncio_to_thread),
+        (socket.socket, "connect", _real_socket_connect, _socket_connect),
+        (socket.socket, "connect_ex", _real_socket_connect_ex, _socket_connect_ex),
     ):
         setattr(target[0], target[1], target[3])
         _applied.append(target)

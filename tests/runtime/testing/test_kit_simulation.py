@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from typing import Any
 
 import pytest
@@ -263,3 +264,19 @@ def test_a_task_that_only_yields_is_stopped_by_the_watchdog() -> None:
         simulate(1, real_timeout=0.2) as sim,
     ):
         sim.run(main())
+
+
+def calls_a_service_blocking(kit: JobKit) -> DataStream:
+    def call(record: Any) -> Any:
+        socket.create_connection(("127.0.0.1", 9), timeout=1).close()
+        return record
+
+    return kit.source().map(call, name="lookup", uid="lookup")
+
+
+def test_a_blocking_socket_is_refused_too() -> None:
+    with (
+        pytest.raises(SimulationError, match=r"'[^']*lookup[^']*' uses a blocking socket"),
+        simulate(1) as sim,
+    ):
+        sim.run(run_job(calls_a_service_blocking, options=SMALL))
