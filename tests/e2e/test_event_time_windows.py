@@ -24,6 +24,7 @@ import pytest
 from runtime import (
     FixedDelayRestart,
     KeyedProcessFunction,
+    SavepointFormat,
     StreamEnvironment,
     ValueStateDescriptor,
 )
@@ -222,8 +223,17 @@ async def test_windows_survive_failures_full_matrix(
     await run_case(setup, backend, parallelism, size, slide, FAILURES, tmp_path)
 
 
-@pytest.mark.parametrize("backend", ["heap", "rocksdb"])
-async def test_windows_rescale_3_to_7_through_a_savepoint(backend: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("backend", "then", "format"),
+    [
+        ("heap", "heap", SavepointFormat.CANONICAL),
+        ("rocksdb", "rocksdb", SavepointFormat.NATIVE),
+        ("heap", "rocksdb", SavepointFormat.CANONICAL),  # a change of backend
+    ],
+)
+async def test_windows_rescale_3_to_7_through_a_savepoint(
+    backend: str, then: str, format: SavepointFormat, tmp_path: Path
+) -> None:
     """Half the input at parallelism 3, a savepoint, the rest at parallelism 7."""
     gate = SourceGate(hold_after=SPLITS * PER_SPLIT // 2)
     env = StreamEnvironment(
@@ -236,12 +246,12 @@ async def test_windows_rescale_3_to_7_through_a_savepoint(backend: str, tmp_path
     build(env, FailureSchedule([]), size=10, slide=5, exact=True, source=source)
     client = await env.start("part one")
     await gate.wait_held(readers=SPLITS)
-    path = await client.stop_with_savepoint(str(tmp_path / "savepoints"))
+    path = await client.stop_with_savepoint(str(tmp_path / "savepoints"), format=format)
     first = await client.wait()
     assert [r for r in first.collected["out"] if r[0] == "error"] == []
 
     again = StreamEnvironment(
-        parallelism=7, max_parallelism=32, state_backend=backend, state_dir=str(tmp_path / "s2")
+        parallelism=7, max_parallelism=32, state_backend=then, state_dir=str(tmp_path / "s2")
     )
     again.enable_checkpointing(0.05, **CheckpointSetup.UNALIGNED.options())
     build(
