@@ -195,7 +195,7 @@ class ExactlyOnceProperty:
                 else:
                     self.reports.append(asyncio.run(check))
 
-            return example  # type: ignore[no-any-return]
+            return example
 
         for mode in self.modes:
             property_of(mode)()

@@ -149,7 +149,7 @@ class SimulationLoop(asyncio.SelectorEventLoop):
         self._ids = random.Random(f"weir-ids-{seed}-{stream}")
         self._timing = random.Random(f"weir-timing-{seed}-{stream}")
 
-    def call_at(
+    def call_at(  # type: ignore[override]
         self, when: float, callback: Callable[..., object], *args: Any, context: Any = None
     ) -> asyncio.TimerHandle:
         """Schedule ``callback`` at virtual time ``when``, late by the seeded jitter."""
@@ -234,7 +234,7 @@ class SimulationLoop(asyncio.SelectorEventLoop):
             if not handle._cancelled:
                 handle._run()
 
-    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> Any:
+    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> Any:  # type: ignore[override]
         """Run ``func`` inline (no worker thread in a simulation); a finished future."""
         _check_simulatable(func)
         future = self.create_future()
@@ -283,10 +283,10 @@ class SimulationLoop(asyncio.SelectorEventLoop):
     async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102
         raise self._refuse("a subprocess")
 
-    def add_reader(self, fd: Any, *args: Any) -> None:  # noqa: D102
+    def add_reader(self, fd: Any, *args: Any) -> None:  # type: ignore[override]  # noqa: D102
         raise self._refuse(f"a file descriptor watcher (add_reader on {fd!r})")
 
-    def add_writer(self, fd: Any, *args: Any) -> None:  # noqa: D102
+    def add_writer(self, fd: Any, *args: Any) -> None:  # type: ignore[override]  # noqa: D102
         raise self._refuse(f"a file descriptor watcher (add_writer on {fd!r})")
 
 
