@@ -85,6 +85,9 @@ PARTS: dict[str, Part] = {
     "testing": Part(
         "benchmarks.testing_sim", "Testing kit: an exactly-once example in simulation vs real time"
     ),
+    "processes": Part(
+        "benchmarks.processes", "Worker processes: one process vs workers=2, one network channel"
+    ),
 }
 """Every part, in the order the kit runs them."""
 
