@@ -80,7 +80,9 @@ def test_one_short_test_per_job_passes_fails_with_a_replay_line_and_names_bad_ma
     output = result.stdout.str()
     assert "state is not exactly-once" in output
     assert "replay: python -c" in output and "test_jobs:forgetful_job" in output
-    assert "Failing test case" in output or "Falsifying example" in output  # shrunk
+    heading = "Failing test case" if "Failing test case" in output else "Falsifying example"
+    shrunk = output.split(heading)[-1]
+    assert shrunk.count("InjectedFailure(point=") == 1, "shrunk to one failure"
     assert "unknown mode 'exactly'; use one of 'aligned'" in output
 
 
