@@ -61,9 +61,14 @@ class Start(msgspec.Struct, frozen=True):
 
 
 class Heartbeat(msgspec.Struct, frozen=True):
-    """The worker is alive."""
+    """The worker is alive; ``metrics`` are its operators' record counters.
+
+    Each entry: ``(vertex id, subtask, operator index in the chain, records in,
+    records out)``.
+    """
 
     worker: int
+    metrics: list[tuple[int, int, int, int, int]] = []
 
 
 class ToTask(msgspec.Struct, frozen=True):
@@ -88,6 +93,7 @@ class WorkerDone(msgspec.Struct, frozen=True):
     worker: int
     error: str | None = None
     collected: bytes = b""
+    metrics: list[tuple[int, int, int, int, int]] = []
 
 
 class WorkerFailed(msgspec.Struct, frozen=True):

@@ -50,7 +50,7 @@ from runtime.cluster.worker import DeploySpec, worker_of
 from runtime.config import ExecutionConfig
 from runtime.errors import ConfigError
 from runtime.graph.job_graph import JobGraph
-from runtime.scheduler.deployment import Deployment
+from runtime.scheduler.deployment import Deployment, uid_of
 from runtime.scheduler.restore import RestoredCheckpoint
 from storage.checkpoint import CheckpointStorage, MemoryCheckpointStorage
 
@@ -229,6 +229,7 @@ class WorkerGroup(Actor):
                 self._writers[worker] = writer
             if isinstance(message, Heartbeat):
                 self._beats[message.worker] = time.monotonic()
+                self.deployment.update_metrics(message.metrics)
                 continue
             if isinstance(message, ToCoordinator):
                 coordinator = self.deployment.coordinator
@@ -278,6 +279,7 @@ class WorkerGroup(Actor):
                 worker, message = None, False
             if isinstance(message, WorkerDone):
                 self._done[message.worker] = message
+                self.deployment.update_metrics(message.metrics)
                 if message.collected:
                     for name, items in pickle.loads(message.collected).items():
                         self.collected.setdefault(name, []).extend(items)
@@ -298,6 +300,18 @@ class WorkerGroup(Actor):
                         f"worker {index} (pid {self.pids[index]}) sent no heartbeat for "
                         f"{HEARTBEAT_TIMEOUT}s"
                     )
+
+
+class OperatorView:
+    """An operator of a subtask in a worker, as the master's metrics see it."""
+
+    __slots__ = ("name", "records_in", "records_out", "uid")
+
+    def __init__(self, name: str, uid: str) -> None:
+        self.name = name
+        self.uid = uid
+        self.records_in = 0
+        self.records_out = 0
 
 
 class ClusterDeployment(Deployment):
@@ -330,8 +344,12 @@ class ClusterDeployment(Deployment):
         self.extra_actors = [self.group]
         self.tasks = []
         self._sources: list[TaskId] = []
+        self._views: dict[tuple[int, int], list[OperatorView]] = {}
         for vertex in graph.vertices:
             for subtask in range(vertex.parallelism):
+                views = [OperatorView(node.name, uid_of(node)) for node in vertex.nodes]
+                self._views[vertex.id, subtask] = views
+                self.operators.append((vertex, subtask, views))  # type: ignore[arg-type]
                 tid = task_id(vertex.id, subtask)
                 name = f"{vertex.name} ({subtask + 1}/{vertex.parallelism})"
                 self.tasks.append(
@@ -339,6 +357,14 @@ class ClusterDeployment(Deployment):
                 )
                 if vertex.is_source:
                     self._sources.append(tid)
+
+    def update_metrics(self, metrics: list[tuple[int, int, int, int, int]]) -> None:
+        """Take a worker's operator counters (they only grow within an attempt)."""
+        for vertex, subtask, index, records_in, records_out in metrics:
+            views = self._views.get((vertex, subtask))
+            if views is not None and index < len(views):
+                views[index].records_in = records_in
+                views[index].records_out = records_out
 
     def source_task_ids(self) -> list[Any]:
         """The ids of the source tasks."""

@@ -146,6 +146,14 @@ class WorkerDeployment(Deployment):
                     matrix[i, j] = receiver
         return matrix
 
+    def metrics(self) -> list[tuple[int, int, int, int, int]]:
+        """Every operator's record counters, for the master."""
+        return [
+            (vertex.id, subtask, index, operator.records_in, operator.records_out)
+            for vertex, subtask, operators in self.operators
+            for index, operator in enumerate(operators)
+        ]
+
     def on_frame(self, kind: int, channel: int, item: Any) -> None:
         """Route a frame read from a peer to its channel end."""
         if kind == CREDIT:
@@ -236,7 +244,7 @@ async def run_worker(host: str, port: int, index: int) -> None:
 
     async def beat() -> None:
         while True:
-            write_message(control, Heartbeat(index))
+            write_message(control, Heartbeat(index, deployment.metrics()))
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     control_task = asyncio.ensure_future(read_control())
@@ -254,7 +262,7 @@ async def run_worker(host: str, port: int, index: int) -> None:
     except Exception as failure:
         error = error or f"collected records cannot be sent to the master: {failure}"
         collected = b""
-    write_message(control, WorkerDone(index, error, collected))
+    write_message(control, WorkerDone(index, error, collected, deployment.metrics()))
     await control.drain()
     await exiting.wait()
     heart.cancel()
