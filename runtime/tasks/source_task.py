@@ -137,6 +137,8 @@ class SourceTask(Task):
             while True:
                 if mailbox:
                     self.poll_mailbox()
+                    if self.timers_due:
+                        await self.after_buffer()  # processing-time timers left to the loop
                 if self.suspend_after is not None:
                     # Stop-with-savepoint: read nothing more until it completes (then
                     # end without ending the input) or is aborted (then go on).

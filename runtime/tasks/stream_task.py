@@ -120,6 +120,8 @@ class StreamTask(Task):
         while True:
             if mailbox:
                 self.poll_mailbox()
+                if self.timers_due:
+                    await self.after_buffer()  # processing-time timers left to the loop
             polled = gate.poll()
             if polled is None:
                 if gate.finished:

@@ -266,7 +266,10 @@ class Task(Actor):
             case FireProcessingTimers():
                 self.timers_due = True
                 checkpointing = self.checkpointing
-                if not self.chain.is_async and not (checkpointing and checkpointing.taking):
+                chain = self.chain
+                if not (chain.is_async or chain.time.async_timers) and not (
+                    checkpointing and checkpointing.taking
+                ):
                     self.timers_due = False
                     self.chain.time.fire_processing_timers_sync()
             case NotifyCheckpointAborted(checkpoint_id=checkpoint_id, reason=reason):

@@ -60,6 +60,8 @@ class ChainTime:
         self.timer_operators = [
             (i, op) for i, op in enumerate(ops) if hasattr(op, "fire_processing_timers")
         ]
+        # Timer callbacks that are ``async def``: they fire in the task's loop, awaited.
+        self.async_timers = any(getattr(op, "timers_async", False) for op in ops)
         self.output_watermark = MIN_WATERMARK
         self.idle = False
         self.writer_tags = [getattr(w, "side_tag", None) for w in chain.writers]
@@ -81,6 +83,13 @@ class ChainTime:
                 # results of every record before it go out first (Flink). The task
                 # reads no input meanwhile and still serves checkpoints.
                 await operator.host.wait_operator(operator._drained)
+            if getattr(operator, "timers_async", False):
+                out, current = await operator.process_watermark_async(current)
+                if out:
+                    await self.push(out, index + 1)
+                if current is None:
+                    return
+                continue
             hook = getattr(operator, "process_watermark", None)
             if hook is None:
                 continue
@@ -118,7 +127,10 @@ class ChainTime:
     async def fire_processing_timers(self) -> None:
         """Run the processing-time timers that are due, in chain order."""
         for index, operator in self.timer_operators:
-            out = operator.fire_processing_timers()
+            if getattr(operator, "timers_async", False):
+                out = await operator.fire_processing_timers_async()
+            else:
+                out = operator.fire_processing_timers()
             if out:
                 await self.push(out, index + 1)
 

@@ -189,8 +189,8 @@ def schedule_on_loop(post: Callable[[], None]) -> Callable[[float], None]:
 class TimedKeyedProcessOperator(KeyedProcessOperator):
     """``process`` on a keyed stream, with timers and side outputs (see module).
 
-    The function's ``on_timer(timestamp, ctx)`` (plain ``def``) returns an iterable of
-    records or None; during it ``ctx.current_key`` is the timer's key and
+    The function's ``on_timer(timestamp, ctx)`` (``def`` or ``async def``) returns an
+    iterable of records or None; during it ``ctx.current_key`` is the timer's key and
     ``ctx.timer_domain`` is ``"event"`` or ``"processing"``.
     """
 
@@ -207,11 +207,8 @@ class TimedKeyedProcessOperator(KeyedProcessOperator):
         self.timers: TimerService | None = None
         owner = function.owner
         self.on_timer = getattr(owner, "on_timer", None) if owner is not None else None
-        if self.on_timer is not None and inspect.iscoroutinefunction(self.on_timer):
-            raise ConfigError(
-                f"operator {name!r}: on_timer must be a plain def (async on_timer is not "
-                f"supported yet); do asynchronous work in process_element"
-            )
+        # An ``async def on_timer`` is awaited: the chain calls the *_async twins.
+        self.timers_async = self.on_timer is not None and inspect.iscoroutinefunction(self.on_timer)
         self._side: list[Any] = []
         self.post: Callable[[], None] | None = None
 
@@ -260,6 +257,40 @@ class TimedKeyedProcessOperator(KeyedProcessOperator):
         if self.timers is None:
             return []
         return self._fire(self.timers.due_processing_timers(), "processing")
+
+    async def process_watermark_async(self, watermark: float) -> tuple[list[Any], float | None]:
+        """``process_watermark`` for an ``async def on_timer``."""
+        if self.timers is None:
+            return [], watermark
+        due = self.timers.advance_watermark(watermark)
+        return await self._fire_async(due, "event"), watermark
+
+    async def fire_processing_timers_async(self) -> list[Any]:
+        """``fire_processing_timers`` for an ``async def on_timer``."""
+        if self.timers is None:
+            return []
+        return await self._fire_async(self.timers.due_processing_timers(), "processing")
+
+    async def _fire_async(self, due: list[tuple[float, Hashable]], domain: str) -> list[Any]:
+        ctx: Any = self.context
+        backend: Any = ctx.keyed_backend
+        on_timer: Any = self.on_timer
+        out: list[Any] = []
+        for timestamp, key in due:
+            # Set again per timer: nothing else runs in this task during the await, but
+            # the key must be the timer's when on_timer resumes and touches state.
+            backend.current_key = key
+            ctx.timer_domain = domain
+            try:
+                result = await on_timer(timestamp, ctx)
+            except Exception as error:
+                raise self.phase_error(error, f"on_timer({timestamp!r}) of key {key!r}") from error
+            if result is not None:
+                out.extend(result)
+        if self._side:
+            out.extend(self._side)
+            self._side = []
+        return out
 
     def _fire(self, due: list[tuple[float, Hashable]], domain: str) -> list[Any]:
         if not due:

@@ -174,13 +174,18 @@ async def run_case(
     env.set_restart_strategy(FixedDelayRestart(attempts=5, delay=0.0))
     build(env, schedule, size=size, slide=slide, exact=setup.exactly_once)
     result = await env.execute(f"windows {setup.value} {backend} p={parallelism}")
-    assert len(schedule.fired) == len(failures)
+    # The first failure has no checkpoint condition: it always fires. The second waits
+    # for a completed checkpoint, which a loaded machine may not reach before its record
+    # count: then it does not fire, and the run checks one failure less.
+    fired = [f.failure for f in schedule.fired]
+    assert failures[0] in fired
+    assert set(fired) <= set(failures)
     check(result.collected["out"], size, slide)
 
 
 # The first fails attempt 0 after 300 records of subtask 0, whatever the checkpoints did;
-# the second fails attempt 1 after 600 records of subtask 1 once checkpoint 1 completed
-# (checkpoint ids go on over attempts, so it did, well before, in every run seen).
+# the second fails a later attempt after 600 records of subtask 1 if checkpoint 1 has
+# completed by then (nearly always; not on a heavily loaded machine).
 FAILURES = [
     InjectedFailure("source", subtask=0, after_records=300),
     InjectedFailure("source", subtask=1, after_records=600, checkpoint=1),

@@ -242,17 +242,6 @@ def test_bad_window_options_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="expected an OutputTag"):
         keyed.window(TumblingEventTimeWindows.of(1)).side_output_late_data("late")  # type: ignore[arg-type]
 
-    class AsyncTimer(KeyedProcessFunction):
-        def process_element(self, value: Any, ctx: Any) -> None:
-            return None
-
-        async def on_timer(self, timestamp: float, ctx: Any) -> None:
-            return None
-
-    keyed.process(AsyncTimer(), name="async-timer").collect()
-    with pytest.raises(ConfigError, match="on_timer must be a plain def"):
-        _instantiate(env)
-
 
 def _instantiate(env: StreamEnvironment) -> None:
     for node in env._nodes:
@@ -339,3 +328,63 @@ async def test_processing_time_windows_fire_on_the_clock() -> None:
     gate.open()
     await client.wait()
     assert total.total == len(records)
+
+
+class AsyncAlarm(KeyedProcessFunction):
+    """An ``async def on_timer`` that awaits before it reads state and emits."""
+
+    def open(self, ctx: Any) -> None:
+        self.count = ctx.get_state(ValueStateDescriptor("count", default=0))
+
+    def process_element(self, value: Any, ctx: Any) -> None:
+        self.count.update(self.count.value() + 1)
+        ctx.timer_service.register_event_time_timer(100)
+        return None
+
+    async def on_timer(self, timestamp: float, ctx: Any) -> list[Any]:
+        await asyncio.sleep(0)
+        return [(ctx.current_key, self.count.value())]
+
+
+async def test_an_async_on_timer_is_awaited_with_its_key_set() -> None:
+    env = StreamEnvironment(parallelism=2)
+    records = [("a", 1), ("b", 2), ("a", 3), ("c", 4)]
+    (
+        env.from_collection(records)
+        .assign_timestamps_and_watermarks(strategy(0))
+        .key_by(lambda r: r[0])
+        .process(AsyncAlarm())
+        .collect(name="out")
+    )
+    result = await env.execute("async timers")
+    assert sorted(result.collected["out"]) == [("a", 2), ("b", 1), ("c", 1)]
+
+
+class AsyncProcessingAlarm(KeyedProcessFunction):
+    """A processing-time timer in the past, and an ``async def on_timer``."""
+
+    def process_element(self, value: Any, ctx: Any) -> None:
+        timers = ctx.timer_service
+        timers.register_processing_time_timer(timers.current_processing_time() - 1)
+        return None
+
+    async def on_timer(self, timestamp: float, ctx: Any) -> list[Any]:
+        await asyncio.sleep(0)
+        return [("processing", ctx.current_key)]
+
+
+async def test_async_processing_time_timers_fire_while_the_task_is_idle() -> None:
+    env = StreamEnvironment(parallelism=1)
+    gate = SourceGate(hold_at_end=True)  # input stays open: the task idles, no buffer comes
+    seen = Seen("processing", 2)
+    (
+        env.from_source(GatedSource(CollectionSource([("a", 1), ("b", 2)]), gate))
+        .key_by(lambda r: r[0])
+        .process(AsyncProcessingAlarm())
+        .sink_to(seen, name="seen")
+    )
+    client = await env.start("async processing timers")
+    await seen.reached.wait()
+    gate.open()
+    await client.wait()
+    assert sorted(seen.records) == [("processing", "a"), ("processing", "b")]
