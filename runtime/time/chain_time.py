@@ -126,7 +126,8 @@ class ChainTime:
 
     async def fire_processing_timers(self) -> None:
         """Run the processing-time timers that are due, in chain order."""
-        for index, operator in self.timer_operators:
+        for index, timed in self.timer_operators:
+            operator: Any = timed
             if getattr(operator, "timers_async", False):
                 out = await operator.fire_processing_timers_async()
             else:
