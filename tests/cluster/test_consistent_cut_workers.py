@@ -11,34 +11,17 @@ deadline: the job's functions run in other processes).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from e2e_modules import load
 
 from runtime import ExternalizedCheckpointRetention, JobResult, JobStatus, StreamEnvironment
 
-
-def _load_cut_module() -> ModuleType:
-    path = Path(__file__).parent.parent / "e2e" / "test_consistent_cut.py"
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))  # so workers import it by name too
-    spec = importlib.util.spec_from_file_location("test_consistent_cut", path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules.get("test_consistent_cut")
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["test_consistent_cut"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-cut = _load_cut_module()
+cut = load("test_consistent_cut")
 
 
 def _noop(_: int) -> None:
