@@ -12,8 +12,9 @@ the same name, and two Hypothesis profiles::
 The fixture runs a Hypothesis property: for each mode, ``examples`` examples, each
 drawing a simulation seed, a parallelism, a schedule of failures at the job's failure
 points (those its factory adds with ``kit.source`` and ``kit.failure_point``, and the
-sink) and sometimes notification chaos; each example is ``check_exactly_once`` (or
-``check_at_least_once`` for ``"at_least_once"``) in deterministic simulation. A failing
+sink), sometimes notification chaos, and the records per split (50 up to the
+options'); each example is ``check_exactly_once`` (or ``check_at_least_once`` for
+``"at_least_once"``) in deterministic simulation. A failing
 example is shrunk by Hypothesis and its message ends with the ``replay:`` line.
 
 Marker arguments (all optional): ``modes`` (``CheckpointSetup`` values; the three
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -48,6 +50,8 @@ from runtime.testing.simulation import simulate
 MARKER = "weir_exactly_once"
 DEFAULT_MODES = ("aligned", "unaligned", "aligned_timeout")
 DEFAULT_EXAMPLES = 50
+MIN_RECORDS = 50
+"""The fewest records per split an example draws (Hypothesis shrinks towards it)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -149,7 +153,7 @@ class ExactlyOnceProperty:
         chaos_strategy = notification_chaos() if self.chaos else st.none()
 
         @st.composite
-        def cases(draw: Any) -> tuple[int, list[Any], Any]:
+        def cases(draw: Any) -> tuple[int, list[Any], Any, KitOptions]:
             parallelism = draw(st.sampled_from(self.parallelism), label="parallelism")
             schedule = draw(
                 failure_schedules(
@@ -157,7 +161,10 @@ class ExactlyOnceProperty:
                 ),
                 label="schedule",
             )
-            return parallelism, schedule, draw(chaos_strategy, label="chaos")
+            chaos = draw(chaos_strategy, label="chaos")
+            most = kit_options.records_per_split
+            records = draw(st.integers(min(MIN_RECORDS, most), most), label="records per split")
+            return parallelism, schedule, chaos, replace(kit_options, records_per_split=records)
 
         run_settings = settings(
             max_examples=self.examples,
@@ -168,15 +175,15 @@ class ExactlyOnceProperty:
         def property_of(mode: CheckpointSetup) -> Callable[[], None]:
             @run_settings
             @given(case=cases(), seed=st.integers(0, 2**32 - 1))
-            def example(case: tuple[int, list[Any], Any], seed: int) -> None:
-                parallelism, schedule, chaos = case
+            def example(case: tuple[int, list[Any], Any, KitOptions], seed: int) -> None:
+                parallelism, schedule, chaos, sized = case
                 common: dict[str, Any] = {
                     "schedule": schedule,
                     "setup": mode,
                     "parallelism": parallelism,
                     "chaos": chaos,
                     "expected": expected,
-                    "options": kit_options,
+                    "options": sized,
                     "simulate": self.simulate,
                     "seed": seed,
                 }
