@@ -30,6 +30,11 @@ and whose ready callbacks run in an order chosen by a seeded random generator.
   client library called through a thread hop does), subprocesses and file-descriptor
   watchers; so an ``async_map`` that
   calls a real service is refused too. Run those jobs on real time (``simulate=False``).
+* **Not controlled:** randomness the simulation does not hand out: an unseeded
+  ``random.Random()`` (``ExponentialDelayRestart`` without ``seed``, a user function),
+  ``os.urandom``, ``secrets`` (savepoint folder names). Seed them. Sets of ids iterate
+  the same way in every run (ints and tuples hash the same); sets of strings depend on
+  ``PYTHONHASHSEED`` across processes.
 * **Watchdog.** A simulation that spins without ending (tasks that only yield) stops
   after ``real_timeout`` seconds of real time with a ``SimulationError``; a job that
   waits forever reaches its virtual timeout at once instead.
