@@ -98,3 +98,34 @@ async def test_a_watermark_never_overtakes_unordered_async_results() -> None:
     result = await env.execute("async order")
     assert result.collected["late"] == []
     assert sorted(r[2] for r in result.collected["sums"]) == [10, 10, 10, 10]
+
+
+async def test_windows_and_timers_bootstrapped_with_the_state_processor_fire(
+    tmp_path: Path,
+) -> None:
+    """A savepoint written offline, holding a window and its timer, restores and fires."""
+    from storage.processor import SavepointWriter
+
+    path = await (
+        SavepointWriter.new(max_parallelism=8)
+        .with_operator_state(
+            "sum",
+            parallelism=1,
+            keyed={
+                WINDOW_CONTENTS: {"a": {(0, 10): ("a", 5, 40)}},
+                EVENT_TIMERS: {"a": (10,)},
+            },
+        )
+        .write_async(str(tmp_path))
+    )
+    env = StreamEnvironment(parallelism=2, max_parallelism=8)
+    (
+        env.from_collection([("a", 7, 2), ("b", 25, 1)], uid="src")
+        .assign_timestamps_and_watermarks(strategy(0), uid="ts")
+        .key_by(lambda r: r[0])
+        .window(TumblingEventTimeWindows.of(10))
+        .reduce(lambda x, y: (x[0], max(x[1], y[1]), x[2] + y[2]), name="sum", uid="sum")
+        .collect(name="out")
+    )
+    result = await env.execute("bootstrapped", restore_from=path, allow_non_restored_state=True)
+    assert sorted(result.collected["out"]) == [("a", 7, 42), ("b", 25, 1)]
