@@ -71,7 +71,7 @@ def test_one_short_test_per_job_passes_fails_with_a_replay_line_and_names_bad_ma
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    pytester.makepyfile(test_jobs=JOBS)
+    pytester.makepyfile(test_weir_plugin_jobs=JOBS)
     result = pytester.runpytest_inprocess(
         *plugin_args(), "-p", "no:cacheprovider", "-q", "--hypothesis-profile=weir-ci"
     )
@@ -79,7 +79,7 @@ def test_one_short_test_per_job_passes_fails_with_a_replay_line_and_names_bad_ma
     result.assert_outcomes(passed=1, failed=1, errors=1)
     output = result.stdout.str()
     assert "state is not exactly-once" in output
-    assert "replay: python -c" in output and "test_jobs:forgetful_job" in output
+    assert "replay: python -c" in output and "test_weir_plugin_jobs:forgetful_job" in output
     heading = "Failing test case" if "Failing test case" in output else "Falsifying example"
     shrunk = output.split(heading)[-1]
     assert shrunk.count("InjectedFailure(point=") == 1, "shrunk to one failure"
