@@ -9,7 +9,8 @@ A frame is ``length (u32) | kind (u8) | channel (u32) | payload``. Kinds:
 * ``CREDIT``: the receiver grants ``n`` more items (payload: u32), Flink's credit-based
   flow control: a sender without credit queues locally, and its producer then meets a
   full channel, so backpressure crosses processes as it does in one.
-* ``CLOSE``: the producer closed the channel (after everything it sent).
+* ``CLOSE``: the producer closed the channel (after everything it sent); payload: the
+  newest checkpoint whose completion the producer's worker had been notified of (u32).
 
 Payloads: ordered events and control messages are msgspec (``control.encode_message``);
 buffers of user records are pickled (records are arbitrary Python objects, and msgspec
@@ -59,10 +60,8 @@ def decode_item(codec: int, payload: bytes) -> Any:
 
 def frame(kind: int, channel: int, item: Any = None) -> bytes:
     """One frame, ready for the socket."""
-    if kind == CREDIT:
-        payload, codec = _CREDIT.pack(item), _NONE
-    elif kind == CLOSE:
-        payload, codec = b"", _NONE
+    if kind in (CREDIT, CLOSE):
+        payload, codec = _CREDIT.pack(item or 0), _NONE
     else:
         codec, payload = encode_item(item)
     return _HEADER.pack(len(payload) + 6, kind, codec, channel) + payload
@@ -103,10 +102,8 @@ class PeerLink:
                 return
             length, kind, codec, channel = header.unpack(head)
             payload = await reader.readexactly(length - 6) if length > 6 else b""
-            if kind == CREDIT:
+            if kind in (CREDIT, CLOSE):
                 item: Any = _CREDIT.unpack(payload)[0]
-            elif kind == CLOSE:
-                item = None
             else:
                 item = decode_item(codec, payload)
             self.on_frame(kind, channel, item)

@@ -22,6 +22,7 @@ alignment that times out records the channel until its barrier arrives instead.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from actors import Channel
@@ -33,13 +34,21 @@ from runtime.cluster.network import CLOSE, CREDIT, DATA, PRIORITY, PeerLink
 class RemoteSender(Channel[Any]):
     """The producer's end: a bounded local queue in front of a credit-limited socket."""
 
-    __slots__ = ("_close_sent", "channel_id", "credit", "link")
+    __slots__ = ("_close_sent", "channel_id", "credit", "link", "notified")
 
-    def __init__(self, capacity: int, *, name: str, channel_id: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        name: str,
+        channel_id: int,
+        notified: Callable[[], int] = lambda: 0,
+    ) -> None:
         super().__init__(capacity, name=name)
         self.channel_id = channel_id
         self.credit = 0
         self.link: PeerLink | None = None
+        self.notified = notified
         self._close_sent = False
 
     def try_send(self, item: Any) -> bool:
@@ -102,18 +111,35 @@ class RemoteSender(Channel[Any]):
                 self._producer_waker.wake()
         if self._closed and not data and not self._close_sent:
             self._close_sent = True
-            link.send(CLOSE, self.channel_id)
+            link.send(CLOSE, self.channel_id, self.notified())
 
 
 class RemoteReceiver(Channel[Any]):
     """The consumer's end: frames from the socket, one credit back per item taken."""
 
-    __slots__ = ("_grant_scheduled", "_injected", "_owed", "channel_id", "link")
+    __slots__ = (
+        "_close_at",
+        "_grant_scheduled",
+        "_injected",
+        "_owed",
+        "channel_id",
+        "link",
+        "notified",
+    )
 
-    def __init__(self, capacity: int, *, name: str, channel_id: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        name: str,
+        channel_id: int,
+        notified: Callable[[], int] = lambda: 0,
+    ) -> None:
         super().__init__(capacity, name=name)
         self.channel_id = channel_id
         self.link: PeerLink | None = None
+        self.notified = notified
+        self._close_at: int | None = None
         self._owed = 0
         self._grant_scheduled = False
         self._injected: set[int] = set()
@@ -139,6 +165,18 @@ class RemoteReceiver(Channel[Any]):
                 return
             Channel.send_priority(self, item)
         elif kind == CLOSE:
+            # The producer ended after a notification (a final checkpoint, a completed
+            # stop-with-savepoint): the consumer must have it before the end of its
+            # input, as in one process, where every task is notified at once.
+            if item <= self.notified():
+                Channel.close(self)
+            else:
+                self._close_at = item
+
+    def on_notified(self, checkpoint_id: int) -> None:
+        """This worker was notified of ``checkpoint_id``: deliver a close waiting for it."""
+        if self._close_at is not None and checkpoint_id >= self._close_at:
+            self._close_at = None
             Channel.close(self)
 
     def poll_data(self) -> Any:

@@ -28,6 +28,7 @@ import cloudpickle
 from actors import ActorFailedError, Channel, Supervisor
 from actors.actor import Mailbox
 from actors.waker import Waker
+from runtime.checkpoint.events import NotifyCheckpointComplete
 from runtime.cluster.control import (
     Deploy,
     Exit,
@@ -102,6 +103,7 @@ class WorkerDeployment(Deployment):
         self.senders: dict[int, tuple[int, RemoteSender]] = {}
         self.receivers: dict[int, tuple[int, RemoteReceiver]] = {}
         self._next_channel = 0
+        self.notified = 0  # the newest checkpoint whose completion reached this worker
         # Deployment.__init__ builds every subtask: build only ours.
         self.graph = spec.graph
         self.checkpointing = spec.checkpointing
@@ -137,14 +139,28 @@ class WorkerDeployment(Deployment):
                 if wi == self.worker and wj == self.worker:
                     matrix[i, j] = Channel(capacity, name=name)
                 elif wi == self.worker:
-                    sender = RemoteSender(capacity, name=name, channel_id=channel_id)
+                    sender = RemoteSender(
+                        capacity, name=name, channel_id=channel_id, notified=self._notified
+                    )
                     self.senders[channel_id] = (wj, sender)
                     matrix[i, j] = sender
                 elif wj == self.worker:
-                    receiver = RemoteReceiver(capacity, name=name, channel_id=channel_id)
+                    receiver = RemoteReceiver(
+                        capacity, name=name, channel_id=channel_id, notified=self._notified
+                    )
                     self.receivers[channel_id] = (wi, receiver)
                     matrix[i, j] = receiver
         return matrix
+
+    def _notified(self) -> int:
+        return self.notified
+
+    def on_notified(self, checkpoint_id: int) -> None:
+        """A completion notification for ``checkpoint_id`` reached this worker."""
+        if checkpoint_id > self.notified:
+            self.notified = checkpoint_id
+            for _other, receiver in self.receivers.values():
+                receiver.on_notified(checkpoint_id)
 
     def metrics(self) -> list[tuple[int, int, int, int, int]]:
         """Every operator's record counters, for the master."""
@@ -235,7 +251,10 @@ async def run_worker(host: str, port: int, index: int) -> None:
             if isinstance(message, ToTask):
                 task = tasks_by_id.get(message.task)  # type: ignore[call-overload]
                 if task is not None:
-                    task.mailbox.put(decode_message(message.message))
+                    command = decode_message(message.message)
+                    task.mailbox.put(command)
+                    if isinstance(command, NotifyCheckpointComplete):
+                        deployment.on_notified(command.checkpoint_id)
             elif isinstance(message, Start):
                 started.set()
             elif isinstance(message, Exit):
