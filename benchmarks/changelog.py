@@ -54,7 +54,7 @@ from benchmarks.harness import (
 )
 from benchmarks.throughput import time_keyed_count
 from runtime import StreamEnvironment
-from storage import KeyGroupRange, ValueStateDescriptor
+from storage import HeapKeyedStateBackend, KeyGroupRange, ValueStateDescriptor
 from storage.changelog import ChangelogKeyedStateBackend, ChangelogOptions
 from storage.checkpoint import StateFrame, encode_frame
 from storage.checkpoint.filesystem import FileCheckpointStorage
@@ -64,7 +64,6 @@ from storage.checkpoint.metadata import (
     OperatorStateHandle,
     SubtaskStateHandle,
 )
-from storage.keyed_state import HeapKeyedStateBackend
 
 MAX_PARALLELISM = 128
 STATE = ValueStateDescriptor("value", type=bytes)

@@ -39,14 +39,17 @@ import msgspec
 
 from benchmarks.harness import interleave, machine, machine_line, paired_ratios, write_report
 from runtime import StreamEnvironment
-from runtime.api.functions import SinkFunction
-from runtime.connectors.file_formats import JsonLines
+from runtime.connectors import (
+    FileSource,
+    JsonLines,
+    PostgresBatchSink,
+    PostgresSink,
+    RedisStreamSource,
+)
 from runtime.connectors.file_reader import FileReader
-from runtime.connectors.files import FileSource
-from runtime.connectors.postgres import PostgresSink
-from runtime.connectors.postgres_batch import PostgresBatchSink
 from runtime.connectors.redis_stream_reader import RedisStreamReader
-from runtime.connectors.redis_streams import FETCH_COUNT, RedisStreamSource
+from runtime.connectors.redis_streams import FETCH_COUNT
+from runtime.tasks import SinkFunction
 from runtime.testing.servers import PostgresServer, RedisServer
 
 

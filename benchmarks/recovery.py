@@ -67,8 +67,7 @@ from runtime import (
     StreamEnvironment,
     ValueStateDescriptor,
 )
-from runtime.scheduler.deployment import Deployment
-from runtime.scheduler.restore import load_checkpoint
+from runtime.scheduler import Deployment, load_checkpoint
 from storage.checkpoint import METADATA_FILE, FileCheckpointStorage, find_latest_valid
 
 JOB_TIMEOUT = 600.0

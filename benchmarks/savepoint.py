@@ -66,8 +66,7 @@ from runtime import (
     StreamEnvironment,
     ValueStateDescriptor,
 )
-from runtime.scheduler.deployment import Deployment
-from runtime.scheduler.restore import load_checkpoint
+from runtime.scheduler import Deployment, load_checkpoint
 from storage.checkpoint import FileCheckpointStorage, dispose_savepoint
 from storage.processor import SavepointWriter
 

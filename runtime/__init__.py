@@ -22,30 +22,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from runtime.api.async_io import (
-        AsyncFunction,
-        ExponentialBackoffRetry,
-        FixedDelayRetry,
-        RetryStrategy,
-    )
+    from runtime.api.client import JobClient
     from runtime.api.datastream import DataStream, DataStreamSink, KeyedStream
     from runtime.api.environment import StreamEnvironment
-    from runtime.api.functions import (
-        FilterFunction,
-        FlatMapFunction,
-        Function,
-        KeyedProcessFunction,
-        MapFunction,
-        ReduceFunction,
-        SinkFunction,
-    )
-    from runtime.api.result import (
-        JobClient,
-        JobResult,
-        JobStatus,
-        OperatorMetrics,
-        SavepointFormat,
-    )
     from runtime.checkpoint import (
         CheckpointConfig,
         CheckpointError,
@@ -61,9 +40,8 @@ if TYPE_CHECKING:
     from runtime.connectors.file_sink import FileSink, FileTransaction, read_committed
     from runtime.connectors.sequence import GeneratorSource, NumberSequenceSource, RangeSplit
     from runtime.connectors.sinks import CollectSink, PrintSink, TextFileSink
-    from runtime.connectors.source import Source, SourceReader, SourceSplit, SplitEnumerator
     from runtime.connectors.two_phase_commit import TwoPhaseCommitSink
-    from runtime.errors import ConfigError, JobFailedError, OperatorError, WeirError
+    from runtime.errors import ConfigError, OperatorError, WeirError
     from runtime.scheduler.executor import RestoreWarning
     from runtime.scheduler.restart import (
         ExponentialDelayRestart,
@@ -72,7 +50,30 @@ if TYPE_CHECKING:
         NoRestart,
         RestartStrategy,
     )
+    from runtime.scheduler.result import (
+        JobFailedError,
+        JobResult,
+        JobStatus,
+        OperatorMetrics,
+        SavepointFormat,
+    )
+    from runtime.tasks.async_io import (
+        AsyncFunction,
+        ExponentialBackoffRetry,
+        FixedDelayRetry,
+        RetryStrategy,
+    )
     from runtime.tasks.context import RuntimeContext
+    from runtime.tasks.functions import (
+        FilterFunction,
+        FlatMapFunction,
+        Function,
+        KeyedProcessFunction,
+        MapFunction,
+        ReduceFunction,
+        SinkFunction,
+    )
+    from runtime.tasks.source import Source, SourceReader, SourceSplit, SplitEnumerator
     from storage import (
         ListStateDescriptor,
         MapStateDescriptor,
@@ -81,7 +82,7 @@ if TYPE_CHECKING:
     )
 
 _LAZY: dict[str, str] = {
-    "AsyncFunction": "runtime.api.async_io",
+    "AsyncFunction": "runtime.tasks.async_io",
     "CheckpointConfig": "runtime.checkpoint",
     "CheckpointError": "runtime.checkpoint",
     "CheckpointFailedError": "runtime.checkpoint",
@@ -95,45 +96,45 @@ _LAZY: dict[str, str] = {
     "DataStream": "runtime.api.datastream",
     "DataStreamSink": "runtime.api.datastream",
     "ExecutionConfig": "runtime.config",
-    "ExponentialBackoffRetry": "runtime.api.async_io",
+    "ExponentialBackoffRetry": "runtime.tasks.async_io",
     "ExponentialDelayRestart": "runtime.scheduler.restart",
     "ExternalizedCheckpointRetention": "runtime.checkpoint",
     "FailureRateRestart": "runtime.scheduler.restart",
     "FileSink": "runtime.connectors.file_sink",
     "FileTransaction": "runtime.connectors.file_sink",
-    "FilterFunction": "runtime.api.functions",
+    "FilterFunction": "runtime.tasks.functions",
     "FixedDelayRestart": "runtime.scheduler.restart",
-    "FixedDelayRetry": "runtime.api.async_io",
-    "FlatMapFunction": "runtime.api.functions",
-    "Function": "runtime.api.functions",
+    "FixedDelayRetry": "runtime.tasks.async_io",
+    "FlatMapFunction": "runtime.tasks.functions",
+    "Function": "runtime.tasks.functions",
     "GeneratorSource": "runtime.connectors.sequence",
-    "JobClient": "runtime.api.result",
-    "JobFailedError": "runtime.errors",
-    "JobResult": "runtime.api.result",
-    "JobStatus": "runtime.api.result",
-    "KeyedProcessFunction": "runtime.api.functions",
+    "JobClient": "runtime.api.client",
+    "JobFailedError": "runtime.scheduler.result",
+    "JobResult": "runtime.scheduler.result",
+    "JobStatus": "runtime.scheduler.result",
+    "KeyedProcessFunction": "runtime.tasks.functions",
     "KeyedStream": "runtime.api.datastream",
     "ListStateDescriptor": "storage",
-    "MapFunction": "runtime.api.functions",
+    "MapFunction": "runtime.tasks.functions",
     "MapStateDescriptor": "storage",
     "NoRestart": "runtime.scheduler.restart",
     "NumberSequenceSource": "runtime.connectors.sequence",
     "OperatorError": "runtime.errors",
-    "OperatorMetrics": "runtime.api.result",
+    "OperatorMetrics": "runtime.scheduler.result",
     "PrintSink": "runtime.connectors.sinks",
     "RangeSplit": "runtime.connectors.sequence",
-    "ReduceFunction": "runtime.api.functions",
+    "ReduceFunction": "runtime.tasks.functions",
     "ReducingStateDescriptor": "storage",
     "RestartStrategy": "runtime.scheduler.restart",
     "RestoreWarning": "runtime.scheduler.executor",
-    "RetryStrategy": "runtime.api.async_io",
+    "RetryStrategy": "runtime.tasks.async_io",
     "RuntimeContext": "runtime.tasks.context",
-    "SavepointFormat": "runtime.api.result",
-    "SinkFunction": "runtime.api.functions",
-    "Source": "runtime.connectors.source",
-    "SourceReader": "runtime.connectors.source",
-    "SourceSplit": "runtime.connectors.source",
-    "SplitEnumerator": "runtime.connectors.source",
+    "SavepointFormat": "runtime.scheduler.result",
+    "SinkFunction": "runtime.tasks.functions",
+    "Source": "runtime.tasks.source",
+    "SourceReader": "runtime.tasks.source",
+    "SourceSplit": "runtime.tasks.source",
+    "SplitEnumerator": "runtime.tasks.source",
     "StreamEnvironment": "runtime.api.environment",
     "TextFileSink": "runtime.connectors.sinks",
     "TwoPhaseCommitSink": "runtime.connectors.two_phase_commit",

@@ -17,11 +17,6 @@ their own trees; the runtime wraps them where a user needs the job's context.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from runtime.api.result import JobResult
-
 
 class WeirError(Exception):
     """Base class of the runtime's errors."""
@@ -70,11 +65,3 @@ class OperatorError(WeirError):
         self.record = record
         self.__cause__ = cause
 
-
-class JobFailedError(WeirError):
-    """The job failed. ``result`` holds its final ``JobResult``."""
-
-    def __init__(self, job_name: str, result: JobResult, cause: BaseException) -> None:
-        super().__init__(f"job {job_name!r} failed: {cause}")
-        self.result = result
-        self.__cause__ = cause

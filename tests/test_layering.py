@@ -103,3 +103,60 @@ def test_the_checker_sees_the_allowed_arrows() -> None:
     """Not vacuous: the imports of runtime on the lower packages are found."""
     tops = {top(m) for path in source_files("runtime") for _, m in imported_modules(path)}
     assert {"actors", "storage", "runtime"} <= tops
+
+
+# The runtime's sub-packages (and its two loose modules), bottom first. A module may
+# import only from its own sub-package and from those listed before it; lazy imports
+# (inside functions) and those under TYPE_CHECKING count too. docs/design.md explains
+# the order.
+RUNTIME_ORDER = (
+    "errors",  # imports nothing of runtime
+    "config",
+    "checkpoint",  # the pure checkpoint decisions and their coordinator actor
+    "time",  # watermarks, valve, timer services, side-output tags
+    "tasks",  # subtasks, operators, user-function interfaces (functions, source, async_io)
+    "windows",
+    "connectors",
+    "graph",
+    "scheduler",  # deployment, executor, recovery, JobResult
+    "cluster",  # worker processes
+    "api",  # StreamEnvironment, DataStream, JobClient
+    "metrics",
+    "testing",
+    "cli",
+)
+
+
+def runtime_part(module: str) -> str | None:
+    """The sub-package (or loose module) of ``runtime`` that ``module`` is in."""
+    parts = module.split(".")
+    if parts[0] != "runtime" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def test_every_runtime_subpackage_has_a_place_in_the_order() -> None:
+    parts = {p.name for p in (ROOT / "runtime").iterdir() if (p / "__init__.py").exists()}
+    parts |= {p.stem for p in (ROOT / "runtime").glob("*.py") if p.stem != "__init__"}
+    assert parts <= set(RUNTIME_ORDER), f"place these in RUNTIME_ORDER: {parts - set(RUNTIME_ORDER)}"
+
+
+def test_runtime_subpackages_import_only_downwards() -> None:
+    rank = {name: index for index, name in enumerate(RUNTIME_ORDER)}
+    violations = []
+    for path in source_files("runtime"):
+        here = runtime_part(module_name(path))
+        if here is None:  # runtime/__init__.py: the public face, above everything
+            continue
+        for line, module in imported_modules(path):
+            there = runtime_part(module)
+            if there is None or there == here or there not in rank:
+                continue
+            if rank[there] > rank[here]:
+                violations.append(f"{path.relative_to(ROOT)}:{line} ({here}) imports {module}")
+    assert not violations, "\n".join(violations)
+
+
+def test_runtime_errors_imports_nothing_of_runtime() -> None:
+    imported = {m for _, m in imported_modules(ROOT / "runtime" / "errors.py")}
+    assert not {m for m in imported if top(m) == "runtime"}

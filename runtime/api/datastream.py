@@ -16,8 +16,12 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from runtime.api.async_io import AsyncFunction, RetryStrategy, check_async_options
-from runtime.api.functions import (
+from runtime.connectors.sinks import CollectSink, PrintSink, TextFileSink
+from runtime.errors import ConfigError
+from runtime.graph.transformations import NodeKind, Transformation
+from runtime.tasks.async_io import AsyncFunction, RetryStrategy, check_async_options
+from runtime.tasks.async_wait import AsyncWaitOperator
+from runtime.tasks.functions import (
     Adapted,
     FilterFunction,
     FlatMapFunction,
@@ -29,17 +33,6 @@ from runtime.api.functions import (
     adapt,
     check_arity,
 )
-from runtime.connectors.sinks import CollectSink, PrintSink, TextFileSink
-from runtime.errors import ConfigError
-from runtime.graph.partitioning import (
-    BROADCAST,
-    REBALANCE,
-    SHUFFLE,
-    Partitioning,
-    PartitionKind,
-)
-from runtime.graph.transformations import NodeKind, Transformation
-from runtime.tasks.async_wait import AsyncWaitOperator
 from runtime.tasks.operators import (
     FilterOperator,
     FlatMapOperator,
@@ -48,7 +41,14 @@ from runtime.tasks.operators import (
     SinkOperator,
     StreamOperator,
 )
-from runtime.time.operators import (
+from runtime.tasks.partitioning import (
+    BROADCAST,
+    REBALANCE,
+    SHUFFLE,
+    Partitioning,
+    PartitionKind,
+)
+from runtime.tasks.time_operators import (
     OutputTag,
     SideOutputOperator,
     TimestampsAndWatermarksOperator,

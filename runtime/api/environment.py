@@ -18,10 +18,10 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from runtime.api.client import JobClient
 from runtime.api.config_keys import CHECKPOINT_OPTIONS, key_of
 from runtime.api.datastream import DataStream
 from runtime.api.overrides import JOBS, OVERRIDES
-from runtime.api.result import JobClient, JobResult
 from runtime.checkpoint.config import (
     CheckpointConfig,
     CheckpointingMode,
@@ -36,13 +36,15 @@ from runtime.config import (
 )
 from runtime.connectors.collection import CollectionSource
 from runtime.connectors.sequence import GeneratorSource, NumberSequenceSource
-from runtime.connectors.source import Source
 from runtime.errors import ConfigError
 from runtime.graph.job_graph import JobGraph, build_job_graph
-from runtime.graph.partitioning import Partitioning
 from runtime.graph.transformations import NodeKind, OperatorFactory, Transformation
+from runtime.scheduler.deployment import Deployment
 from runtime.scheduler.executor import JobExecution
 from runtime.scheduler.restart import RestartStrategy
+from runtime.scheduler.result import JobResult
+from runtime.tasks.partitioning import Partitioning
+from runtime.tasks.source import Source
 from storage import DEFAULT_MAX_PARALLELISM, UPPER_BOUND_MAX_PARALLELISM
 from storage.backend import STATE_BACKENDS
 from storage.changelog import ChangelogOptions
@@ -98,6 +100,15 @@ def _check_changelog(config: ExecutionConfig, checkpointing: CheckpointConfig) -
             f"{checkpointing.storage!r}; pass storage='file:///...' to enable_checkpointing "
             "or set changelog=False"
         )
+
+
+def _deployment_class(config: ExecutionConfig) -> type[Deployment]:
+    """In-process tasks, or worker processes (``runtime.cluster``) when ``workers > 1``."""
+    if config.workers > 1:
+        from runtime.cluster.master import ClusterDeployment
+
+        return ClusterDeployment
+    return Deployment
 
 
 class StreamEnvironment:
@@ -266,7 +277,7 @@ class StreamEnvironment:
         watermark_strategy: Any = None,
         _default_name: str = "source",
     ) -> DataStream:
-        """A stream read from ``source`` (see ``runtime.connectors.source.Source``).
+        """A stream read from ``source`` (see ``runtime.tasks.source.Source``).
 
         ``watermark_strategy``: a ``WatermarkStrategy`` giving the records timestamps
         and watermarks (chained right after the source, as ``<name>-timestamps``).
@@ -493,6 +504,7 @@ class StreamEnvironment:
             restore_from=None if restore_from is None else os.fspath(restore_from),
             allow_non_restored_state=allow_non_restored_state,
             allow_older_than_committed=allow_older_than_committed,
+            deployment_class=_deployment_class(self.config),
         )
 
     async def execute(

@@ -14,9 +14,9 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from runtime.api.functions import ReduceFunction, adapt
 from runtime.errors import ConfigError
-from runtime.time.operators import OutputTag
+from runtime.tasks.functions import ReduceFunction, adapt
+from runtime.tasks.time_operators import OutputTag
 from runtime.time.watermarks import check_duration
 from runtime.windows.assigners import WindowAssigner
 from runtime.windows.functions import AggregateFunction, ProcessWindowFunction

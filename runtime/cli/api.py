@@ -56,14 +56,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runtime.api.client import JobClient
 from runtime.api.overrides import JOBS, JobRegistry
-from runtime.api.result import JobClient, JobStatus, SavepointFormat
 from runtime.checkpoint import CheckpointError, CheckpointStats
 from runtime.cli import checkpoint_views, job_views
 from runtime.cli.dashboard import dashboard_asset
 from runtime.cli.targets import SavepointTargets, TargetRejected
 from runtime.metrics import LoadTracker, VertexSample, sample_job
 from runtime.metrics.prometheus import CONTENT_TYPE, exposition
+from runtime.scheduler.result import JobStatus, SavepointFormat
 
 if TYPE_CHECKING:
     from runtime.scheduler.executor import JobExecution

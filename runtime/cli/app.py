@@ -50,7 +50,7 @@ app = typer.Typer(
 
 
 class FormatChoice(enum.StrEnum):
-    """A savepoint's format (``runtime.api.result.SavepointFormat``)."""
+    """A savepoint's format (``runtime.scheduler.result.SavepointFormat``)."""
 
     CANONICAL = "canonical"
     NATIVE = "native"

@@ -29,8 +29,9 @@ from runtime.cli.logs import showing_logs
 from runtime.cli.progress import RunProgress
 from runtime.cli.server import JobServer, bind_listener, is_loopback
 from runtime.cli.targets import SavepointTargets
-from runtime.errors import ConfigError, JobFailedError
+from runtime.errors import ConfigError
 from runtime.scheduler.recovery import RestoreFromError, RestoreWarning
+from runtime.scheduler.result import JobFailedError
 from storage.checkpoint import NoValidCheckpointError, RestoreRefusedError
 
 if TYPE_CHECKING:

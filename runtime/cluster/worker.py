@@ -49,9 +49,9 @@ from runtime.cluster.network import CREDIT, PeerLink
 from runtime.cluster.remote_channel import RemoteReceiver, RemoteSender
 from runtime.config import ExecutionConfig
 from runtime.graph.job_graph import JobEdge, JobGraph
-from runtime.graph.partitioning import PartitionKind
 from runtime.scheduler.deployment import ChannelMatrix, Deployment
 from runtime.scheduler.restore import RestoredCheckpoint
+from runtime.tasks.partitioning import PartitionKind
 from storage.checkpoint import CheckpointStorage
 
 HEARTBEAT_INTERVAL = 0.25

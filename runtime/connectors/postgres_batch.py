@@ -26,7 +26,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from runtime.api.functions import SinkFunction
 from runtime.connectors.background import BackgroundWriter
 from runtime.connectors.errors import ConnectorError
 from runtime.connectors.postgres_connection import (
@@ -43,6 +42,7 @@ from runtime.connectors.postgres_connection import (
 )
 from runtime.errors import ConfigError
 from runtime.tasks.context import RuntimeContext
+from runtime.tasks.functions import SinkFunction
 
 __all__ = ["PostgresBatchSink", "PostgresUpsertSink"]
 

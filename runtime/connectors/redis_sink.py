@@ -21,12 +21,12 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from runtime.api.functions import SinkFunction
 from runtime.connectors.background import BackgroundWriter
 from runtime.connectors.errors import ConnectorError, short_repr
 from runtime.connectors.redis_streams import _where, import_redis
 from runtime.errors import ConfigError
 from runtime.tasks.context import RuntimeContext
+from runtime.tasks.functions import SinkFunction
 
 __all__ = ["RedisSetSink", "RedisStreamSink"]
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from runtime.api.functions import SinkFunction
 from runtime.tasks.context import RuntimeContext
+from runtime.tasks.functions import SinkFunction
 
 
 class CollectSink(SinkFunction[Any]):

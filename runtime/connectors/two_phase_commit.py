@@ -31,8 +31,8 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from runtime.api.functions import SinkFunction
 from runtime.tasks.context import RuntimeContext
+from runtime.tasks.functions import SinkFunction
 from storage import ListStateDescriptor, serializer_for
 
 IN = TypeVar("IN")

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from runtime.errors import ConfigError
-from runtime.graph.partitioning import FORWARD, REBALANCE, Partitioning, PartitionKind
 from runtime.graph.transformations import NodeKind, Transformation
+from runtime.tasks.partitioning import FORWARD, REBALANCE, Partitioning, PartitionKind
 
 
 @dataclass(eq=False, slots=True)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runtime.graph.partitioning import Partitioning
+from runtime.tasks.partitioning import Partitioning
 
 if TYPE_CHECKING:
-    from runtime.connectors.source import Source
     from runtime.tasks.operators import StreamOperator
+    from runtime.tasks.source import Source
 
 OperatorFactory = Callable[[str, str], "StreamOperator"]
 """Makes one subtask's operator, given the operator's resolved name and uid."""

@@ -26,12 +26,12 @@ from runtime.config import ExecutionConfig
 from runtime.connectors.sinks import CollectSink
 from runtime.errors import OperatorError
 from runtime.graph.job_graph import JobEdge, JobGraph, JobVertex
-from runtime.graph.partitioning import PartitionKind
 from runtime.graph.transformations import NodeKind, Transformation
 from runtime.scheduler.restore import RestoredCheckpoint, TaskRestoreState
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.context import RuntimeContext
 from runtime.tasks.operators import SinkOperator, StreamOperator
+from runtime.tasks.partitioning import PartitionKind
 from runtime.tasks.record_writer import RecordWriter
 from runtime.tasks.snapshot import TaskCheckpointing
 from runtime.tasks.source_task import SourceOperator, SourceTask

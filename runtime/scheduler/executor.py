@@ -33,12 +33,10 @@ from typing import Any
 import anyio
 
 from actors import Actor, ActorFailedError, Supervisor
-from runtime.api.result import JobResult, JobStatus, OperatorMetrics
 from runtime.checkpoint.config import CheckpointConfig, ExternalizedCheckpointRetention
 from runtime.checkpoint.coordinator import CheckpointCoordinator
 from runtime.checkpoint.stats import CheckpointStatistics
 from runtime.config import ExecutionConfig
-from runtime.errors import JobFailedError
 from runtime.graph.job_graph import JobGraph
 from runtime.scheduler.deployment import Deployment, uid_of
 from runtime.scheduler.recovery import (
@@ -49,6 +47,7 @@ from runtime.scheduler.recovery import (
 )
 from runtime.scheduler.restart import RestartStrategy, default_restart_strategy
 from runtime.scheduler.restore import RestoredCheckpoint
+from runtime.scheduler.result import JobFailedError, JobResult, JobStatus, OperatorMetrics
 from runtime.tasks.collector import STATE_FREEZER
 from storage.checkpoint import CheckpointStorage, StorageNotWritableError, resolve_storage
 from storage.errors import PickleForbiddenError
@@ -103,8 +102,12 @@ class JobExecution:
         restore_from: str | None = None,
         allow_non_restored_state: bool = False,
         allow_older_than_committed: bool = False,
+        deployment_class: type[Deployment] = Deployment,
     ) -> None:
         self.graph = graph
+        # ``runtime.cluster.master.ClusterDeployment`` for worker processes: chosen by the
+        # caller (the api), since the cluster sits above the scheduler.
+        self.deployment_class = deployment_class
         self.config = config
         self.job_name = job_name
         self.job_id = uuid.uuid4().hex
@@ -214,12 +217,7 @@ class JobExecution:
         )
 
     async def _deploy(self, attempt: int, restore: RestoredCheckpoint | None) -> None:
-        make = Deployment
-        if self.config.workers > 1:
-            from runtime.cluster.master import ClusterDeployment
-
-            make = ClusterDeployment
-        deployment = make(
+        deployment = self.deployment_class(
             self.graph,
             self.config,
             self.job_name,

@@ -42,11 +42,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from actors.waker import Waker
-from runtime.api.async_io import AsyncOptions, timeout_hook
-from runtime.api.functions import Adapted, maybe_await
 from runtime.errors import OperatorError
+from runtime.tasks.async_io import AsyncOptions, timeout_hook
 from runtime.tasks.async_queue import Entry, InFlightQueue
 from runtime.tasks.context import RuntimeContext
+from runtime.tasks.functions import Adapted, maybe_await
 from runtime.tasks.operators import OperatorSnapshot, UserFunctionOperator
 from storage import ListStateDescriptor, serializer_for
 from storage.errors import SerializationError

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from runtime.tasks.chain_time import ChainTime
 from runtime.tasks.operators import SinkOperator, StreamOperator
 from runtime.tasks.record_writer import RecordWriter
-from runtime.time.chain_time import ChainTime
 
 
 class OperatorChain:
@@ -37,7 +37,7 @@ class OperatorChain:
             op.is_async and not isinstance(op, SinkOperator) for op in self.operators
         )
         self._single_writer = self.writers[0] if len(self.writers) == 1 else None
-        # Event time: watermarks, timers and side outputs (runtime.time.chain_time).
+        # Event time: watermarks, timers and side outputs (runtime.tasks.chain_time).
         self.time = ChainTime(self)
         if self.time.routes_side_outputs:
             self._single_writer = None

@@ -19,10 +19,10 @@ from typing import Any
 
 import msgspec
 
-from runtime.api.functions import Adapted, maybe_await
 from runtime.checkpoint.events import SubtaskStateReport
 from runtime.errors import OperatorError
 from runtime.tasks.context import RuntimeContext
+from runtime.tasks.functions import Adapted, maybe_await
 from storage import HeapSnapshot, KeyGroupAssigner, ValueStateDescriptor, stable_hash
 from storage.checkpoint import StateHandle, SubtaskStateHandle
 from storage.errors import KeyEncodingError

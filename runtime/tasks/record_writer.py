@@ -1,7 +1,7 @@
 """``RecordWriter``: a subtask's output towards one consumer operator.
 
 The tail of an operator chain hands its output records to one writer per outgoing edge.
-The writer partitions them (``runtime.graph.partitioning``), collects them into buffers of
+The writer partitions them (``runtime.tasks.partitioning``), collects them into buffers of
 ``buffer_size`` records per channel, and queues full buffers for sending. Sending is the
 task's job (``StreamTask.drain_outputs``): it calls ``try_flush`` and, when a channel is
 full, waits on its waker (backpressure) while still reacting to control messages.
@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from actors import Channel
-from runtime.graph.partitioning import Partitioning, PartitionKind
+from runtime.tasks.partitioning import Partitioning, PartitionKind
 from storage import KeyGroupAssigner
 
 Buffer = list[Any]

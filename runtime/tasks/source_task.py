@@ -32,9 +32,9 @@ from typing import Any
 import anyio
 
 from runtime.checkpoint.events import StopSource, TriggerCheckpoint
-from runtime.connectors.source import SourceReader
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
+from runtime.tasks.source import SourceReader
 from runtime.tasks.task import Task
 from storage.checkpoint.splits import encode_splits
 

@@ -58,8 +58,8 @@ from runtime.checkpoint.events import (
 )
 from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.chain import OperatorChain
+from runtime.tasks.chain_time import FIRE_PROCESSING_TIMERS, FireProcessingTimers
 from runtime.tasks.snapshot import TaskCheckpointing
-from runtime.time.chain_time import FIRE_PROCESSING_TIMERS, FireProcessingTimers
 from runtime.time.watermarks import MAX_WATERMARK
 from storage.backend import close_keyed_backend, prepare_keyed_backend
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from runtime.api.async_io import AsyncFunction
 from runtime.api.datastream import DataStream
+from runtime.tasks.async_io import AsyncFunction
 from runtime.tasks.context import RuntimeContext
 from runtime.testing.failures import FailureSchedule, InjectedFailureError, Phase
 from runtime.testing.injection import _Site

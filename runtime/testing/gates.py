@@ -203,7 +203,7 @@ class GatedSource:
     a checkpoint of the same job without the gate, and the other way round.
 
     Args:
-        source: the source to wrap (any ``runtime.connectors.source.Source``).
+        source: the source to wrap (any ``runtime.tasks.source.Source``).
         gate: when to hold, and the switch to go on.
 
     Raises:

@@ -43,9 +43,9 @@ from typing import Any
 
 from runtime.api.datastream import DataStream
 from runtime.api.environment import StreamEnvironment
-from runtime.api.result import JobResult
-from runtime.errors import ConfigError, JobFailedError
+from runtime.errors import ConfigError
 from runtime.scheduler.restart import FixedDelayRestart
+from runtime.scheduler.result import JobFailedError, JobResult
 from runtime.testing.chaos import ChaosStatistics, NotificationChaos
 from runtime.testing.diagnosis import order_dependence, value_diff
 from runtime.testing.failures import (

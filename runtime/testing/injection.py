@@ -27,9 +27,9 @@ import inspect
 from collections.abc import Awaitable
 from typing import Any
 
-from runtime.api.functions import MapFunction, SinkFunction, maybe_await
 from runtime.errors import ConfigError
 from runtime.tasks.context import RuntimeContext
+from runtime.tasks.functions import MapFunction, SinkFunction, maybe_await
 from runtime.testing.failures import FailureSchedule, FiredFailure, InjectedFailureError, Phase
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from runtime.api.datastream import DataStream
 from runtime.api.environment import StreamEnvironment
-from runtime.api.functions import MapFunction
 from runtime.errors import ConfigError
+from runtime.tasks.functions import MapFunction
 from runtime.testing.failures import FailureSchedule
 from runtime.testing.injection import FailingIdentity
 from runtime.testing.sources import TaggedSequenceSource

@@ -34,9 +34,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from runtime.api.functions import SinkFunction
 from runtime.connectors.two_phase_commit import TwoPhaseCommitSink
 from runtime.tasks.context import RuntimeContext
+from runtime.tasks.functions import SinkFunction
 from runtime.testing.tagged import RecordId
 from runtime.testing.validation import Validation, validate
 

@@ -3,7 +3,7 @@
 The source has ``splits`` splits named ``<name>/0``, ``<name>/1``...; split ``i`` holds
 the sequence numbers ``0..records_per_split-1`` and its records are
 ``Tagged(split, seq, key, payload)`` (``runtime.testing.tagged``). It is a source like
-any other (``runtime.connectors.source``): the enumerator deals the splits round robin
+any other (``runtime.tasks.source``): the enumerator deals the splits round robin
 over the reader subtasks; a reader reads one batch of one split per ``read``, taking
 turns between its splits, and reports each split's next sequence number as its
 position (``snapshot_state``), which checkpoints store and restores give back. So after

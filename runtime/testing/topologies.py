@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.api.datastream import DataStream
-from runtime.api.functions import KeyedProcessFunction, MapFunction
 from runtime.tasks.context import RuntimeContext
+from runtime.tasks.functions import KeyedProcessFunction, MapFunction
 from runtime.testing.kit import SINK_POINT, JobKit
 from runtime.testing.tagged import RecordId, Tagged
 from storage import ValueStateDescriptor

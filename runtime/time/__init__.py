@@ -1,6 +1,10 @@
-"""Event time: watermarks, the watermark valve, timers, and the operators around them."""
+"""Event time: watermarks, the watermark valve, timers and side-output tags.
 
-from runtime.time.operators import OutputTag
+The operators of event time (timestamp assignment, timers) are tasks:
+``runtime.tasks.time_operators``.
+"""
+
+from runtime.time.side_output import OutputTag
 from runtime.time.watermarks import (
     MAX_WATERMARK,
     MIN_WATERMARK,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
-from runtime.api.functions import Function
+from runtime.tasks.functions import Function
 
 __all__ = ["AggregateFunction", "ProcessWindowFunction", "WindowContext"]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from runtime.errors import ConfigError
 from runtime.tasks.operators import _NO_KEY, StreamOperator, explain_key_error
-from runtime.time.operators import OutputTag, SideRecord, schedule_on_loop
+from runtime.tasks.time_operators import OutputTag, SideRecord, schedule_on_loop
 from runtime.time.timers import TimerService
 from runtime.time.watermarks import check_timestamp
 from runtime.windows.assigners import (

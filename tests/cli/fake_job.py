@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors import ActorState, ActorStatistics, ChannelStatistics
-from runtime.api.result import JobStatus, OperatorMetrics
 from runtime.checkpoint.config import CheckpointConfig, ExternalizedCheckpointRetention
 from runtime.checkpoint.events import SubtaskCheckpointMetrics
 from runtime.checkpoint.ids import CheckpointId, task_id
 from runtime.checkpoint.stats import CheckpointStatsTracker
 from runtime.config import ExecutionConfig
-from runtime.graph.partitioning import FORWARD, REBALANCE
+from runtime.scheduler.result import JobStatus, OperatorMetrics
+from runtime.tasks.partitioning import FORWARD, REBALANCE
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 T0 = 1_700_000_000.0

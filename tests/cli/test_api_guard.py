@@ -19,12 +19,12 @@ import httpx
 import pytest
 
 from runtime.api.overrides import JobRegistry
-from runtime.api.result import JobStatus
 from runtime.cli.api import MIN_JOB_ID_PREFIX, create_app
 from runtime.cli.errors import UsageError
 from runtime.cli.guard import RequestGuard, allowed_hosts
 from runtime.cli.run import RunOptions, prepare_run
 from runtime.cli.targets import SavepointTargets
+from runtime.scheduler.result import JobStatus
 
 PORT = 8081
 JOB_ID = "0123456789abcdef0123456789abcdef"

@@ -27,10 +27,11 @@ from runtime import (
     StreamEnvironment,
     ValueStateDescriptor,
 )
-from runtime.api.result import JobClient, SavepointFormat
+from runtime.api.client import JobClient
 from runtime.checkpoint.config import ExternalizedCheckpointRetention
 from runtime.connectors.sequence import NumberSequenceSource
 from runtime.errors import ConfigError
+from runtime.scheduler.result import SavepointFormat
 from runtime.testing.gates import GatedSource, SourceGate
 from storage.changelog import ChangelogOptions
 from storage.checkpoint.recovery import load_metadata_file

@@ -54,11 +54,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from actors import Channel, InputGate
-from runtime.api.functions import Adapted
-from runtime.graph.partitioning import FORWARD
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.context import RuntimeContext
+from runtime.tasks.functions import Adapted
 from runtime.tasks.operators import MapOperator
+from runtime.tasks.partitioning import FORWARD
 from runtime.tasks.record_writer import RecordWriter
 from runtime.tasks.stream_task import StreamTask
 from runtime.testing import (

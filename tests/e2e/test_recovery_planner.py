@@ -46,7 +46,7 @@ from runtime import (
     ValueStateDescriptor,
     read_committed,
 )
-from runtime.api.result import JobClient
+from runtime.api.client import JobClient
 from runtime.cli.offline import scan_checkpoints
 from runtime.scheduler.recovery import sinks_skip_committed
 from runtime.testing.failures import FailureSchedule

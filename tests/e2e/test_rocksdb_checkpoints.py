@@ -33,9 +33,10 @@ from runtime import (
     StreamEnvironment,
     ValueStateDescriptor,
 )
-from runtime.api.result import JobClient, SavepointFormat
+from runtime.api.client import JobClient
 from runtime.checkpoint.config import ExternalizedCheckpointRetention
 from runtime.errors import ConfigError
+from runtime.scheduler.result import SavepointFormat
 from storage.checkpoint.recovery import load_metadata_file
 from storage.checkpoint.shared_files import shared_names
 

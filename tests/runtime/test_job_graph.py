@@ -12,7 +12,7 @@ import pytest
 
 from runtime import StreamEnvironment
 from runtime.graph.job_graph import JobGraph
-from runtime.graph.partitioning import PartitionKind
+from runtime.tasks.partitioning import PartitionKind
 
 
 def plan(graph: JobGraph) -> list[tuple[list[str], int]]:

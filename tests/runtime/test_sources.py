@@ -1,6 +1,6 @@
 """Sources: from_collection, from_sequence, generate, and from_source with a custom Source.
 
-The custom ``ShardSource`` implements the protocol of ``runtime.connectors.source``: its
+The custom ``ShardSource`` implements the protocol of ``runtime.tasks.source``: its
 input is a set of named shards (lists of lines), each shard is a split with an offset,
 the enumerator deals the splits round robin over the reader subtasks, and a reader's
 ``snapshot_state`` reports every split with the offset of its next line.

@@ -22,11 +22,10 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from typing import Any
 
-from runtime.errors import ConfigError
 from runtime.tasks.operators import KeyedProcessOperator, StreamOperator, UserFunctionOperator
+from runtime.time.side_output import OutputTag, SideRecord
 from runtime.time.timers import EVENT_TIMERS, PROCESSING_TIMERS, TimerService
 from runtime.time.watermarks import (
     MAX_WATERMARK,
@@ -46,34 +45,6 @@ __all__ = [
     "TimerContext",
     "TimestampsAndWatermarksOperator",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputTag:
-    """Names a side output (``ctx.output(tag, value)``, ``stream.get_side_output(tag)``).
-
-    Raises:
-        ConfigError: ``name`` is not a non-empty str.
-    """
-
-    name: str
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"OutputTag needs a non-empty str name, got {self.name!r}")
-
-
-class SideRecord:
-    """A record of side output ``tag`` travelling in its operator's output list."""
-
-    __slots__ = ("tag", "value")
-
-    def __init__(self, tag: OutputTag, value: Any) -> None:
-        self.tag = tag
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"SideRecord({self.tag.name!r}, {self.value!r})"
 
 
 class SideOutputOperator(StreamOperator):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runtime.time.operators import SideRecord
+from runtime.tasks.time_operators import SideRecord
 from runtime.time.watermarks import (
     MAX_WATERMARK,
     MIN_WATERMARK,

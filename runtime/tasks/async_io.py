@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from runtime.api.functions import Function
 from runtime.errors import ConfigError
+from runtime.tasks.functions import Function
 
 if TYPE_CHECKING:
     from runtime.tasks.context import RuntimeContext
