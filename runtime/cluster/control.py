@@ -11,7 +11,7 @@ same way. The cluster's own messages:
   connected), ``Heartbeat``, ``ToCoordinator``, ``WorkerDone`` (its subtasks ended, with
   the first error if one failed, and what collect sinks gathered).
 * master -> worker: ``Deploy`` (the attempt: the pickled graph and restore, the peers'
-  ports), ``Start``, ``ToTask``, ``Exit``.
+  ports), ``Start``, ``ToTasks``, ``Exit``.
 
 Control frames are ``length (u32) | envelope``.
 """
@@ -76,6 +76,17 @@ class ToTask(msgspec.Struct, frozen=True):
 
     task: str
     message: bytes
+
+
+class ToTasks(msgspec.Struct, frozen=True):
+    """The control messages of one turn of the master's loop for one worker's subtasks.
+
+    The worker hands them to the mailboxes in one go, as the coordinator does in one
+    process: a subtask that ends after its notification cannot end the input of another
+    subtask of the same worker before that one was notified too.
+    """
+
+    messages: list[ToTask]
 
 
 class ToCoordinator(msgspec.Struct, frozen=True):

@@ -39,6 +39,7 @@ from runtime.cluster.control import (
     Start,
     ToCoordinator,
     ToTask,
+    ToTasks,
     WorkerDone,
     WorkerFailed,
     decode_message,
@@ -58,6 +59,8 @@ logger = logging.getLogger("weir.cluster")
 
 HEARTBEAT_TIMEOUT = 1.5
 """Seconds without a heartbeat after which a worker is taken for dead."""
+EXIT_GRACE = 2.0
+"""Seconds the workers of a finished attempt have to exit before they are killed."""
 START_TIMEOUT = 60.0
 """Seconds a worker may take to start and build its subtasks."""
 
@@ -107,7 +110,8 @@ class _RemoteMailbox(Mailbox[object]):
         self._task = task
 
     def put(self, message: object) -> None:
-        self._group.send(self._worker, ToTask(self._task, encode_message(message)))  # type: ignore[arg-type]
+        """Send ``message`` to the subtask (with the others of this loop turn)."""
+        self._group.send_to_task(self._worker, ToTask(self._task, encode_message(message)))  # type: ignore[arg-type]
 
 
 class RemoteTask(Actor):
@@ -139,11 +143,26 @@ class WorkerGroup(Actor):
         self._writers: dict[int, asyncio.StreamWriter] = {}
         self._pending: dict[int, list[Any]] = {i: [] for i in range(self.workers)}
         self._started = False
+        self._outbox: dict[int, list[ToTask]] = {}
+        self._flush_scheduled = False
         self._inbox: asyncio.Queue[tuple[int | None, Any]] = asyncio.Queue()
         self._beats: dict[int, float] = {}
         self._done: dict[int, WorkerDone] = {}
         self.collected: dict[str, list[Any]] = {}
         self.start_seconds: float | None = None
+
+    def send_to_task(self, worker: int, message: ToTask) -> None:
+        """Queue a subtask's message; the turn's messages go to each worker together."""
+        self._outbox.setdefault(worker, []).append(message)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+
+    def _flush_outbox(self) -> None:
+        self._flush_scheduled = False
+        outbox, self._outbox = self._outbox, {}
+        for worker, messages in outbox.items():
+            self.send(worker, ToTasks(messages))
 
     def send(self, worker: int, message: Any) -> None:
         """Send a control message to ``worker`` (queued until it runs)."""
@@ -198,9 +217,19 @@ class WorkerGroup(Actor):
                 with contextlib.suppress(Exception):
                     write_message(self._writers[index], Exit())
             self.finished.set()
+            await self._wait_exits(EXIT_GRACE)
         finally:
             self._kill()
             server.close()
+
+    async def _wait_exits(self, grace: float) -> None:
+        """Give the workers ``grace`` seconds to exit by themselves (then they are killed)."""
+        await asyncio.to_thread(self._join, time.monotonic() + grace)
+
+    def _join(self, deadline: float) -> None:
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
 
     def on_cancel(self) -> None:
         """Kill the workers (the attempt is cancelled or failed)."""

@@ -37,7 +37,7 @@ from runtime.cluster.control import (
     Ready,
     Start,
     ToCoordinator,
-    ToTask,
+    ToTasks,
     WorkerDone,
     WorkerFailed,
     decode_message,
@@ -248,13 +248,17 @@ async def run_worker(host: str, port: int, index: int) -> None:
             message = await read_message(control_reader)
             if message is None:
                 os._exit(3)  # the master is gone: never outlive it
-            if isinstance(message, ToTask):
-                task = tasks_by_id.get(message.task)  # type: ignore[call-overload]
-                if task is not None:
-                    command = decode_message(message.message)
-                    task.mailbox.put(command)
-                    if isinstance(command, NotifyCheckpointComplete):
-                        deployment.on_notified(command.checkpoint_id)
+            if isinstance(message, ToTasks):
+                notified = 0
+                for one in message.messages:
+                    task = tasks_by_id.get(one.task)  # type: ignore[call-overload]
+                    if task is not None:
+                        command = decode_message(one.message)
+                        task.mailbox.put(command)
+                        if isinstance(command, NotifyCheckpointComplete):
+                            notified = max(notified, command.checkpoint_id)
+                if notified:
+                    deployment.on_notified(notified)
             elif isinstance(message, Start):
                 started.set()
             elif isinstance(message, Exit):
