@@ -71,6 +71,42 @@ class UploadingSnapshot(Protocol):
         ...
 
 
+@runtime_checkable
+class DeferredSnapshot(Protocol):
+    """A keyed snapshot whose synchronous part may be taken later, off the event loop.
+
+    RocksDB's snapshots when its backend has ``defer_snapshots`` set: ``taken`` is False
+    until the task awaits :meth:`take` (flush and hard links in a worker thread).
+    """
+
+    taken: bool
+
+    async def take(self) -> None:
+        """Take the snapshot's synchronous part in a worker thread (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class DeferringBackend(Protocol):
+    """A keyed backend that can leave its snapshots' synchronous part to the task."""
+
+    defer_snapshots: bool
+
+
+@runtime_checkable
+class LazilyRestoringBackend(Protocol):
+    """A keyed backend that decodes restored state step by step after the task starts."""
+
+    @property
+    def restoring(self) -> bool:
+        """Whether restored key groups are still encoded."""
+        ...
+
+    def restore_step(self, max_entries: int = ...) -> bool:
+        """Decode a bounded step of restored state; True when all is decoded."""
+        ...
+
+
 class KeyedStateBackend(Protocol):
     """What the runtime calls on a keyed state backend (see the heap backend's docs)."""
 

@@ -44,6 +44,10 @@ STATE_NAME = "two-phase-commit-transactions"
 class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
     """Base of exactly-once sinks; see the module docstring.
 
+    A ``CheckpointedFunction`` (its pending transactions are operator state) and a
+    ``CheckpointListener`` (it commits on ``notify_checkpoint_complete``): both
+    protocols of ``runtime.tasks.functions``.
+
     Attributes:
         transaction_type: the ``TXN`` class, if msgspec can encode it (a Struct): then
             pending transactions are stored without pickle (canonical savepoints, jobs

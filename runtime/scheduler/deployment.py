@@ -33,7 +33,7 @@ from runtime.tasks.context import RuntimeContext
 from runtime.tasks.operators import SinkOperator, StreamOperator
 from runtime.tasks.partitioning import PartitionKind
 from runtime.tasks.record_writer import RecordWriter
-from runtime.tasks.snapshot import TaskCheckpointing
+from runtime.tasks.snapshot import ChannelStateKey, TaskCheckpointing
 from runtime.tasks.source_task import SourceOperator, SourceTask
 from runtime.tasks.stream_task import StreamTask
 from runtime.tasks.task import Task
@@ -246,7 +246,8 @@ class Deployment:
                 consumer_uid = uid_of(edge.target.head)
                 consumers = [j for j in range(edge.target.parallelism) if (subtask, j) in matrix]
                 for index, consumer in enumerate(consumers):
-                    records = restored.output_channels.get((consumer_uid, consumer))
+                    key = ChannelStateKey.output(consumer_uid, consumer)
+                    records = restored.output_channels.get(key)
                     if records:
                         writer.restore_pending(index, records)
                 again = restored.output_records.get(consumer_uid)

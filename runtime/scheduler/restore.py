@@ -33,6 +33,7 @@ from typing import Any, Final
 import msgspec
 
 from runtime.errors import ConfigError
+from runtime.tasks.snapshot import ChannelStateKey
 from storage import (
     DistributionMode,
     KeyGroupRange,
@@ -87,8 +88,9 @@ class TaskRestoreState:
         splits: per source uid, its splits with their positions.
         input_records: input channel state to process before any input, in order per
             original channel.
-        output_channels: per (consuming uid, consuming subtask), output channel state to
-            queue on that channel before any new output (same parallelism on both sides).
+        output_channels: per ``ChannelStateKey.output(consuming uid, consuming subtask)``,
+            output channel state to queue on that channel before any new output (same
+            parallelism on both sides).
         output_records: per consuming uid, output channel state to send through the
             partitioner again (after a rescale of either side).
     """
@@ -97,7 +99,7 @@ class TaskRestoreState:
     operator: dict[str, OperatorStateSnapshot] = field(default_factory=dict)
     splits: dict[str, list[Any]] = field(default_factory=dict)
     input_records: list[list[Any]] = field(default_factory=list)
-    output_channels: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
+    output_channels: dict[ChannelStateKey, list[Any]] = field(default_factory=dict)
     output_records: dict[str, list[Any]] = field(default_factory=dict)
 
 
@@ -234,7 +236,8 @@ class RestoredCheckpoint:
                                 records.decode(bytes(frame.data))
                             )
                     elif old_subtask == subtask:
-                        state.output_channels.setdefault((consumer, frame.key_group), []).extend(
+                        key = ChannelStateKey.output(consumer, frame.key_group)
+                        state.output_channels.setdefault(key, []).extend(
                             records.decode(bytes(frame.data))
                         )
         return state

@@ -19,6 +19,8 @@ from runtime.tasks.async_io import (
 )
 from runtime.tasks.context import RuntimeContext
 from runtime.tasks.functions import (
+    CheckpointedFunction,
+    CheckpointListener,
     FilterFunction,
     FlatMapFunction,
     Function,
@@ -33,6 +35,8 @@ from runtime.tasks.source import Source, SourceReader, SourceSplit, SplitEnumera
 __all__ = [
     "AsyncFunction",
     "AsyncOptions",
+    "CheckpointListener",
+    "CheckpointedFunction",
     "ExponentialBackoffRetry",
     "FilterFunction",
     "FixedDelayRetry",

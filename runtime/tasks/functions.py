@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from runtime.errors import ConfigError
 
@@ -103,6 +103,71 @@ class SinkFunction(Function, Generic[IN]):
     def write_batch(self, values: list[IN]) -> Awaitable[None] | None:
         """Write a buffer of records, in order. Defaults to ``invoke`` per record."""
         raise NotImplementedError
+
+
+class CheckpointedFunction(Protocol):
+    """A user function with state hooks (Flink's ``CheckpointedFunction``).
+
+    ``initialize_state(ctx)`` is called once per subtask before ``open`` (after a restore,
+    the state it finds is the restored one); ``snapshot_state(checkpoint_id)`` is called
+    at each checkpoint before the subtask's state is snapshotted. Either may be defined
+    without the other; ``UserHooks`` finds them.
+    """
+
+    def initialize_state(self, ctx: RuntimeContext) -> Awaitable[None] | None:
+        """Create or restore the function's state."""
+        ...
+
+    def snapshot_state(self, checkpoint_id: int) -> None:
+        """Bring the function's state up to date for checkpoint ``checkpoint_id``."""
+        ...
+
+
+class CheckpointListener(Protocol):
+    """A user function told of a checkpoint's fate (Flink's ``CheckpointListener``).
+
+    ``notify_checkpoint_complete`` follows the completion of a checkpoint the subtask took
+    part in (at least once, maybe for a later one only); ``notify_checkpoint_aborted``
+    follows its abortion. Either may be defined without the other.
+    """
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is complete (e.g. commit its transactions)."""
+        ...
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` was aborted."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UserHooks:
+    """The hooks a user function object defines, looked up once by name.
+
+    The seam between an operator and its user function: the lifecycle of ``Function``
+    (``open``, ``finish``, ``close``), ``CheckpointedFunction``, ``CheckpointListener``,
+    and ``after_acknowledge`` (a test hook). Each is optional on its own: ``None`` where
+    the function does not define it.
+    """
+
+    initialize_state: Callable[[RuntimeContext], Awaitable[None] | None] | None = None
+    open: Callable[[RuntimeContext], Awaitable[None] | None] | None = None
+    finish: Callable[[], Awaitable[None] | None] | None = None
+    close: Callable[[], Awaitable[None] | None] | None = None
+    snapshot_state: Callable[[int], None] | None = None
+    notify_checkpoint_complete: Callable[[int], None] | None = None
+    after_acknowledge: Callable[[int], None] | None = None
+    notify_checkpoint_aborted: Callable[[int], None] | None = None
+
+    @classmethod
+    def of(cls, owner: object | None) -> UserHooks:
+        """The hooks of ``owner`` (none for a plain function)."""
+        if owner is None:
+            return _NO_HOOKS
+        return cls(**{name: getattr(owner, name, None) for name in cls.__slots__})
+
+
+_NO_HOOKS = UserHooks()
 
 
 @dataclass(slots=True)

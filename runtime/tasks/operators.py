@@ -22,7 +22,7 @@ import msgspec
 from runtime.checkpoint.events import SubtaskStateReport
 from runtime.errors import OperatorError
 from runtime.tasks.context import RuntimeContext
-from runtime.tasks.functions import Adapted, maybe_await
+from runtime.tasks.functions import Adapted, UserHooks, maybe_await
 from storage import HeapSnapshot, KeyGroupAssigner, ValueStateDescriptor, stable_hash
 from storage.checkpoint import StateHandle, SubtaskStateHandle
 from storage.errors import KeyEncodingError
@@ -192,55 +192,53 @@ class UserFunctionOperator(StreamOperator):
         super().__init__(name, uid)
         self.function = function
         self.is_async = function.is_async
+        self.hooks = UserHooks.of(function.owner)
 
     async def open(self) -> None:
         """Call ``initialize_state(ctx)`` and then ``open(ctx)``, where defined."""
-        owner = self.function.owner
-        if owner is not None and hasattr(owner, "initialize_state"):
+        # Found again here: a test may have replaced a hook after the job was built.
+        hooks = self.hooks = UserHooks.of(self.function.owner)
+        if hooks.initialize_state is not None:
             try:
-                await maybe_await(owner.initialize_state(self.context))
+                await maybe_await(hooks.initialize_state(self.context))
             except Exception as error:
                 raise self.phase_error(error, "initialize_state()") from error
-        if owner is not None and hasattr(owner, "open"):
+        if hooks.open is not None:
             try:
-                await maybe_await(owner.open(self.context))
+                await maybe_await(hooks.open(self.context))
             except Exception as error:
                 raise self.phase_error(error, "open()") from error
 
     async def finish(self) -> None:
         """Call the function object's ``finish()`` (end of input), if it has one."""
-        owner = self.function.owner
-        if owner is not None and hasattr(owner, "finish"):
+        if self.hooks.finish is not None:
             try:
-                await maybe_await(owner.finish())
+                await maybe_await(self.hooks.finish())
             except Exception as error:
                 raise self.phase_error(error, "finish()") from error
 
     async def close(self) -> None:
         """Call the function object's ``close()``, if it has one."""
-        owner = self.function.owner
-        if owner is not None and hasattr(owner, "close"):
+        if self.hooks.close is not None:
             try:
-                await maybe_await(owner.close())
+                await maybe_await(self.hooks.close())
             except Exception as error:
                 raise self.phase_error(error, "close()") from error
 
     def snapshot_state(self, checkpoint_id: int, *, canonical: bool = False) -> OperatorSnapshot:
         """Call the user's ``snapshot_state(checkpoint_id)`` first, then snapshot state."""
-        owner = self.function.owner
-        if owner is not None and hasattr(owner, "snapshot_state"):
+        if self.hooks.snapshot_state is not None:
             try:
-                owner.snapshot_state(checkpoint_id)
+                self.hooks.snapshot_state(checkpoint_id)
             except Exception as error:
                 raise self.phase_error(error, f"snapshot_state({checkpoint_id})") from error
         return super().snapshot_state(checkpoint_id, canonical=canonical)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Forward to the user function's ``notify_checkpoint_complete``, if any."""
-        owner = self.function.owner
-        if owner is not None and hasattr(owner, "notify_checkpoint_complete"):
+        if self.hooks.notify_checkpoint_complete is not None:
             try:
-                owner.notify_checkpoint_complete(checkpoint_id)
+                self.hooks.notify_checkpoint_complete(checkpoint_id)
             except Exception as error:
                 raise self.phase_error(
                     error, f"notify_checkpoint_complete({checkpoint_id})"
@@ -248,19 +246,17 @@ class UserFunctionOperator(StreamOperator):
 
     def after_acknowledge(self, checkpoint_id: int) -> None:
         """Forward to the user function's ``after_acknowledge``, if any."""
-        owner = self.function.owner
-        if owner is not None and hasattr(owner, "after_acknowledge"):
+        if self.hooks.after_acknowledge is not None:
             try:
-                owner.after_acknowledge(checkpoint_id)
+                self.hooks.after_acknowledge(checkpoint_id)
             except Exception as error:
                 raise self.phase_error(error, f"after_acknowledge({checkpoint_id})") from error
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         """Forward to the user function's ``notify_checkpoint_aborted``, if any."""
-        owner = self.function.owner
-        if owner is not None and hasattr(owner, "notify_checkpoint_aborted"):
+        if self.hooks.notify_checkpoint_aborted is not None:
             try:
-                owner.notify_checkpoint_aborted(checkpoint_id)
+                self.hooks.notify_checkpoint_aborted(checkpoint_id)
             except Exception as error:
                 raise self.phase_error(
                     error, f"notify_checkpoint_aborted({checkpoint_id})"

@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import msgspec
@@ -46,7 +46,7 @@ from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.collector import STATE_FREEZER
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from storage import HeapSnapshot, serializer_for
-from storage.backend import UploadingSnapshot
+from storage.backend import DeferredSnapshot, UploadingSnapshot
 from storage.changelog import ChangelogKeyedStateBackend
 from storage.checkpoint import CheckpointStorage, SavepointStorage, StateFrame, encode_frame
 from storage.checkpoint.metadata import SharedFileHandle
@@ -55,9 +55,14 @@ ENCODE_CHUNK = 2048
 """Keyed state entries encoded between two yields to the event loop."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ChannelStateKey:
     """Which channel a piece of channel state belongs to, in restore-stable terms.
+
+    Flink's ``InputChannelInfo`` / ``ResultSubpartitionInfo``, named by operator uid and
+    subtask index so that they survive a change of the job graph's channel numbering.
+    Written as a channel-state frame (``StateFrame(kind, operator_uid, subtask, data)``)
+    and read back by ``runtime.scheduler.restore``.
 
     Attributes:
         kind: ``"input"`` or ``"output"``.
@@ -65,9 +70,19 @@ class ChannelStateKey:
         subtask: the producing (input) or consuming (output) subtask's index.
     """
 
-    kind: str
+    kind: Literal["input", "output"]
     operator_uid: str
     subtask: int
+
+    @classmethod
+    def input(cls, producer_uid: str, producer_subtask: int) -> ChannelStateKey:
+        """The key of in-flight records received from ``producer_uid``'s subtask."""
+        return cls("input", producer_uid, producer_subtask)
+
+    @classmethod
+    def output(cls, consumer_uid: str, consumer_subtask: int) -> ChannelStateKey:
+        """The key of in-flight records sent to ``consumer_uid``'s subtask."""
+        return cls("output", consumer_uid, consumer_subtask)
 
 
 @dataclass(slots=True)
@@ -80,11 +95,11 @@ class PendingSnapshot:
     start_delay: float
     sync_duration: float = 0.0
     operators: list[OperatorSnapshot] = field(default_factory=list)
-    channel_state: dict[tuple[str, str, int], list[Any]] = field(default_factory=dict)
+    channel_state: dict[ChannelStateKey, list[Any]] = field(default_factory=dict)
     aborted: bool = False
     # Keyed snapshots whose synchronous part runs in a worker thread (RocksDB), and
     # what it raised.
-    deferred: list[Any] = field(default_factory=list)
+    deferred: list[DeferredSnapshot] = field(default_factory=list)
     take_error: Exception | None = None
     # Taken after the task ended its input (see CheckpointAcknowledged).
     after_end_of_input: bool = False
@@ -189,7 +204,9 @@ class TaskCheckpointing:
         snapshot.sync_duration = time.perf_counter() - started
         self.pending[barrier.checkpoint_id] = snapshot
         deferred = [
-            op.keyed for op in snapshot.operators if getattr(op.keyed, "taken", True) is False
+            op.keyed
+            for op in snapshot.operators
+            if isinstance(op.keyed, DeferredSnapshot) and not op.keyed.taken
         ]
         if deferred:
             snapshot.deferred = deferred
@@ -239,7 +256,7 @@ class TaskCheckpointing:
                 taken.set()
 
     def add_channel_state(
-        self, checkpoint_id: CheckpointId, key: tuple[str, str, int], records: list[Any]
+        self, checkpoint_id: CheckpointId, key: ChannelStateKey, records: list[Any]
     ) -> None:
         """Append ``records`` to the channel state ``key`` of ``checkpoint_id``."""
         snapshot = self.pending.get(checkpoint_id)
@@ -331,9 +348,11 @@ class TaskCheckpointing:
                 sizes.append(size)
             state_size = sum(sizes)
             in_flight = 0
-            for (kind, uid, subtask), records in snapshot.channel_state.items():
+            for key, records in snapshot.channel_state.items():
                 data = self._records.encode(records)
-                frames.append(encode_frame(StateFrame(kind, uid, subtask, data)))
+                frames.append(
+                    encode_frame(StateFrame(key.kind, key.operator_uid, key.subtask, data))
+                )
                 in_flight += len(data)
             storage = self._storage_for(snapshot.barrier)
             handle = await storage.write_state(checkpoint_id, self._file_name, frames)

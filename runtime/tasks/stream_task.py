@@ -45,6 +45,7 @@ from runtime.checkpoint.events import (
 )
 from runtime.checkpoint.ids import CheckpointId
 from runtime.tasks.chain import OperatorChain
+from runtime.tasks.snapshot import ChannelStateKey
 from runtime.tasks.task import Task
 from runtime.time.valve import WatermarkValve
 from runtime.time.watermarks import Watermark, WatermarkStatus
@@ -304,7 +305,7 @@ class StreamTask(Task):
                                 records.extend(item)
                         uid, subtask = self.input_sources[channel]
                         checkpointing.add_channel_state(
-                            checkpoint_id, ("input", uid, subtask), records
+                            checkpoint_id, ChannelStateKey.input(uid, subtask), records
                         )
                 case InputStateComplete(checkpoint_id=checkpoint_id):
                     if checkpointing is not None:
@@ -343,7 +344,7 @@ class StreamTask(Task):
             channel, batch, position = self._in_progress
             uid, subtask = self.input_sources[channel]
             checkpointing.add_channel_state(
-                barrier.checkpoint_id, ("input", uid, subtask), batch[position:]
+                barrier.checkpoint_id, ChannelStateKey.input(uid, subtask), batch[position:]
             )
         self.forward_barrier(barrier, action.unaligned)
 
@@ -352,5 +353,5 @@ class StreamTask(Task):
         if checkpointing is not None:
             uid, subtask = self.input_sources[channel]
             checkpointing.add_channel_state(
-                self._recording[channel], ("input", uid, subtask), buffer
+                self._recording[channel], ChannelStateKey.input(uid, subtask), buffer
             )

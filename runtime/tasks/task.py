@@ -59,9 +59,14 @@ from runtime.checkpoint.events import (
 from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.chain_time import FIRE_PROCESSING_TIMERS, FireProcessingTimers
-from runtime.tasks.snapshot import TaskCheckpointing
+from runtime.tasks.snapshot import ChannelStateKey, TaskCheckpointing
 from runtime.time.watermarks import MAX_WATERMARK
-from storage.backend import close_keyed_backend, prepare_keyed_backend
+from storage.backend import (
+    DeferringBackend,
+    LazilyRestoringBackend,
+    close_keyed_backend,
+    prepare_keyed_backend,
+)
 
 YIELD_INTERVAL = 0.002
 """Seconds a task may run without giving other actors a turn."""
@@ -144,8 +149,8 @@ class Task(Actor):
         # priority events without passing through process() (StreamTask's
         # process_interruptible), so it keeps taking them on the loop.
         for operator in self.chain.operators:
-            backend: Any = operator.context.keyed_backend
-            if hasattr(backend, "defer_snapshots"):
+            backend = operator.context.keyed_backend
+            if isinstance(backend, DeferringBackend):
                 backend.defer_snapshots = not self.chain.is_async
 
     # -- life -----------------------------------------------------------------------------
@@ -242,7 +247,7 @@ class Task(Actor):
         """Decode restored keyed state in the background, a bounded step per turn."""
         for operator in self.chain.operators:
             backend = operator.context.keyed_backend
-            if getattr(backend, "restoring", False):
+            if isinstance(backend, LazilyRestoringBackend) and backend.restoring:
                 self.spawn(_restore_steps, backend)
 
     def spawn(self, fn: Any, *args: Any) -> None:
@@ -424,7 +429,7 @@ class Task(Actor):
                     for buffer in writer.pending_buffers(index):
                         records.extend(buffer)
                     checkpointing.add_channel_state(
-                        barrier.checkpoint_id, ("output", uid, targets[index]), records
+                        barrier.checkpoint_id, ChannelStateKey.output(uid, targets[index]), records
                     )
                 channel.send_priority(barrier)
 
@@ -541,7 +546,7 @@ class Task(Actor):
             self._flush_timer = loop.call_later(interval, self._flush_on_timer, loop, interval)
 
 
-async def _restore_steps(backend: Any) -> None:
+async def _restore_steps(backend: LazilyRestoringBackend) -> None:
     """Decode a keyed backend's restored state, yielding to the event loop between steps.
 
     Each step decodes whole key groups of a few thousand entries (a millisecond or two),
