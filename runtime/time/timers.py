@@ -61,14 +61,11 @@ class TimerService:
         found = 0
         backend = self.backend
         saved = backend.current_key
-        # The class's method: the changelog backend's instance has an attribute ``keys``
-        # (its key serializer) that shadows the method.
-        keys_of = type(backend).keys
         for name, state, queue in (
             (EVENT_TIMERS, self._event_state, self._event),
             (PROCESSING_TIMERS, self._processing_state, self._processing),
         ):
-            for key in list(keys_of(backend, name)):
+            for key in list(backend.keys(name)):
                 for timestamp in state.get_for(key) or ():
                     queue.append((timestamp, next(self._seq), key))
                     found += 1

@@ -107,7 +107,7 @@ class ChangelogKeyedStateBackend:
         self.key_group_range: KeyGroupRange = inner.key_group_range
         self.clock = clock
         self.log = StateChangelog()
-        self.keys = serializer_for(None, allow_pickle, "key")
+        self.key_serializer = serializer_for(None, allow_pickle, "key")
         self.materialized: Materialization | None = None
         # Set by the task around a savepoint's synchronous part: snapshots are full.
         self.full_snapshots = False
@@ -332,7 +332,7 @@ class ChangelogKeyedStateBackend:
         assert self.pins is not None
         try:
             segment.file = await upload_changelog(
-                self.pins, segment.entries, segment.seq_from, self.max_parallelism, self.keys
+                self.pins, segment.entries, segment.seq_from, self.max_parallelism, self.key_serializer
             )
         except Exception as error:  # raised again by the checkpoints that need it
             segment.error = error

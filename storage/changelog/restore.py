@@ -113,7 +113,7 @@ async def restore_changelog(
     restore_keyed_backend(backend.inner, materialized, pointer, deferred=True, **options)
     await prepare_keyed_backend(backend.inner)
     replay = backend.replay
-    decode_key = backend.keys.decode
+    decode_key = backend.key_serializer.decode
     for key_group in sorted(handles):
         for part in handles[key_group].changelog:
             view = memoryview(data[part.name])[part.offset : part.offset + part.length]
