@@ -55,6 +55,10 @@ from runtime.tasks.partitioning import PartitionKind
 from storage.checkpoint import CheckpointStorage
 
 HEARTBEAT_INTERVAL = 0.25
+WORKER_INDEX_VARIABLE = "WEIR_WORKER_INDEX"
+"""Environment variable holding a worker process's index (0..workers-1)."""
+ATTEMPT_VARIABLE = "WEIR_ATTEMPT"
+"""Environment variable holding the attempt a worker process runs (0: the first)."""
 _PEER = struct.Struct("!I")
 
 
@@ -215,6 +219,9 @@ async def run_worker(host: str, port: int, index: int) -> None:
     deploy = await read_message(control_reader)
     if not isinstance(deploy, Deploy):
         return  # the master went away
+    # Job code may look (e.g. when it is unpickled) at where it runs.
+    os.environ[WORKER_INDEX_VARIABLE] = str(index)
+    os.environ[ATTEMPT_VARIABLE] = str(deploy.attempt)
     try:
         spec: DeploySpec = cloudpickle.loads(deploy.payload)
         deployment = WorkerDeployment(spec, index)

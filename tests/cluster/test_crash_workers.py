@@ -12,6 +12,7 @@ each and every record once.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from runtime import (
     StreamEnvironment,
     ValueStateDescriptor,
 )
-from runtime.cluster.worker import worker_of
+from runtime.cluster.worker import ATTEMPT_VARIABLE, WORKER_INDEX_VARIABLE
 from runtime.connectors.file_sink import read_committed
 
 crash_job = load("crash_job")
@@ -40,21 +41,35 @@ _SWITCH: Any = None  # one per worker process
 
 
 class KillingCount(KeyedProcessFunction):
-    """Counts per key; in the first attempt, arms ``spec`` in the process of ``worker``."""
+    """Counts per key; in the first attempt, arms ``spec`` in the process of ``worker``.
+
+    The switch is armed when the function is unpickled in a worker, before any operator
+    is made (the hooks replace storage and sink functions, which operators may bind).
+    """
 
     def __init__(self, spec: str, worker: int) -> None:
         self.spec = spec
         self.worker = worker
+        self.switch: Any = None
 
-    def open(self, ctx: RuntimeContext) -> None:
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec, "worker": self.worker}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
         global _SWITCH
-        self.count = ctx.get_state(ValueStateDescriptor("count", default=0))
+        self.spec, self.worker = state["spec"], state["worker"]
         self.switch = None
-        if ctx.attempt == 0 and worker_of(ctx.subtask_index, 2) == self.worker:
+        if (
+            os.environ.get(WORKER_INDEX_VARIABLE) == str(self.worker)
+            and os.environ.get(ATTEMPT_VARIABLE) == "0"
+        ):
             if _SWITCH is None:
                 _SWITCH = crash_job.KillSwitch(self.spec)
                 crash_job.install_kill_switch(_SWITCH)
             self.switch = _SWITCH
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.count = ctx.get_state(ValueStateDescriptor("count", default=0))
 
     def process_element(self, value: tuple[int, int], ctx: RuntimeContext) -> list[str]:
         if self.switch is not None and self.switch.at_count("record"):
