@@ -142,6 +142,10 @@ class StreamEnvironment:
             checkpoint uploads only what changed (Flink's changelog state backend, for
             heap and RocksDB): False (the default), True (default options) or a
             ``ChangelogOptions``. Needs a file-system checkpoint storage.
+        workers: worker processes that run the subtasks (``runtime.cluster``): 1 (the
+            default, or ``weir run --workers``) runs them in this process; N > 1 starts
+            N processes joined by credit-based socket channels. At most
+            ``parallelism``; checkpoints then need a ``file://`` storage.
 
     Raises:
         ConfigError: an option is invalid (the message names it).
@@ -162,11 +166,13 @@ class StreamEnvironment:
         incremental_checkpoints: bool = True,
         local_recovery: bool = False,
         changelog: bool | ChangelogOptions = False,
-        workers: int = 1,
+        workers: int | None = None,
     ) -> None:
         if parallelism is None:
             parallelism = OVERRIDES.parallelism or OVERRIDES.config.get("parallelism") or 1
         self.parallelism = check_positive_int("parallelism", parallelism)
+        if workers is None:
+            workers = OVERRIDES.workers or 1
         self.max_parallelism = _check_max_parallelism(max_parallelism)
         if parallelism > max_parallelism:
             raise ConfigError(

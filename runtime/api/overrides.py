@@ -6,6 +6,7 @@ its ``-p`` and ``-s`` options:
 
 * ``parallelism``: the default parallelism of every ``StreamEnvironment`` made
   without an explicit one;
+* ``workers``: the default number of worker processes (``--workers``);
 * ``checkpoint_dir``: checkpoint storage for jobs that enable checkpointing without a
   ``storage`` option;
 * ``restore_from`` / ``allow_non_restored_state``: what ``execute`` / ``start`` restore
@@ -42,6 +43,7 @@ class ExecutionOverrides:
     """Defaults the command line imposes on every job of the process (None: none)."""
 
     parallelism: int | None = None
+    workers: int | None = None
     checkpoint_dir: str | None = None
     restore_from: str | None = None
     allow_non_restored_state: bool = False
@@ -51,6 +53,7 @@ class ExecutionOverrides:
     def clear(self) -> None:
         """Forget every override."""
         self.parallelism = None
+        self.workers = None
         self.checkpoint_dir = None
         self.restore_from = None
         self.allow_non_restored_state = False

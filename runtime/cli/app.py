@@ -162,6 +162,14 @@ def run(
         int | None,
         typer.Option("--parallelism", "-p", min=1, help="Default parallelism of the job."),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes that run the subtasks (default 1: this process).",
+        ),
+    ] = None,
     checkpoint_dir: Annotated[
         Path | None,
         typer.Option(
@@ -294,6 +302,7 @@ def run(
         job=job,
         args=list(args or []),
         parallelism=parallelism,
+        workers=workers,
         checkpoint_dir=checkpoint_dir,
         defines=defines,
         from_savepoint=from_savepoint,

@@ -60,6 +60,7 @@ class RunOptions:
         job: the job script.
         args: the script's own arguments.
         parallelism: default parallelism of the script's environments.
+        workers: default number of worker processes of the script's environments.
         checkpoint_dir: checkpoint storage of jobs that enable checkpointing without one.
         defines: ``KEY=VALUE`` configuration of ``-D`` and its shorthands
             (``runtime.api.config_keys``).
@@ -80,6 +81,7 @@ class RunOptions:
     job: Path
     args: list[str] = field(default_factory=list)
     parallelism: int | None = None
+    workers: int | None = None
     checkpoint_dir: Path | None = None
     defines: list[str] = field(default_factory=list)
     from_savepoint: str | None = None
@@ -236,6 +238,7 @@ def execute_script(options: RunOptions, server: JobServer | None) -> None:
         SystemExit: the script exited; anything else the script raised, as is.
     """
     OVERRIDES.parallelism = options.parallelism
+    OVERRIDES.workers = options.workers
     OVERRIDES.checkpoint_dir = (
         None if options.checkpoint_dir is None else os.path.abspath(options.checkpoint_dir)
     )

@@ -209,3 +209,33 @@ def _alive(pid: int) -> bool:
     # A zombie (exited, not yet reaped by its dead parent's reaper) counts as gone.
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split(") ")[-1][0] != "Z"
+
+
+CLI_JOB = """
+import asyncio
+from runtime import StreamEnvironment
+
+async def main():
+    env = StreamEnvironment(parallelism=2)
+    env.from_collection(range(100)).map(lambda x: x * 2).collect(name="out")
+    result = await env.execute("cli")
+    print("workers", env.config.workers, len(result.collected["out"]), result.status.value)
+
+asyncio.run(main())
+"""
+
+
+def test_weir_run_workers_sets_the_default(tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(CLI_JOB)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    run = [sys.executable, "-m", "runtime.cli", "run", "--no-rest"]
+    ok = subprocess.run(
+        [*run, "--workers", "2", str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert "workers 2 100 finished" in ok.stdout, ok.stderr
+    bad = subprocess.run(
+        [*run, "--workers", "3", str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert bad.returncode != 0
+    assert "workers 3 is greater than parallelism 2" in bad.stderr
