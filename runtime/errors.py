@@ -1,18 +1,45 @@
-"""Errors of the runtime.
+"""Errors of the runtime: one tree, rooted at ``WeirError``.
 
-The tree::
+The tree (where each class lives, when not here)::
 
-    WeirError                       base of everything raised by ``runtime``
-    ├── ConfigError (ValueError)    the job or an option is invalid; raised when the job
-    │                               is built, names the operator or option and what to do
-    ├── OperatorError               a user function raised while a subtask ran it; names the
-    │                               operator, the subtask and the record (its ``__cause__``
-    │                               is the user's exception)
-    └── JobFailedError              ``execute`` / ``JobClient.wait``: the job failed; carries
-                                    the ``JobResult`` and the first failure as ``__cause__``
+    WeirError                         base of everything raised by ``runtime`` on purpose
+    ├── ConfigError (ValueError)      the job or an option is invalid; raised when the job
+    │   │                             is built, names the operator or option and what to do
+    │   ├── RestoreFromError          ``restore_from=`` names no usable checkpoint
+    │   │                             (runtime.scheduler.recovery)
+    │   └── SimulationError           a simulation is set up wrong (runtime.testing)
+    ├── OperatorError                 a user function raised while a subtask ran it; names
+    │                                 the operator, the subtask and the record (its
+    │                                 ``__cause__`` is the user's exception)
+    ├── CheckpointError               a checkpoint failed, with a ``CheckpointFailureReason``
+    │   └── CheckpointFailedError     (runtime.checkpoint.errors)
+    ├── ConnectorError                a source or sink met bad data or a broken server
+    │                                 (runtime.connectors.errors)
+    ├── JobFailedError                ``execute`` / ``JobClient.wait``: the job failed;
+    │                                 carries the ``JobResult`` and the first failure as
+    │                                 ``__cause__`` (runtime.scheduler.result, beside the
+    │                                 ``JobResult``: this module imports nothing)
+    ├── CliError                      a ``weir`` command failed, with an exit code
+    │   ├── UsageError                (runtime.cli.errors)
+    │   └── ApiFailure                (runtime.cli.client)
+    └── ApiError                      an HTTP answer with an error status (runtime.cli.api)
 
-Errors of the actor kernel (``actors.errors``) and of storage (``storage.errors``) are
-their own trees; the runtime wraps them where a user needs the job's context.
+Outside the tree, on purpose:
+
+* The actor kernel (``actors.errors.ActorError``) and storage
+  (``storage.errors.WeirStorageError``, ``storage.checkpoint.errors.StorageError``) keep
+  their own roots: the layering forbids them to import ``runtime``. The runtime wraps
+  them where a user needs the job's context (``OperatorError``, ``CheckpointError``).
+* ``RestoreWarning`` is a ``UserWarning``.
+* The test kit's ``ValidationError`` is an ``AssertionError`` (a failed property is a
+  failed test), ``InjectedFailureError`` a ``RuntimeError`` (it stands for any failure
+  a user function may raise).
+* The worker-process errors of ``runtime.cluster.master`` (``WorkerLostError``,
+  ``WorkerStartError``, ``RemoteTaskError``) are ``RuntimeError`` for now: the failure
+  of an attempt, handled by the restart strategy.
+
+This module imports nothing of ``runtime`` (tests/test_layering.py): every sub-package
+may raise its errors.
 """
 
 from __future__ import annotations

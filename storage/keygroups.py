@@ -231,8 +231,3 @@ class KeyGroupAssigner:
             cache.clear()
         cache[key] = channel
         return channel
-
-    def clear_cache(self) -> None:
-        """Forget every memoised key."""
-        self._key_groups.clear()
-        self._channels.clear()

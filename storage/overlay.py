@@ -61,7 +61,7 @@ class _Shard(dict[Hashable, Any]):
     write of a fresh tuple tracks it again as a young object, which the next young
     collections walk. A dict subclass is tracked when it is created and never
     untracked: a shard made in the synchronous part of a snapshot is among the objects
-    the runtime's state freezer freezes then (:mod:`runtime.tasks.collector`), however
+    the runtime's state freezer freezes then (:mod:`runtime.tasks.gc_freezer`), however
     large it grows. (``base`` stays a plain dict: the record path stores into it, and a
     store into a subclass costs ~30 ns more.)
     """

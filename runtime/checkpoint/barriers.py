@@ -27,7 +27,6 @@ one in progress; barriers of older or aborted checkpoints are ignored.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import msgspec
@@ -384,10 +383,3 @@ class BarrierHandler:
             actions.append(UnblockAll())
         actions.append(AbortCheckpoint(current.checkpoint_id, reason, decline))
         self.current = None
-
-
-def next_timeout(deadline: float | None, now: float) -> float:
-    """Seconds until ``deadline`` (``inf`` if None, 0 if passed)."""
-    if deadline is None:
-        return math.inf
-    return max(0.0, deadline - now)

@@ -62,6 +62,7 @@ from runtime.checkpoint import CheckpointError, CheckpointStats
 from runtime.cli import checkpoint_views, job_views
 from runtime.cli.dashboard import dashboard_asset
 from runtime.cli.targets import SavepointTargets, TargetRejected
+from runtime.errors import WeirError
 from runtime.metrics import LoadTracker, VertexSample, sample_job
 from runtime.metrics.prometheus import CONTENT_TYPE, exposition
 from runtime.scheduler.result import JobStatus, SavepointFormat
@@ -78,7 +79,7 @@ DASHBOARD_REFRESH_SECONDS = 1.0
 """How often the dashboard polls (``GET /config``'s ``refresh-interval``, in ms there)."""
 
 
-class ApiError(Exception):
+class ApiError(WeirError):
     """An answer with an error status and ``{"errors": [message]}``."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -7,10 +7,12 @@ standard error, or ``{"error": message}`` on standard output with ``--json``, an
 
 from __future__ import annotations
 
+from runtime.errors import WeirError
+
 __all__ = ["CliError", "UsageError"]
 
 
-class CliError(Exception):
+class CliError(WeirError):
     """A command failed; ``message`` says why and ``exit_code`` is its exit status."""
 
     exit_code = 1

@@ -48,7 +48,7 @@ from runtime.scheduler.recovery import (
 from runtime.scheduler.restart import RestartStrategy, default_restart_strategy
 from runtime.scheduler.restore import RestoredCheckpoint
 from runtime.scheduler.result import JobFailedError, JobResult, JobStatus, OperatorMetrics
-from runtime.tasks.collector import STATE_FREEZER
+from runtime.tasks.gc_freezer import STATE_FREEZER
 from storage.checkpoint import CheckpointStorage, StorageNotWritableError, resolve_storage
 from storage.errors import PickleForbiddenError
 

@@ -6,7 +6,7 @@ it never calls back into the task's loop.
 * **Synchronous part** (``begin``): each operator's ``snapshot_state`` (user hooks,
   then a copy-on-write snapshot of its keyed state and an encoded copy of its
   operator state) and, for sources, the reader's split positions; then the size of
-  the heap keyed state goes to the state freezer (:mod:`runtime.tasks.collector`), which
+  the heap keyed state goes to the state freezer (:mod:`runtime.tasks.gc_freezer`), which
   keeps large state out of the cyclic garbage collector's walks. Its cost does not grow
   with the keyed state.
 * **Channel state** (unaligned checkpoints): records the task adds with ``add_input``
@@ -43,7 +43,7 @@ from runtime.checkpoint.events import (
     SubtaskCheckpointMetrics,
 )
 from runtime.checkpoint.ids import CheckpointId, TaskId
-from runtime.tasks.collector import STATE_FREEZER
+from runtime.tasks.gc_freezer import STATE_FREEZER
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from storage import HeapSnapshot, serializer_for
 from storage.backend import DeferredSnapshot, UploadingSnapshot
@@ -193,7 +193,7 @@ class TaskCheckpointing:
             for keyed in changelogs:
                 keyed.full_snapshots = False
         # Large heap state leaves the cyclic collector's walks (its overlays too, made
-        # just now): see runtime.tasks.collector. O(states).
+        # just now): see runtime.tasks.gc_freezer. O(states).
         STATE_FREEZER.on_snapshot(
             sum(
                 op.keyed.table_entries()

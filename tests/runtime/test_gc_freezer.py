@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.tasks.collector import (
+from runtime.tasks.gc_freezer import (
     FREEZE_ENTRIES,
     MAX_FROZEN_SECONDS,
     FreezeAction,

@@ -631,7 +631,7 @@ def test_view_taken_during_writes_over_many_shards_sees_its_frozen_contents(
 
 def test_overlay_shards_are_tracked_by_the_collector_from_birth() -> None:
     # So that the runtime's state freezer, called right after the snapshot's sync part,
-    # freezes them while they are still empty (see runtime.tasks.collector).
+    # freezes them while they are still empty (see runtime.tasks.gc_freezer).
     layer = Layer()
     assert all(gc.is_tracked(shard) for shard in layer.shards)
     assert all(gc.is_tracked(shard) for shard in layer.copy().shards)
