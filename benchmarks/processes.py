@@ -129,6 +129,42 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+# -- checkpoints under backpressure ----------------------------------------------------
+
+
+def checkpoints_under_backpressure(duration: float) -> dict[str, float]:
+    """Median checkpoint durations (s) of ``benchmarks.backpressure``'s job, 2 workers.
+
+    Its job (generator -> map -> key_by -> a 1 ms per record sink) at parallelism 2
+    in 2 worker processes: the key_by channels between workers are network channels.
+    """
+    import tempfile
+    from types import SimpleNamespace
+
+    from benchmarks import backpressure
+    from runtime.api.overrides import OVERRIDES
+
+    args = SimpleNamespace(
+        parallelism=2,
+        buffer_size=128,
+        channel_capacity=8,
+        interval=0.5,
+        sink_cost=0.001,
+        duration=duration,
+        min_checkpoints=2,
+    )
+    medians: dict[str, float] = {}
+    OVERRIDES.workers = 2
+    try:
+        for mode in ("aligned", "unaligned"):
+            with tempfile.TemporaryDirectory() as directory:
+                run = asyncio.run(backpressure.run_mode(mode, args, directory))  # type: ignore[arg-type]
+            medians[mode] = backpressure.median(run["durations"])
+    finally:
+        OVERRIDES.workers = None
+    return medians
+
+
 # -- one channel alone ----------------------------------------------------------------
 
 
@@ -245,6 +281,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )["channel"]
     starts = interleave({"start": job_start_seconds}, repeats=args.repeats, warmup=0)["start"]
     rss = idle_worker_rss_mb()
+    checkpoints = checkpoints_under_backpressure(2.0 if args.quick else 6.0)
+    aligned_over_unaligned = checkpoints["aligned"] / checkpoints["unaligned"]
     heavy_ratio = paired_ratios(heavy["workers=2"], heavy["one process"])
     light_ratio = paired_ratios(light["workers=2"], light["one process"])
     info = machine()
@@ -262,6 +300,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "channel_records_per_s": channel.summary(),
         "job_start_seconds": starts.summary(),
         "idle_worker_rss_mb": rss,
+        "checkpoint_seconds_under_backpressure": checkpoints,
+        "aligned_over_unaligned": aligned_over_unaligned,
     }
     md = [
         f"Worker processes, medians of {args.repeats}; {machine_line(info)}",
@@ -280,6 +320,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"| one cross-process channel ((int, int) records/s) | {channel.median:,.0f} | >= 1M |",
         f"| job start + stop with 2 workers (s) | {starts.median:.2f} | <= 1.5 |",
         f"| resident memory of an idle worker (MB) | {rss:.0f} | <= 80 |",
+        f"| unaligned checkpoint under backpressure, 2 workers (ms) | "
+        f"{checkpoints['unaligned'] * 1000:.0f} | <= 50 |",
+        f"| aligned checkpoint under backpressure, 2 workers (ms) | "
+        f"{checkpoints['aligned'] * 1000:.0f} | |",
+        f"| aligned / unaligned | {aligned_over_unaligned:.0f}x | >= 100x |",
     ]
     markdown = "\n".join(md)
     if not args.quick:
