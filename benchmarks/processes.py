@@ -76,6 +76,10 @@ def job_start_seconds() -> float:
     return asyncio.run(go())
 
 
+def _trivial_id(i: int) -> int:
+    return i
+
+
 def _slow(x: int) -> int:
     time.sleep(0.01)
     return x
@@ -86,7 +90,7 @@ def idle_worker_rss_mb() -> float:
 
     async def go() -> float:
         env = StreamEnvironment(parallelism=2, workers=2)
-        env.from_collection(range(10**6)).map(_slow).filter(lambda x: False).collect(name="o")
+        env.generate(_trivial_id, 10**6).map(_slow).filter(lambda x: False).collect(name="o")
         client = await env.start("idle")
         try:
             deadline = time.monotonic() + 30

@@ -35,6 +35,7 @@ def _job(
     backend: str = "heap",
     fail_at: int | None = None,
     kill_at: int | None = None,
+    stop_at: int | None = None,
     aligned_timeout: float | None = None,
 ) -> StreamEnvironment:
     env = StreamEnvironment(
@@ -50,10 +51,12 @@ def _job(
     marker = tmp_path / "failed-once"
 
     def work(x: int) -> tuple[int, int]:
-        if x in (fail_at, kill_at) and not marker.exists():
+        if x in (fail_at, kill_at, stop_at) and not marker.exists():
             marker.write_text("x")
             if x == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)  # this worker dies here
+            if x == stop_at:
+                os.kill(os.getpid(), signal.SIGSTOP)  # this worker hangs here
             raise RuntimeError(f"planned failure at record {x}")
         return (x % KEYS, 1)
 
@@ -110,6 +113,14 @@ async def test_exactly_once_after_a_worker_is_killed(
     result = await _job(tmp_path, 3000, unaligned=unaligned, kill_at=kill_at).execute("kill")
     assert result.restarts == 1
     assert "died" in result.failures[0] or "closed" in result.failures[0]
+    assert _counts(result.collected["out"]) == _expected(3000)
+
+
+async def test_a_hung_worker_is_found_by_its_missing_heartbeats(tmp_path: Path) -> None:
+    """SIGSTOP: the process lives but says nothing; the master kills it and restarts."""
+    result = await _job(tmp_path, 3000, stop_at=1200).execute("hung")
+    assert result.restarts == 1
+    assert "sent no heartbeat" in result.failures[0], result.failures
     assert _counts(result.collected["out"]) == _expected(3000)
 
 
