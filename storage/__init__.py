@@ -28,6 +28,14 @@ from storage.errors import (
     StateError,
     WeirStorageError,
 )
+from storage.format.serializers import (
+    MsgspecSerializer,
+    PickleSerializer,
+    Serializer,
+    UntypedSerializer,
+    serializer_for,
+)
+from storage.heap.backend import HeapKeyedStateBackend, restore_key_groups
 from storage.key_hash import encode_key, stable_hash, stable_hashes
 from storage.keyed_snapshot import (
     KEYED_STATE_FORMAT_VERSION,
@@ -36,7 +44,6 @@ from storage.keyed_snapshot import (
     KeyGroupSnapshotData,
     SnapshotState,
 )
-from storage.keyed_state import HeapKeyedStateBackend, restore_key_groups
 from storage.keygroups import (
     DEFAULT_MAX_PARALLELISM,
     UPPER_BOUND_MAX_PARALLELISM,
@@ -55,13 +62,6 @@ from storage.operator_state import (
     OperatorStateEntry,
     OperatorStateSnapshot,
     redistribute,
-)
-from storage.serializers import (
-    MsgspecSerializer,
-    PickleSerializer,
-    Serializer,
-    UntypedSerializer,
-    serializer_for,
 )
 from storage.state import ListState, MapState, ReducingState, State, ValueState
 

@@ -1,7 +1,7 @@
 """The keyed state backend seam: the protocol the runtime uses, and the factory.
 
 A keyed operator's subtask owns one keyed state backend for its key-group range. Two
-implementations: :class:`~storage.keyed_state.HeapKeyedStateBackend` (in memory, the
+implementations: :class:`~storage.heap.backend.HeapKeyedStateBackend` (in memory, the
 default) and :class:`~storage.rocksdb.backend.RocksDBKeyedStateBackend` (on local disk,
 with incremental checkpoints). The runtime's deployment creates it with
 :func:`create_keyed_backend`, by the job's ``state_backend`` option
@@ -174,7 +174,7 @@ def create_keyed_backend(
         )
         return ChangelogKeyedStateBackend(inner, changelog, allow_pickle=allow_pickle)
     if kind == "heap":
-        from storage.keyed_state import HeapKeyedStateBackend
+        from storage.heap.backend import HeapKeyedStateBackend
 
         return HeapKeyedStateBackend(max_parallelism, key_group_range, allow_pickle=allow_pickle)
     if kind == "rocksdb":
@@ -232,8 +232,8 @@ def restore_keyed_backend(
     """
     from storage.changelog import ChangelogKeyedStateBackend, is_changelog
     from storage.errors import PickleForbiddenError, SerializationError
-    from storage.keyed_format import decode_key_group
-    from storage.keyed_state import HeapKeyedStateBackend
+    from storage.format.keyed_format import decode_key_group
+    from storage.heap.backend import HeapKeyedStateBackend
 
     if isinstance(backend, ChangelogKeyedStateBackend):
         # Reads shared/ files: always left to prepare_keyed_backend (a worker thread).

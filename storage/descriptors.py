@@ -4,7 +4,7 @@ A user function creates a descriptor and asks a state backend for the state it n
 (``backend.get_state(ValueStateDescriptor("count", default=0, type=int))``). The name is
 the state's identity in checkpoints and savepoints; the kind (value, list, map, reducing)
 fixes its operations; the optional types choose the serializer (msgspec when given, else
-the untyped serializer that may need pickle, see :mod:`storage.serializers`).
+the untyped serializer that may need pickle, see :mod:`storage.format.serializers`).
 Descriptors are immutable and compare by value.
 """
 

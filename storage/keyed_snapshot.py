@@ -1,6 +1,6 @@
 """Keyed state snapshots: a frozen view of a heap backend, written one key group at a time.
 
-:meth:`HeapKeyedStateBackend.snapshot() <storage.keyed_state.HeapKeyedStateBackend.snapshot>`
+:meth:`HeapKeyedStateBackend.snapshot() <storage.heap.backend.HeapKeyedStateBackend.snapshot>`
 is the synchronous part of a checkpoint: it freezes every state table (O(number of
 states)) and returns a :class:`HeapSnapshot`. The asynchronous part, run by the subtask's
 checkpoint writer while records keep flowing, groups the entries by key group and encodes
@@ -9,8 +9,8 @@ that the writer can yield to the event loop between them), calls
 :meth:`HeapSnapshot.release`, folds the state tables' overlays back in bounded steps
 (:meth:`HeapSnapshot.fold_step`, yielding between them too), and writes the blobs.
 
-The blobs are those of :mod:`storage.keyed_format` (a large key group is written as
-several parts); :mod:`storage.key_group_writer` does the grouping and encoding. A restore
+The blobs are those of :mod:`storage.format.keyed_format` (a large key group is written as
+several parts); :mod:`storage.format.key_group_writer` does the grouping and encoding. A restore
 reads only the key groups of the new subtask's range, which is how rescaling moves
 state. The format's names (:func:`decode_key_group`, :func:`decode_entries`, ...) are
 re-exported here.
@@ -25,11 +25,10 @@ from typing import Any
 import msgspec
 
 from storage.descriptors import StateKind
-from storage.entry_columns import ColumnCodec, ValueColumns
 from storage.errors import StateError
-from storage.key_group_writer import Piece, StateGrouping, pack_parts
-from storage.key_hash import stable_hashes
-from storage.keyed_format import (
+from storage.format.entry_columns import ColumnCodec, ValueColumns
+from storage.format.key_group_writer import Piece, StateGrouping, pack_parts
+from storage.format.keyed_format import (
     KEYED_STATE_FORMAT_VERSION,
     KeyedStateEntries,
     KeyGroupSnapshotData,
@@ -42,8 +41,9 @@ from storage.keyed_format import (
     stored_value_serializer,
     value_columns,
 )
+from storage.heap.state_table import FOLD_STEP, StateTable, TableView
+from storage.key_hash import stable_hashes
 from storage.keygroups import KeyGroupRange
-from storage.state_table import FOLD_STEP, StateTable, TableView
 
 __all__ = [
     "KEYED_STATE_FORMAT_VERSION",

@@ -24,7 +24,7 @@ import msgspec
 
 from storage.descriptors import ListStateDescriptor
 from storage.errors import PickleForbiddenError, SerializationError, StateError
-from storage.serializers import Serializer, serializer_for
+from storage.format.serializers import Serializer, serializer_for
 from storage.state import ListState
 
 __all__ = [

@@ -4,7 +4,7 @@ A state handle is obtained once from a backend (``backend.get_state(descriptor)`
 used on every record. Keyed handles act on the entry of the backend's current key, which
 the runtime sets before each call into the user function; operator (non-keyed) list state
 has one list per subtask. The implementations live with their backends
-(:mod:`storage.heap_state`, :mod:`storage.operator_state`). Calls never block.
+(:mod:`storage.heap.state`, :mod:`storage.operator_state`). Calls never block.
 
 Values handed to ``update``/``add``/``put`` belong to the state afterwards: do not keep
 mutating them. Values returned by reads may be mutated in place; the change is part of

@@ -21,7 +21,7 @@ What. ``gc.freeze()`` moves every tracked object to a permanent generation that 
 collection walks, in O(1); ``gc.unfreeze()`` moves them back to the oldest generation,
 in O(1). When a snapshot finds at least :data:`FREEZE_ENTRIES` entries, the freezer
 freezes: the state tables, their copy-on-write overlay shards (tracked from birth, see
-:mod:`storage.state_table`) and whatever else is alive then. Collections then walk only
+:mod:`storage.heap.state_table`) and whatever else is alive then. Collections then walk only
 what is newer, and a frozen dict is never untracked. Freezing again at each such
 snapshot takes in what grew since.
 

@@ -56,8 +56,8 @@ from storage.checkpoint.errors import StorageError
 from storage.checkpoint.metadata import SharedFileHandle
 from storage.descriptors import StateDescriptor, StateKind
 from storage.errors import StateError
+from storage.format.serializers import serializer_for
 from storage.keygroups import KeyGroupRange
-from storage.serializers import serializer_for
 from storage.state import State
 
 __all__ = ["ChangelogKeyedStateBackend", "ChangelogSnapshot", "ChangelogStorageError"]
@@ -215,13 +215,13 @@ class ChangelogKeyedStateBackend:
     @property
     def restoring(self) -> bool:
         """Whether the wrapped heap backend still decodes restored key groups."""
-        from storage.keyed_state import HeapKeyedStateBackend
+        from storage.heap.backend import HeapKeyedStateBackend
 
         return isinstance(self.inner, HeapKeyedStateBackend) and self.inner.restoring
 
     def restore_step(self, max_entries: int = 4096) -> bool:
         """Decode restored key groups of the wrapped heap backend (see its docs)."""
-        from storage.keyed_state import HeapKeyedStateBackend
+        from storage.heap.backend import HeapKeyedStateBackend
 
         if isinstance(self.inner, HeapKeyedStateBackend):
             return self.inner.restore_step(max_entries)

@@ -36,8 +36,8 @@ from typing import Any, Final
 import msgspec
 
 from storage.changelog.handle import FilePart
+from storage.format.serializers import Serializer
 from storage.keygroups import assign_to_key_group
-from storage.serializers import Serializer
 
 __all__ = [
     "ChangeBatch",

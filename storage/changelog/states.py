@@ -31,7 +31,7 @@ from storage.descriptors import (
     ValueStateDescriptor,
 )
 from storage.errors import StateError
-from storage.serializers import Serializer, serializer_for
+from storage.format.serializers import Serializer, serializer_for
 from storage.state import ListState, MapState, ReducingState, State, ValueState
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ import anyio.to_thread
 from storage.changelog.log import Entry, UploadedFile, encode_entries
 from storage.checkpoint.errors import StorageNotWritableError
 from storage.checkpoint.shared_files import SharedFiles
-from storage.serializers import Serializer
+from storage.format.serializers import Serializer
 
 __all__ = ["SharedPins", "upload_blobs", "upload_changelog", "write_file"]
 

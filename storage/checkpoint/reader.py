@@ -25,8 +25,8 @@ record once. If the metadata names no single such operator (the runtime never wr
 that), they go to the first operator of the file in metadata order.
 
 **Decoding without the job's code.** Keys, records and source splits are written by the
-untyped serializer (:class:`~storage.serializers.UntypedSerializer`). Keyed state is
-written in columns that record their codec (:mod:`storage.entry_columns`), and read with
+untyped serializer (:class:`~storage.format.serializers.UntypedSerializer`). Keyed state is
+written in columns that record their codec (:mod:`storage.format.entry_columns`), and read with
 :func:`~storage.keyed_snapshot.decode_entries` without a descriptor: values of a declared
 msgspec type come back as plain msgpack values (a ``msgspec.Struct`` as a dict, or a list
 if ``array_like``; a tuple as a list); give them their type again with
@@ -80,9 +80,9 @@ from storage.checkpoint.splits import decode_splits_raw, is_struct_splits
 from storage.checkpoint.state_file import StateFrame, iter_frames
 from storage.descriptors import StateKind
 from storage.errors import PickleForbiddenError, SerializationError
+from storage.format.serializers import PickleSerializer, UntypedSerializer
 from storage.keyed_snapshot import decode_entries, decode_key_group
 from storage.operator_state import OPERATOR_STATE_FORMAT_VERSION, OperatorStateSnapshot
-from storage.serializers import PickleSerializer, UntypedSerializer
 
 __all__ = [
     "ChannelKey",

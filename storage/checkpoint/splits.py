@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from storage.errors import SerializationError
-from storage.serializers import serializer_for
+from storage.format.serializers import serializer_for
 
 _MARK = b"WSPL1"
 _encoder = msgspec.msgpack.Encoder()

@@ -39,9 +39,9 @@ from storage.descriptors import (
     ValueStateDescriptor,
 )
 from storage.errors import StateError
+from storage.heap.backend import HeapKeyedStateBackend
 from storage.key_hash import stable_hashes
 from storage.keyed_snapshot import decode_key_group
-from storage.keyed_state import HeapKeyedStateBackend
 from storage.keygroups import KeyGroupRange, compute_operator_index_for_key_group
 from storage.operator_state import OperatorStateBackend
 from storage.state import ListState, MapState, ReducingState, State, ValueState

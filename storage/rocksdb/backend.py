@@ -2,7 +2,7 @@
 
 A keyed operator's subtask owns one :class:`RocksDBKeyedStateBackend` when the job sets
 ``state_backend="rocksdb"``. It has the public face of the heap backend
-(:class:`~storage.keyed_state.HeapKeyedStateBackend`): ``set_current_key``,
+(:class:`~storage.heap.backend.HeapKeyedStateBackend`): ``set_current_key``,
 ``get_state``, ``state_names``, ``keys``, ``num_keys``, ``snapshot`` and ``restore``;
 the runtime cannot tell them apart. Each state is a column family of one RocksDB
 instance (rocksdict, raw mode) in a private folder under the state directory; rows are
@@ -52,8 +52,13 @@ from rocksdict import (
 
 from storage.descriptors import StateDescriptor, StateKind
 from storage.errors import StateError
+from storage.format.keyed_format import (
+    ENTRIES_DECODER,
+    KeyedStateEntries,
+    decode_columns,
+    value_columns,
+)
 from storage.key_hash import stable_hash
-from storage.keyed_format import KeyedStateEntries, decode_columns, value_columns
 from storage.keygroups import KeyGroupRange, validate_max_parallelism
 from storage.rocksdb.keys import decode_key, row_prefix, split_row
 from storage.rocksdb.state import make_handle, scan_prefix
@@ -83,7 +88,6 @@ _BACKGROUND_ERRORS: Final = "rocksdb.background-errors"
 _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
 _entries_encoder: Final = msgspec.msgpack.Encoder()
-_entries_decoder: Final = msgspec.msgpack.Decoder(KeyedStateEntries)
 
 
 def default_state_dir() -> Path:
@@ -320,7 +324,7 @@ class RocksDBKeyedStateBackend:
     def stashed(self) -> Iterator[tuple[int, KeyedStateEntries]]:
         """Yield ``(key group, batch)`` of restored states not registered yet."""
         for row, data in scan_prefix(self.db, STASH_ROW):
-            yield split_stash_row(row)[0], _entries_decoder.decode(data)
+            yield split_stash_row(row)[0], ENTRIES_DECODER.decode(data)
 
     @property
     def state_names(self) -> list[str]:
@@ -524,7 +528,7 @@ class RocksDBKeyedStateBackend:
         for row, data in scan_prefix(self.db, STASH_ROW):
             key_group, name = split_stash_row(row)
             if name == descriptor.name:
-                self._load(descriptor, column, key_group, _entries_decoder.decode(data))
+                self._load(descriptor, column, key_group, ENTRIES_DECODER.decode(data))
                 rows.append(row)
         for row in rows:
             self.db.delete(row)

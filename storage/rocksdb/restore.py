@@ -41,7 +41,7 @@ from storage.checkpoint.errors import CheckpointNotFoundError
 from storage.checkpoint.layout import checkpoint_folder
 from storage.checkpoint.metadata import SharedFileHandle, StateHandle, crc32_hex, verify_state
 from storage.checkpoint.shared_files import copy_with_crc
-from storage.keyed_format import decode_key_group
+from storage.format.keyed_format import decode_key_group
 from storage.rocksdb.backend import (
     KIND_ROW,
     STASH_ROW,

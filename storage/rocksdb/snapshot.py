@@ -50,9 +50,9 @@ from storage.descriptors import (
     StateKind,
     ValueStateDescriptor,
 )
-from storage.keyed_format import encode_key_group
+from storage.format.keyed_format import ENTRIES_DECODER, encode_key_group
+from storage.heap.backend import HeapKeyedStateBackend
 from storage.keyed_snapshot import HeapSnapshot
-from storage.keyed_state import HeapKeyedStateBackend
 from storage.rocksdb.handle import RocksDBFile, RocksDBStateHandle, encode_handle
 from storage.rocksdb.keys import decode_key, split_row
 from storage.rocksdb.state import row_value_serializer, scan_prefix
@@ -287,10 +287,8 @@ class RocksDBSnapshot:
         try:
             stash = [(split_stash_row(row)[0], data) for row, data in scan_prefix(db, STASH_ROW)]
             if stash:
-                from storage.rocksdb.backend import _entries_decoder
-
                 heap.restore(
-                    (kg, encode_key_group(kg, [_entries_decoder.decode(data)]))
+                    (kg, encode_key_group(kg, [ENTRIES_DECODER.decode(data)]))
                     for kg, data in stash
                 )
             kinds = {row[1:].decode(): kind.decode() for row, kind in scan_prefix(db, KIND_ROW)}

@@ -8,7 +8,7 @@ read from state and mutated in place does not change the state until it is writt
 lookup or write goes to RocksDB's memtable and block cache.
 
 :class:`RocksDBValueState` has the ``get_for`` / ``put_for`` fast path that the keyed
-reduce operator uses, like :class:`~storage.heap_state.HeapValueState`.
+reduce operator uses, like :class:`~storage.heap.state.HeapValueState`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from storage.descriptors import (
     StateDescriptor,
     ValueStateDescriptor,
 )
+from storage.format.keyed_format import stored_value_serializer
+from storage.format.serializers import Serializer, serializer_for
+from storage.heap.state_table import IMMUTABLE_TYPES
 from storage.key_hash import encode_key
-from storage.keyed_format import stored_value_serializer
 from storage.rocksdb.keys import decode_key
-from storage.serializers import Serializer, serializer_for
 from storage.state import ListState, MapState, ReducingState, ValueState
-from storage.state_table import IMMUTABLE_TYPES
 
 if TYPE_CHECKING:
     from rocksdict import Rdict

@@ -26,7 +26,7 @@ from storage import KeyGroupRange, ListStateDescriptor, ValueStateDescriptor
 from storage.changelog import ChangelogKeyedStateBackend, ChangelogOptions
 from storage.checkpoint.filesystem import FileCheckpointStorage
 from storage.errors import StateError
-from storage.keyed_state import HeapKeyedStateBackend
+from storage.heap.backend import HeapKeyedStateBackend
 
 MAX_PARALLELISM = 8
 KEYS = st.integers(0, 11)

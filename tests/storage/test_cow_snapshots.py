@@ -27,7 +27,7 @@ from storage import (
     ReducingStateDescriptor,
     ValueStateDescriptor,
 )
-from storage.state_table import SHARDS, TOMBSTONE, Layer, StateTable, TableView
+from storage.heap.state_table import SHARDS, TOMBSTONE, Layer, StateTable, TableView
 
 KEYS_LIST: list[Any] = ["a", "b", 1, (1, "x"), b"k"]
 STATE_NAMES = ["value", "obj", "list", "map", "sum"]

@@ -259,7 +259,7 @@ def test_encoding_steps_pause_the_garbage_collector_and_restore_it(
     # between steps, and after a step that raises, the collector is as it was.
     import gc
 
-    from storage.state_table import TableView
+    from storage.heap.state_table import TableView
 
     seen_in_step: list[bool] = []
     chunks = TableView.chunks

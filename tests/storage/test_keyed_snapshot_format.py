@@ -23,8 +23,8 @@ from storage import (
     StateError,
     ValueStateDescriptor,
 )
-from storage.entry_columns import ColumnCodec
-from storage.key_group_writer import array_header
+from storage.format.entry_columns import ColumnCodec
+from storage.format.key_group_writer import array_header
 from storage.keyed_snapshot import decode_entries, decode_key_group, decode_keys
 
 MAX_PARALLELISM = 8

@@ -19,8 +19,8 @@ from storage import (
     ValueStateDescriptor,
     assign_to_key_group,
 )
+from storage.heap.backend import RESTORE_STEP
 from storage.keyed_snapshot import decode_key_group
-from storage.keyed_state import RESTORE_STEP
 
 MAX_PARALLELISM = 16
 KEYS = 400

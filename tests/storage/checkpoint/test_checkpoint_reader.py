@@ -43,7 +43,7 @@ from storage.checkpoint import (
     read_checkpoint,
 )
 from storage.errors import PickleForbiddenError
-from storage.serializers import UntypedSerializer
+from storage.format.serializers import UntypedSerializer
 
 MAX_PARALLELISM = 8
 RANGE = KeyGroupRange.for_operator(MAX_PARALLELISM, 1, 0)  # the single subtask: every group

@@ -1,9 +1,9 @@
 """The copy-on-write state table: one keyed state's entries, snapshottable in O(1).
 
 A :class:`StateTable` maps keys to stored values for one state of a
-:class:`~storage.keyed_state.HeapKeyedStateBackend` (the value of a value or reducing
+:class:`~storage.heap.backend.HeapKeyedStateBackend` (the value of a value or reducing
 state, the list of a list state, the dict of a map state). The state handles of
-:mod:`storage.heap_state` read and write it on the record path; the backend freezes it
+:mod:`storage.heap.state` read and write it on the record path; the backend freezes it
 when it takes a snapshot, and the snapshot reads the frozen :class:`TableView` in its
 asynchronous part. The subtask's checkpoint writer folds the table back after releasing
 the snapshot, in bounded steps (:meth:`StateTable.fold_step`).
@@ -63,7 +63,7 @@ from itertools import islice
 from typing import Any, Final
 
 from storage.errors import StateError
-from storage.overlay import BUCKET_MASK, SHARDS, TOMBSTONE, Layer
+from storage.heap.overlay import BUCKET_MASK, SHARDS, TOMBSTONE, Layer
 
 __all__ = [
     "FOLD_STEP",

@@ -7,7 +7,7 @@ of the writer handles more than its share of entries. Each blob is a msgpack
 names its key group, its part index and the number of parts; parts can be read alone and
 in any order. It holds batches of entries (:class:`KeyedStateEntries`): the name and kind
 of a state and two columns, the keys and the stored values, each one msgpack value
-encoded as a whole (see :mod:`storage.entry_columns` for the codecs: msgpack, typed
+encoded as a whole (see :mod:`storage.format.entry_columns` for the codecs: msgpack, typed
 msgspec, or pickle).
 
 Readers (the backend's restore, the offline checkpoint reader) call
@@ -30,9 +30,9 @@ from storage.descriptors import (
     StateKind,
     ValueStateDescriptor,
 )
-from storage.entry_columns import ColumnCodec, ValueColumns, decode_key_column
 from storage.errors import PickleForbiddenError, SerializationError, StateError
-from storage.serializers import Serializer, UntypedSerializer, serializer_for
+from storage.format.entry_columns import ColumnCodec, ValueColumns, decode_key_column
+from storage.format.serializers import Serializer, UntypedSerializer, serializer_for
 
 __all__ = [
     "KEYED_STATE_FORMAT_VERSION",
@@ -69,7 +69,7 @@ class KeyedStateEntries(msgspec.Struct, frozen=True, array_like=True):
         kind: The state's kind.
         count: The number of entries.
         key_codec: How ``keys`` is encoded.
-        keys: The encoded keys, one msgpack value (see :mod:`storage.entry_columns`).
+        keys: The encoded keys, one msgpack value (see :mod:`storage.format.entry_columns`).
         value_codec: How ``values`` is encoded.
         values: The encoded stored values, in the order of the keys.
     """
@@ -109,6 +109,8 @@ class _Version(msgspec.Struct, array_like=True):
 
 
 _decoder: Final = msgspec.msgpack.Decoder(KeyGroupSnapshotData)
+ENTRIES_DECODER: Final = msgspec.msgpack.Decoder(KeyedStateEntries)
+"""Decodes one ``KeyedStateEntries`` (the RocksDB backend stores them per row)."""
 _version_decoder: Final = msgspec.msgpack.Decoder(_Version)
 
 

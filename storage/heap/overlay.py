@@ -1,11 +1,11 @@
-"""The copy-on-write overlay of a :class:`~storage.state_table.StateTable`: a :class:`Layer`.
+"""The copy-on-write overlay of a :class:`~storage.heap.state_table.StateTable`: a :class:`Layer`.
 
 While a snapshot of a state table is in flight, writes go to an overlay instead of the
 frozen ``base`` dict. An overlay is one :class:`Layer`: :data:`SHARDS` dicts chosen by
 the key's hash (``hash(key) & BUCKET_MASK`` names a bucket; buckets map to shards in
 contiguous runs), so no single dict holds, and rehashes, everything written during a
 snapshot. A key removed during a snapshot is marked with :data:`TOMBSTONE`. See
-:mod:`storage.state_table` for how tables, views and overlays fit together.
+:mod:`storage.heap.state_table` for how tables, views and overlays fit together.
 """
 
 from __future__ import annotations

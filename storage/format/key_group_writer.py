@@ -16,7 +16,7 @@ A chunk whose entries msgpack cannot carry as they are (values of no declared ty
 are not plain, keys that need extension types, ints beyond 64 bits), or whose runs
 would be too short to be worth a call each (many key groups, few entries), is kept as
 references instead and encoded per key group at the end, by the general column codecs of
-:mod:`storage.entry_columns` (pickle if allowed, else msgpack with extension types).
+:mod:`storage.format.entry_columns` (pickle if allowed, else msgpack with extension types).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from typing import Any, Final
 import msgspec
 
 from storage.descriptors import StateKind
-from storage.entry_columns import ColumnCodec, ValueColumns, encode_key_column, plain_shape
 from storage.errors import SerializationError
+from storage.format.entry_columns import ColumnCodec, ValueColumns, encode_key_column, plain_shape
+from storage.format.keyed_format import KeyedStateEntries, key_serializer
+from storage.format.serializers import MsgspecSerializer, UntypedSerializer
 from storage.key_hash import stable_hashes
-from storage.keyed_format import KeyedStateEntries, key_serializer
-from storage.serializers import MsgspecSerializer, UntypedSerializer
 
 __all__ = ["Piece", "StateGrouping", "array_header", "pack_parts"]
 

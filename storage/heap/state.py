@@ -1,16 +1,16 @@
 """Heap state handles: the keyed state interfaces over copy-on-write state tables.
 
-Each handle belongs to one :class:`~storage.keyed_state.HeapKeyedStateBackend` and one
-:class:`~storage.state_table.StateTable`. On every call it reads the backend's
+Each handle belongs to one :class:`~storage.heap.backend.HeapKeyedStateBackend` and one
+:class:`~storage.heap.state_table.StateTable`. On every call it reads the backend's
 ``current_key`` (set by the runtime before each user call) and touches that key's entry.
 With no snapshot in flight an access is the attribute reads plus one or two dict
 operations; during a snapshot it goes through the table's copy-on-write methods.
 A key of None cannot hold state: None means "no current key".
 
 While a restored state still has key groups not decoded yet, its handle holds their
-:class:`~storage.restoring.RestoringState` in ``restoring``: before a write or a removal,
+:class:`~storage.heap.restoring.RestoringState` in ``restoring``: before a write or a removal,
 and after a read that found no value, it asks it to decode the key's group first (see
-:mod:`storage.restoring`). A read that finds its value, and every access once all is
+:mod:`storage.heap.restoring`). A read that finds its value, and every access once all is
 decoded (``restoring`` is then None), costs what it did without a restore.
 
 :class:`HeapValueState` also has ``get_for(key)`` / ``put_for(key, value)``, which act on
@@ -32,11 +32,11 @@ from storage.descriptors import (
     ValueStateDescriptor,
 )
 from storage.errors import StateError
+from storage.heap.state_table import IMMUTABLE_TYPES, StateTable
 from storage.state import ListState, MapState, ReducingState, ValueState
-from storage.state_table import IMMUTABLE_TYPES, StateTable
 
 if TYPE_CHECKING:
-    from storage.restoring import RestoringState
+    from storage.heap.restoring import RestoringState
 
 __all__ = [
     "HeapListState",

@@ -8,7 +8,7 @@ that key's entries. Keys are stored as they are: their key group is only compute
 snapshot is encoded or a restore filters key groups, never on a state access.
 
 At a checkpoint the subtask calls :meth:`~HeapKeyedStateBackend.snapshot` (synchronous,
-O(number of states), see :mod:`storage.state_table`) and hands the
+O(number of states), see :mod:`storage.heap.state_table`) and hands the
 :class:`~storage.keyed_snapshot.HeapSnapshot` to its asynchronous writer.
 
 On recovery the subtask calls :meth:`~HeapKeyedStateBackend.restore` with the key group
@@ -18,7 +18,7 @@ as its batches until it does, and carried into later snapshots unchanged if it n
 does. When the operator registers a restored state (in its ``open``), its first key
 group is decoded at once (a declared type that no longer fits fails there, as it would
 on a full decode), and the others are decoded lazily, whole key groups at a time (see
-:mod:`storage.restoring`): a key's group on the first access to it, and the rest in
+:mod:`storage.heap.restoring`): a key's group on the first access to it, and the rest in
 bounded :meth:`~HeapKeyedStateBackend.restore_step` calls that the subtask makes between
 records until :attr:`~HeapKeyedStateBackend.restoring` is False. Each batch is decoded
 with one call per column and loaded with one dict update. So processing starts after the
@@ -39,9 +39,11 @@ from storage.descriptors import (
     StateKind,
     ValueStateDescriptor,
 )
-from storage.entry_columns import ValueColumns
 from storage.errors import StateError
-from storage.heap_state import HeapListState, HeapMapState, HeapReducingState, HeapValueState
+from storage.format.entry_columns import ValueColumns
+from storage.heap.restoring import RestoringHandle, RestoringState
+from storage.heap.state import HeapListState, HeapMapState, HeapReducingState, HeapValueState
+from storage.heap.state_table import StateTable, TableView
 from storage.keyed_snapshot import (
     Carried,
     HeapSnapshot,
@@ -52,9 +54,7 @@ from storage.keyed_snapshot import (
     value_columns,
 )
 from storage.keygroups import KeyGroupRange, validate_max_parallelism
-from storage.restoring import RestoringHandle, RestoringState
 from storage.state import ListState, MapState, ReducingState, State, ValueState
-from storage.state_table import StateTable, TableView
 
 __all__ = ["RESTORE_STEP", "HeapKeyedStateBackend", "restore_key_groups"]
 
@@ -280,7 +280,7 @@ class HeapKeyedStateBackend:
         """Freeze all state and return the snapshot: the synchronous part of a checkpoint.
 
         O(number of states) when no other snapshot is in flight (see
-        :mod:`storage.state_table`), plus O(batches) of restored key groups not decoded
+        :mod:`storage.heap.state_table`), plus O(batches) of restored key groups not decoded
         yet, which the snapshot carries still encoded (a state being restored is then
         listed twice: its decoded entries, and its key groups still encoded). The caller
         must ``release()`` the snapshot, then drive its ``fold_step()``.

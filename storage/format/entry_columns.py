@@ -7,7 +7,7 @@ array, or a bin that holds a pickle) written by one encoder call, and read back 
 decoder call: never a call per entry, which is what makes snapshots and restores of
 large states fast. Each column records the :class:`ColumnCodec` it was written with:
 
-* ``MSGPACK``: an array read by the untyped decoder of :mod:`storage.serializers`: plain
+* ``MSGPACK``: an array read by the untyped decoder of :mod:`storage.format.serializers`: plain
   msgpack values, with tuples, ints beyond 64 bits and dicts with non-scalar keys as that
   decoder's extension types.
 * ``TUPLES``: an array of arrays of scalars, each inner array being a tuple (the common
@@ -44,7 +44,7 @@ from typing import Any, Final
 import msgspec
 
 from storage.errors import PickleForbiddenError, SerializationError
-from storage.serializers import (
+from storage.format.serializers import (
     MsgspecSerializer,
     PickleSerializer,
     Serializer,

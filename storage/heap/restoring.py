@@ -1,6 +1,6 @@
 """Restoring state: a registered keyed state's restored key groups, decoded on demand.
 
-A restore hands the heap backend (:mod:`storage.keyed_state`) the encoded batches of each
+A restore hands the heap backend (:mod:`storage.heap.backend`) the encoded batches of each
 state, by key group. Decoding them all when the operator registers the state (in its
 ``open``) would hold the subtask for as long as decoding every key and value and
 loading them into the table's dict takes (0.4 to 0.6 s per million entries on the 2-core
@@ -9,7 +9,7 @@ backend gives a registered state a :class:`RestoringState` holding the key group
 decoded yet, and a key group is decoded whole, with one decoder call per column and one
 dict update per batch:
 
-* on the first access to one of its keys: the state handles of :mod:`storage.heap_state`
+* on the first access to one of its keys: the state handles of :mod:`storage.heap.state`
   call :meth:`RestoringState.load` before a write, a removal or a read that found no
   value, while the state is restoring;
 * or by :meth:`RestoringState.load_step`, which the subtask calls in bounded steps
@@ -39,11 +39,11 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from storage.descriptors import StateKind
-from storage.entry_columns import ValueColumns
 from storage.errors import KeyEncodingError, SerializationError
-from storage.keyed_format import KeyedStateEntries, decode_columns
+from storage.format.entry_columns import ValueColumns
+from storage.format.keyed_format import KeyedStateEntries, decode_columns
+from storage.heap.state_table import StateTable
 from storage.keygroups import assign_to_key_group
-from storage.state_table import StateTable
 
 __all__ = ["RestoringHandle", "RestoringState"]
 
