@@ -21,7 +21,7 @@ from typing import Any
 
 from actors import Channel, InputGate
 from runtime.checkpoint.coordinator import CheckpointCoordinator, OperatorInfo
-from runtime.checkpoint.ids import task_id
+from runtime.checkpoint.ids import TaskId, task_id
 from runtime.config import ExecutionConfig
 from runtime.connectors.sinks import CollectSink
 from runtime.errors import OperatorError
@@ -38,7 +38,7 @@ from runtime.tasks.source_task import SourceOperator, SourceTask
 from runtime.tasks.stream_task import StreamTask
 from runtime.tasks.task import Task
 from storage import KeyGroupRange, OperatorStateBackend
-from storage.backend import create_keyed_backend, restore_keyed_backend
+from storage.backend import KeyedStateBackend, create_keyed_backend, restore_keyed_backend
 from storage.checkpoint import CheckpointStorage
 from storage.checkpoint.metadata import declares_canonical
 from storage.errors import PickleForbiddenError, SerializationError
@@ -187,39 +187,55 @@ class Deployment:
         return matrix
 
     def _make_task(self, vertex: JobVertex, subtask: int) -> Task:
-        graph, config = self.graph, self.config
         p = vertex.parallelism
-        restored: TaskRestoreState | None = None
-        key_groups = KeyGroupRange.for_operator(graph.max_parallelism, p, subtask)
-        if self.restore is not None:
-            restore = self.restore
-            keyed = any(node.key_selector is not None for node in vertex.nodes)
-            input_key_selectors = {
-                uid_of(edge.source.nodes[-1]): edge.partitioning.key_selector
-                for edge in vertex.inputs
-            }
-            output_rescaled = {
-                uid_of(edge.target.head): restore.old_parallelism(uid_of(edge.target.head))
-                not in (None, edge.target.parallelism)
-                for edge in vertex.outputs
-            }
-            try:
-                restored = restore.for_task(
-                    [uid_of(node) for node in vertex.nodes],
-                    subtask,
-                    p,
-                    key_groups if keyed else None,
-                    input_key_selectors,
-                    output_rescaled,
-                    graph.max_parallelism,
-                )
-            except SerializationError as error:
-                raise restore_error(restore, vertex.name, uid_of(vertex.head), error) from error
+        key_groups = KeyGroupRange.for_operator(self.graph.max_parallelism, p, subtask)
+        restored = self._restored_state(vertex, subtask, key_groups)
         operators: list[StreamOperator] = []
         for node in vertex.nodes:
             operators.append(self._make_operator(node, subtask, p, key_groups, restored))
         self.operators.append((vertex, subtask, operators))
+        chain = OperatorChain(operators, self._make_writers(vertex, subtask, restored))
+        name = f"{vertex.name} ({subtask + 1}/{p})"
+        tid = task_id(vertex.id, subtask)
+        if vertex.is_source:
+            return self._make_source_task(vertex, subtask, name, tid, chain, restored)
+        return self._make_stream_task(vertex, subtask, name, tid, chain, restored)
 
+    def _restored_state(
+        self, vertex: JobVertex, subtask: int, key_groups: KeyGroupRange
+    ) -> TaskRestoreState | None:
+        """The part of the restored checkpoint that ``subtask`` of ``vertex`` gets."""
+        restore = self.restore
+        if restore is None:
+            return None
+        keyed = any(node.key_selector is not None for node in vertex.nodes)
+        input_key_selectors = {
+            uid_of(edge.source.nodes[-1]): edge.partitioning.key_selector
+            for edge in vertex.inputs
+        }
+        output_rescaled = {
+            uid_of(edge.target.head): restore.old_parallelism(uid_of(edge.target.head))
+            not in (None, edge.target.parallelism)
+            for edge in vertex.outputs
+        }
+        try:
+            return restore.for_task(
+                [uid_of(node) for node in vertex.nodes],
+                subtask,
+                vertex.parallelism,
+                key_groups if keyed else None,
+                input_key_selectors,
+                output_rescaled,
+                self.graph.max_parallelism,
+            )
+        except SerializationError as error:
+            raise restore_error(restore, vertex.name, uid_of(vertex.head), error) from error
+
+    def _make_writers(
+        self, vertex: JobVertex, subtask: int, restored: TaskRestoreState | None
+    ) -> list[RecordWriter]:
+        """One record writer per outgoing edge, with its restored output channel state."""
+        graph, p = self.graph, vertex.parallelism
         writers = []
         for edge in vertex.outputs:
             matrix = self.channels[id(edge)]
@@ -236,7 +252,7 @@ class Deployment:
             writer = RecordWriter(
                 channels,
                 edge.partitioning,
-                config.buffer_size,
+                self.config.buffer_size,
                 graph.max_parallelism,
                 subtask,
                 key_error,
@@ -254,27 +270,44 @@ class Deployment:
                 if again:
                     writer.write(again)  # partitioned again for the new parallelism
             writers.append(writer)
-        chain = OperatorChain(operators, writers)
-        name = f"{vertex.name} ({subtask + 1}/{p})"
-        tid = task_id(vertex.id, subtask)
-        if vertex.is_source:
-            source = vertex.head.source
-            assert source is not None
-            reader = source.create_reader(subtask)
-            splits = None if restored is None else restored.splits.get(uid_of(vertex.head))
-            if splits is None:
-                splits = self._split_assignment(vertex)[subtask]
-            reader.add_splits(splits)
-            rate = getattr(source, "records_per_second", None)
-            return SourceTask(
-                name,
-                chain,
-                reader,
-                buffer_size=config.buffer_size,
-                buffer_timeout=config.buffer_timeout,
-                records_per_second=None if rate is None else rate / p,
-                task_id=tid,
-            )
+        return writers
+
+    def _make_source_task(
+        self,
+        vertex: JobVertex,
+        subtask: int,
+        name: str,
+        tid: TaskId,
+        chain: OperatorChain,
+        restored: TaskRestoreState | None,
+    ) -> SourceTask:
+        source = vertex.head.source
+        assert source is not None
+        reader = source.create_reader(subtask)
+        splits = None if restored is None else restored.splits.get(uid_of(vertex.head))
+        if splits is None:
+            splits = self._split_assignment(vertex)[subtask]
+        reader.add_splits(splits)
+        rate = getattr(source, "records_per_second", None)
+        return SourceTask(
+            name,
+            chain,
+            reader,
+            buffer_size=self.config.buffer_size,
+            buffer_timeout=self.config.buffer_timeout,
+            records_per_second=None if rate is None else rate / vertex.parallelism,
+            task_id=tid,
+        )
+
+    def _make_stream_task(
+        self,
+        vertex: JobVertex,
+        subtask: int,
+        name: str,
+        tid: TaskId,
+        chain: OperatorChain,
+        restored: TaskRestoreState | None,
+    ) -> StreamTask:
         inputs: list[Channel[Any]] = []
         input_sources: list[tuple[str, int]] = []
         for edge in vertex.inputs:
@@ -288,7 +321,7 @@ class Deployment:
             name,
             chain,
             InputGate(inputs),
-            buffer_timeout=config.buffer_timeout,
+            buffer_timeout=self.config.buffer_timeout,
             input_sources=input_sources,
             task_id=tid,
         )
@@ -306,36 +339,7 @@ class Deployment:
     ) -> StreamOperator:
         graph, config = self.graph, self.config
         uid = uid_of(node)
-        keyed = None
-        if node.key_selector is not None:
-            keyed = create_keyed_backend(
-                config.state_backend,
-                graph.max_parallelism,
-                key_groups,
-                allow_pickle=config.allow_pickle,
-                state_dir=config.state_dir,
-                incremental=config.incremental_checkpoints,
-                local_recovery=config.local_recovery,
-                # The changelog needs checkpoints (it is uploaded to their storage).
-                changelog=config.changelog if self.checkpointing else None,
-            )
-            if restored is not None and uid in restored.keyed:
-                restore = self.restore
-                assert restore is not None
-                # A RocksDB restore (links, copies, crc32, open) is left to the task,
-                # which runs it in a worker thread before it opens its operators.
-                try:
-                    restore_keyed_backend(
-                        keyed,
-                        restored.keyed[uid],
-                        restore.pointer,
-                        deferred=True,
-                        allow_pickle=restore.allow_pickle,
-                        native=not declares_canonical(restore.metadata),
-                        describe=functools.partial(key_group_file, restore, uid),
-                    )
-                except SerializationError as error:
-                    raise restore_error(restore, node.name, uid, error) from error
+        keyed = self._make_keyed_backend(node, key_groups, restored)
         operator_backend = OperatorStateBackend(allow_pickle=config.allow_pickle)
         if restored is not None and uid in restored.operator:
             assert self.restore is not None
@@ -366,6 +370,44 @@ class Deployment:
             operator = node.factory(node.name, uid)
         operator.setup(ctx)
         return operator
+
+    def _make_keyed_backend(
+        self, node: Transformation, key_groups: KeyGroupRange, restored: TaskRestoreState | None
+    ) -> KeyedStateBackend | None:
+        """The keyed state backend of a keyed operator (None otherwise), restored if any."""
+        if node.key_selector is None:
+            return None
+        graph, config = self.graph, self.config
+        uid = uid_of(node)
+        keyed = create_keyed_backend(
+            config.state_backend,
+            graph.max_parallelism,
+            key_groups,
+            allow_pickle=config.allow_pickle,
+            state_dir=config.state_dir,
+            incremental=config.incremental_checkpoints,
+            local_recovery=config.local_recovery,
+            # The changelog needs checkpoints (it is uploaded to their storage).
+            changelog=config.changelog if self.checkpointing else None,
+        )
+        if restored is not None and uid in restored.keyed:
+            restore = self.restore
+            assert restore is not None
+            # A RocksDB restore (links, copies, crc32, open) is left to the task,
+            # which runs it in a worker thread before it opens its operators.
+            try:
+                restore_keyed_backend(
+                    keyed,
+                    restored.keyed[uid],
+                    restore.pointer,
+                    deferred=True,
+                    allow_pickle=restore.allow_pickle,
+                    native=not declares_canonical(restore.metadata),
+                    describe=functools.partial(key_group_file, restore, uid),
+                )
+            except SerializationError as error:
+                raise restore_error(restore, node.name, uid, error) from error
+        return keyed
 
     def _split_assignment(self, vertex: JobVertex) -> list[list[Any]]:
         if vertex.id not in self._assignments:

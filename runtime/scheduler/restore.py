@@ -230,16 +230,12 @@ class RestoredCheckpoint:
                     )
                 elif kind == "output":
                     consumer = frame.operator_uid
-                    if output_rescaled.get(consumer, False) or rescaled:
-                        if old_subtask % parallelism == subtask:
-                            state.output_records.setdefault(consumer, []).extend(
-                                records.decode(bytes(frame.data))
-                            )
-                    elif old_subtask == subtask:
-                        key = ChannelStateKey.output(consumer, frame.key_group)
-                        state.output_channels.setdefault(key, []).extend(
-                            records.decode(bytes(frame.data))
-                        )
+                    rescaled_edge = output_rescaled.get(consumer, False) or rescaled
+                    if old_subtask == subtask or (
+                        rescaled_edge and old_subtask % parallelism == subtask
+                    ):
+                        decoded = records.decode(bytes(frame.data))
+                        _assign_output(frame, decoded, rescaled_edge, state)
         return state
 
     def _assign_input(
@@ -360,3 +356,22 @@ async def load_checkpoint(
     # A savepoint that declares the canonical format is data only: never unpickled.
     allow_pickle = allow_pickle and not declares_canonical(metadata)
     return RestoredCheckpoint(pointer, metadata, files, allow_pickle)
+
+
+def _assign_output(
+    frame: StateFrameView,
+    decoded: list[Any],
+    rescaled_edge: bool,
+    state: TaskRestoreState,
+) -> None:
+    """Output channel state of an old subtask towards ``frame``'s consumer subtask.
+
+    Queued again on the same channel when neither side was rescaled, else sent through
+    the partitioner again.
+    """
+    consumer = frame.operator_uid
+    if rescaled_edge:
+        state.output_records.setdefault(consumer, []).extend(decoded)
+    else:
+        key = ChannelStateKey.output(consumer, frame.key_group)
+        state.output_channels.setdefault(key, []).extend(decoded)

@@ -48,7 +48,13 @@ from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from storage import HeapSnapshot, serializer_for
 from storage.backend import DeferredSnapshot, UploadingSnapshot
 from storage.changelog import ChangelogKeyedStateBackend
-from storage.checkpoint import CheckpointStorage, SavepointStorage, StateFrame, encode_frame
+from storage.checkpoint import (
+    CheckpointStorage,
+    SavepointStorage,
+    StateFrame,
+    StateHandle,
+    encode_frame,
+)
 from storage.checkpoint.metadata import SharedFileHandle
 
 ENCODE_CHUNK = 2048
@@ -203,11 +209,11 @@ class TaskCheckpointing:
         )
         snapshot.sync_duration = time.perf_counter() - started
         self.pending[barrier.checkpoint_id] = snapshot
-        deferred = [
-            op.keyed
-            for op in snapshot.operators
-            if isinstance(op.keyed, DeferredSnapshot) and not op.keyed.taken
-        ]
+        deferred: list[DeferredSnapshot] = []
+        for op in snapshot.operators:
+            later: object = op.keyed
+            if isinstance(later, DeferredSnapshot) and not later.taken:
+                deferred.append(later)
         if deferred:
             snapshot.deferred = deferred
             self._untaken.append(snapshot)
@@ -300,18 +306,6 @@ class TaskCheckpointing:
         """
         started = time.perf_counter()
         checkpoint_id = snapshot.checkpoint_id
-
-        async def fold_back() -> None:
-            # Released tables fold back a bounded number of entries per step; folding
-            # all at once would stall processing for every key written meanwhile.
-            for op_snapshot in snapshot.operators:
-                keyed = op_snapshot.keyed
-                if keyed is not None:
-                    while True:
-                        await asyncio.sleep(0)
-                        if keyed.fold_step():
-                            break
-
         shared: dict[int, list[SharedFileHandle]] = {}
         try:
             if snapshot.deferred:
@@ -321,39 +315,12 @@ class TaskCheckpointing:
             frames: list[bytes] = []
             sizes: list[int] = []
             for index, op_snapshot in enumerate(snapshot.operators):
-                size = 0
-                if op_snapshot.keyed is not None:
-                    keyed = op_snapshot.keyed
-                    if isinstance(keyed, UploadingSnapshot):  # files first, then handles
-                        shared[index] = await keyed.upload(
-                            self._storage_for(snapshot.barrier), checkpoint_id
-                        )
-                        size += keyed.uploaded_bytes
-                    for chunk in op_snapshot.keyed.encode_chunks(ENCODE_CHUNK):
-                        for key_group, blob in chunk:
-                            frames.append(
-                                encode_frame(StateFrame("keyed", op_snapshot.uid, key_group, blob))
-                            )
-                            size += len(blob)
-                        # Yield between chunks: processing goes on while state is encoded.
-                        await asyncio.sleep(0)
-                        if snapshot.aborted:  # released by abort()
-                            await fold_back()
-                            return
-                    op_snapshot.keyed.release()
-                    await fold_back()
-                for kind, data in op_snapshot.frames:
-                    frames.append(encode_frame(StateFrame(kind, op_snapshot.uid, -1, data)))
-                    size += len(data)
+                size = await self._encode_operator(snapshot, index, op_snapshot, frames, shared)
+                if size is None:  # aborted meanwhile, and released by abort()
+                    await _fold_back(snapshot)
+                    return
                 sizes.append(size)
-            state_size = sum(sizes)
-            in_flight = 0
-            for key, records in snapshot.channel_state.items():
-                data = self._records.encode(records)
-                frames.append(
-                    encode_frame(StateFrame(key.kind, key.operator_uid, key.subtask, data))
-                )
-                in_flight += len(data)
+            in_flight = self._encode_channel_state(snapshot, frames)
             storage = self._storage_for(snapshot.barrier)
             handle = await storage.write_state(checkpoint_id, self._file_name, frames)
         except asyncio.CancelledError:
@@ -362,28 +329,91 @@ class TaskCheckpointing:
             snapshot.release()
             self.pending.pop(checkpoint_id, None)
             if not snapshot.aborted:
-                self.coordinator.put(
-                    CheckpointDeclined(
-                        checkpoint_id,
-                        self.task,
-                        f"subtask {self.task_name!r} could not write its state to "
-                        f"{self.storage.description} ({self._file_name}): "
-                        f"{type(error).__name__}: {error}",
-                    )
-                )
-            await fold_back()
+                self._decline(checkpoint_id, error)
+            await _fold_back(snapshot)
             return
         snapshot.release()
         self.pending.pop(checkpoint_id, None)
         if snapshot.aborted:
-            await fold_back()
+            await _fold_back(snapshot)
             return
+        self._acknowledge(snapshot, handle, sizes, in_flight, shared, started)
+        for operator in self.operators:
+            operator.after_acknowledge(checkpoint_id)
+
+    async def _encode_operator(
+        self,
+        snapshot: PendingSnapshot,
+        index: int,
+        op_snapshot: OperatorSnapshot,
+        frames: list[bytes],
+        shared: dict[int, list[SharedFileHandle]],
+    ) -> int | None:
+        """Append one operator's frames (uploading its shared files first); its size.
+
+        None if the checkpoint was aborted while its keyed state was being encoded.
+        """
+        size = 0
+        keyed = op_snapshot.keyed
+        if keyed is not None:
+            if isinstance(keyed, UploadingSnapshot):  # files first, then handles
+                shared[index] = await keyed.upload(
+                    self._storage_for(snapshot.barrier), snapshot.checkpoint_id
+                )
+                size += keyed.uploaded_bytes
+            for chunk in keyed.encode_chunks(ENCODE_CHUNK):
+                for key_group, blob in chunk:
+                    frames.append(
+                        encode_frame(StateFrame("keyed", op_snapshot.uid, key_group, blob))
+                    )
+                    size += len(blob)
+                # Yield between chunks: processing goes on while state is encoded.
+                await asyncio.sleep(0)
+                if snapshot.aborted:  # released by abort()
+                    return None
+            keyed.release()
+            await _fold_back(snapshot)
+        for kind, data in op_snapshot.frames:
+            frames.append(encode_frame(StateFrame(kind, op_snapshot.uid, -1, data)))
+            size += len(data)
+        return size
+
+    def _encode_channel_state(self, snapshot: PendingSnapshot, frames: list[bytes]) -> int:
+        """Append the channel state's frames; their size in bytes."""
+        in_flight = 0
+        for key, records in snapshot.channel_state.items():
+            data = self._records.encode(records)
+            frames.append(encode_frame(StateFrame(key.kind, key.operator_uid, key.subtask, data)))
+            in_flight += len(data)
+        return in_flight
+
+    def _decline(self, checkpoint_id: CheckpointId, error: Exception) -> None:
+        self.coordinator.put(
+            CheckpointDeclined(
+                checkpoint_id,
+                self.task,
+                f"subtask {self.task_name!r} could not write its state to "
+                f"{self.storage.description} ({self._file_name}): "
+                f"{type(error).__name__}: {error}",
+            )
+        )
+
+    def _acknowledge(
+        self,
+        snapshot: PendingSnapshot,
+        handle: StateHandle,
+        sizes: list[int],
+        in_flight: int,
+        shared: dict[int, list[SharedFileHandle]],
+        started: float,
+    ) -> None:
+        """Report the written state: one handle per operator, all in the one file."""
         metrics = SubtaskCheckpointMetrics(
             sync_duration=snapshot.sync_duration,
             async_duration=time.perf_counter() - started,
             alignment_duration=snapshot.alignment_duration,
             start_delay=snapshot.start_delay,
-            state_size=state_size,
+            state_size=sum(sizes),
             in_flight_bytes=in_flight,
             unaligned=snapshot.unaligned,
         )
@@ -401,12 +431,24 @@ class TaskCheckpointing:
                 )
         self.coordinator.put(
             CheckpointAcknowledged(
-                checkpoint_id,
+                snapshot.checkpoint_id,
                 self.task,
                 metrics,
                 reports,
                 after_end_of_input=snapshot.after_end_of_input,
             )
         )
-        for operator in self.operators:
-            operator.after_acknowledge(checkpoint_id)
+
+
+async def _fold_back(snapshot: PendingSnapshot) -> None:
+    """Fold the snapshot's released tables back, a bounded number of entries per step.
+
+    Folding all at once would stall processing for every key written meanwhile.
+    """
+    for op_snapshot in snapshot.operators:
+        keyed = op_snapshot.keyed
+        if keyed is not None:
+            while True:
+                await asyncio.sleep(0)
+                if keyed.fold_step():
+                    break
