@@ -462,17 +462,7 @@ class CheckpointPlanner:
         )
         self.end.not_final.discard(checkpoint_id)
         if not options.is_savepoint:
-            # Completing n subsumes every older pending checkpoint (Flink aborts them).
-            for older in sorted(i for i in self.pending if i < checkpoint_id):
-                if not self.pending[older].options.is_savepoint:
-                    actions.extend(
-                        self._abort(
-                            older,
-                            CheckpointFailureReason.SUBSUMED,
-                            f"checkpoint {older} was subsumed by {checkpoint_id}",
-                            now,
-                        )
-                    )
+            actions.extend(self._subsume_older(checkpoint_id, now))
         if notify:
             actions.append(RecordNotified(checkpoint_id, pointer))
             message = NotifyCheckpointComplete(checkpoint_id, final=final)
@@ -484,6 +474,21 @@ class CheckpointPlanner:
             actions.append(ResolveRequest(request, completed))
             if request is self._drain:
                 self._drain = None
+        return actions
+
+    def _subsume_older(self, checkpoint_id: CheckpointId, now: float) -> list[Action]:
+        """Completing checkpoint n subsumes every older pending one (Flink aborts them)."""
+        actions: list[Action] = []
+        for older in sorted(i for i in self.pending if i < checkpoint_id):
+            if not self.pending[older].options.is_savepoint:
+                actions.extend(
+                    self._abort(
+                        older,
+                        CheckpointFailureReason.SUBSUMED,
+                        f"checkpoint {older} was subsumed by {checkpoint_id}",
+                        now,
+                    )
+                )
         return actions
 
     def metadata_failed(
