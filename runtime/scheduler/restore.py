@@ -194,25 +194,16 @@ class RestoredCheckpoint:
         """
         state = TaskRestoreState()
         head = uids[0]
-        old_p = self.old_parallelism(head)
-        rescaled = old_p is not None and old_p != parallelism
+        rescaled = self.old_parallelism(head) not in (None, parallelism)
         records = serializer_for(None, allow_pickle=self.allow_pickle, what="record")
         for uid in uids:
             self._assign_operator_state(uid, subtask, parallelism, state)
         for file in self.files:
-            old_subtasks = [k for (owner, k) in file.owners if owner == head]
-            old_subtask = old_subtasks[0] if old_subtasks else None
+            old_subtask = next((k for (owner, k) in file.owners if owner == head), None)
             for frame in file.frames:
                 kind = frame.kind
                 if kind == "keyed":
-                    if (
-                        frame.operator_uid in uids
-                        and key_group_range is not None
-                        and frame.key_group in key_group_range
-                    ):
-                        state.keyed.setdefault(frame.operator_uid, []).append(
-                            (frame.key_group, frame.data)
-                        )
+                    _assign_keyed(frame, uids, key_group_range, state)
                 elif old_subtask is None:
                     continue
                 elif kind == "input":
@@ -375,3 +366,18 @@ def _assign_output(
     else:
         key = ChannelStateKey.output(consumer, frame.key_group)
         state.output_channels.setdefault(key, []).extend(decoded)
+
+
+def _assign_keyed(
+    frame: StateFrameView,
+    uids: list[str],
+    key_group_range: KeyGroupRange | None,
+    state: TaskRestoreState,
+) -> None:
+    """Keep a keyed-state frame if it is of one of the chain's operators and key groups."""
+    if (
+        frame.operator_uid in uids
+        and key_group_range is not None
+        and frame.key_group in key_group_range
+    ):
+        state.keyed.setdefault(frame.operator_uid, []).append((frame.key_group, frame.data))
