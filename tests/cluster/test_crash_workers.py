@@ -30,14 +30,22 @@ from runtime import (
 )
 from runtime.cluster.worker import ATTEMPT_VARIABLE, WORKER_INDEX_VARIABLE
 from runtime.connectors.file_sink import read_committed
+from runtime.connectors.sequence import GeneratorSource
+from runtime.testing.gates import GatedReader, SourceGate
 
 crash_job = load("crash_job")
 
 COUNT = 1_200
 KEYS = 6
 RATE = 3_000  # records/s over both sources: ~0.4 s, some 20 checkpoints at 20 ms
+# The first attempt never ends its input (see HoldOpenInFirstAttempt): no kill point
+# depends on how many checkpoints fit in the run.
 
 _SWITCH: Any = None  # one per worker process
+
+
+def _record(i: int) -> tuple[int, int]:
+    return (i % KEYS, i)
 
 
 class KillingCount(KeyedProcessFunction):
@@ -79,6 +87,27 @@ class KillingCount(KeyedProcessFunction):
         return [f"{value[0]} {value[1]} {n}"]
 
 
+class HoldOpenInFirstAttempt:
+    """``source``, whose readers never end in attempt 0 (a shut ``SourceGate``).
+
+    So the first attempt goes on taking checkpoints until its kill point comes, however
+    slow the machine; later attempts read to the end.
+    """
+
+    def __init__(self, source: GeneratorSource) -> None:
+        self.source = source
+        self.records_per_second = source.records_per_second
+
+    def create_enumerator(self) -> Any:
+        return self.source.create_enumerator()
+
+    def create_reader(self, subtask_index: int) -> Any:
+        reader = self.source.create_reader(subtask_index)
+        if os.environ.get(ATTEMPT_VARIABLE) == "0":
+            return GatedReader(reader, SourceGate(hold_at_end=True), subtask_index)
+        return reader
+
+
 def check_output(lines: list[str]) -> None:
     """Every record once; per key the counts 1..n once each."""
     seen = sorted(int(line.split()[1]) for line in lines)
@@ -110,7 +139,9 @@ async def test_a_worker_killed_during_checkpoints_leaves_exactly_once_output(
     env.enable_checkpointing(0.02, storage=(tmp_path / "chk").as_uri())
     env.set_restart_strategy(FixedDelayRestart(2, 0.0))
     (
-        env.generate(lambda i: (i % KEYS, i), COUNT, records_per_second=RATE, uid="numbers")
+        env.from_source(
+            HoldOpenInFirstAttempt(GeneratorSource(_record, COUNT, RATE)), uid="numbers"
+        )
         .key_by(lambda pair: pair[0])
         .process(KillingCount(spec, worker), name="count", uid="count")
         .sink_to(FileSink(out), name="files", uid="files")
