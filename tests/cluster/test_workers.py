@@ -125,7 +125,7 @@ async def test_a_hung_worker_is_found_by_its_missing_heartbeats(tmp_path: Path) 
 
 
 @pytest.mark.stress
-@pytest.mark.parametrize("kill_at", range(100, 3000, 150))
+@pytest.mark.parametrize("kill_at", range(250, 3000, 500))
 @pytest.mark.parametrize("backend", ["heap", "rocksdb"])
 async def test_exactly_once_after_a_worker_is_killed_stress(
     tmp_path: Path, kill_at: int, backend: str
