@@ -250,3 +250,33 @@ def test_weir_run_workers_sets_the_default(tmp_path: Path) -> None:
     )
     assert bad.returncode != 0
     assert "workers 3 is greater than parallelism 2" in bad.stderr
+
+
+class _ImportsInWorkers:
+    """A function whose unpickling fails in a worker as a missing dependency would."""
+
+    def __init__(self) -> None:
+        self.state = "some"  # pickle calls __setstate__ only for a non-empty state
+
+    def __call__(self, x: int) -> int:
+        return x
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if os.environ.get("WEIR_WORKER_INDEX") is not None:
+            raise ImportError("No module named 'a_dependency_only_the_master_has'")
+
+
+async def test_a_worker_that_cannot_build_its_subtasks_fails_the_job() -> None:
+    env = StreamEnvironment(parallelism=2, workers=2)
+    env.from_collection(range(10)).map(_ImportsInWorkers(), name="needs").collect(name="o")
+    with pytest.raises(Exception) as caught:
+        await env.execute("cannot start")
+    error: BaseException | None = caught.value
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__
+    assert any(
+        "cannot build its subtasks" in m and "a_dependency_only_the_master_has" in m
+        for m in messages
+    ), messages
