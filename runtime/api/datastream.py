@@ -33,10 +33,10 @@ from runtime.tasks.functions import (
     adapt,
     check_arity,
 )
+from runtime.tasks.keyed_operators import KeyedReduceOperator
 from runtime.tasks.operators import (
     FilterOperator,
     FlatMapOperator,
-    KeyedReduceOperator,
     MapOperator,
     SinkOperator,
     StreamOperator,

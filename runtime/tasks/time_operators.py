@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from runtime.tasks.operators import KeyedProcessOperator, StreamOperator, UserFunctionOperator
+from runtime.tasks.keyed_operators import KeyedProcessOperator
+from runtime.tasks.operators import StreamOperator, UserFunctionOperator
 from runtime.time.side_output import OutputTag, SideRecord
 from runtime.time.timers import EVENT_TIMERS, PROCESSING_TIMERS, TimerService
 from runtime.time.watermarks import (
