@@ -1,8 +1,10 @@
 """The kit run end to end in a subprocess, as a user runs it (asserts nothing on time).
 
-The default test runs three parts at tiny sizes (a few seconds); the ``stress`` one runs
-the whole ``--quick`` suite (under a minute). Both check the report files, not figures:
-Bytewax and matplotlib may be absent (the bench extra), and the report must say so.
+The default test runs three parts at tiny sizes (a few seconds). The ``stress`` one runs
+the whole ``--quick`` suite, which takes minutes since the kit has 17 parts: only with
+``WEIR_KIT_SMOKE=full`` (most parts have a smoke test of their own). Both check the
+report files, not figures: Bytewax and matplotlib may be absent (the bench extra), and
+the report must say so.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ def test_kit_runs_tiny_parts_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.stress
+@pytest.mark.skipif(
+    os.environ.get("WEIR_KIT_SMOKE") != "full",
+    reason="the whole --quick kit takes minutes (17 parts); the kit's machinery runs "
+    "above and most parts have their own smoke test: set WEIR_KIT_SMOKE=full to run it",
+)
 def test_quick_kit_runs_the_whole_suite(tmp_path: Path) -> None:
     done = run_kit("--quick", "--out", str(tmp_path), timeout=600)
     assert done.returncode == 0, done.stderr
