@@ -91,4 +91,3 @@ class OperatorError(WeirError):
         self.parallelism = parallelism
         self.record = record
         self.__cause__ = cause
-

@@ -138,7 +138,9 @@ def runtime_part(module: str) -> str | None:
 def test_every_runtime_subpackage_has_a_place_in_the_order() -> None:
     parts = {p.name for p in (ROOT / "runtime").iterdir() if (p / "__init__.py").exists()}
     parts |= {p.stem for p in (ROOT / "runtime").glob("*.py") if p.stem != "__init__"}
-    assert parts <= set(RUNTIME_ORDER), f"place these in RUNTIME_ORDER: {parts - set(RUNTIME_ORDER)}"
+    assert parts <= set(RUNTIME_ORDER), (
+        f"place these in RUNTIME_ORDER: {parts - set(RUNTIME_ORDER)}"
+    )
 
 
 def test_runtime_subpackages_import_only_downwards() -> None:

@@ -5,7 +5,6 @@ of the same event loop, and the client reports its status, cancels it, and waits
 ``JobResult`` (``runtime.scheduler.result``).
 """
 
-
 from __future__ import annotations
 
 import asyncio

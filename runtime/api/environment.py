@@ -86,14 +86,14 @@ def _changelog_options(changelog: object) -> ChangelogOptions | None:
         return None
     if isinstance(changelog, ChangelogOptions):
         return changelog
-    raise ConfigError(
-        f"changelog must be True, False or a ChangelogOptions, got {changelog!r}"
-    )
+    raise ConfigError(f"changelog must be True, False or a ChangelogOptions, got {changelog!r}")
 
 
 def _check_changelog(config: ExecutionConfig, checkpointing: CheckpointConfig) -> None:
-    if config.changelog is not None and checkpointing.enabled and (
-        not checkpointing.storage.startswith("file://")
+    if (
+        config.changelog is not None
+        and checkpointing.enabled
+        and (not checkpointing.storage.startswith("file://"))
     ):
         raise ConfigError(
             f"changelog=True needs a file-system checkpoint storage, got storage="
@@ -615,4 +615,3 @@ def _warn_overridden(given: dict[str, object]) -> None:
                 key_of(option),
                 ours,
             )
-

@@ -210,8 +210,7 @@ class Deployment:
             return None
         keyed = any(node.key_selector is not None for node in vertex.nodes)
         input_key_selectors = {
-            uid_of(edge.source.nodes[-1]): edge.partitioning.key_selector
-            for edge in vertex.inputs
+            uid_of(edge.source.nodes[-1]): edge.partitioning.key_selector for edge in vertex.inputs
         }
         output_rescaled = {
             uid_of(edge.target.head): restore.old_parallelism(uid_of(edge.target.head))

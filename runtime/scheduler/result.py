@@ -4,7 +4,6 @@
 carries one). The scheduler builds them; ``runtime.api.client.JobClient`` hands them out.
 """
 
-
 from __future__ import annotations
 
 import enum

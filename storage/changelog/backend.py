@@ -332,7 +332,11 @@ class ChangelogKeyedStateBackend:
         assert self.pins is not None
         try:
             segment.file = await upload_changelog(
-                self.pins, segment.entries, segment.seq_from, self.max_parallelism, self.key_serializer
+                self.pins,
+                segment.entries,
+                segment.seq_from,
+                self.max_parallelism,
+                self.key_serializer,
             )
         except Exception as error:  # raised again by the checkpoints that need it
             segment.error = error

@@ -288,8 +288,7 @@ class RocksDBSnapshot:
             stash = [(split_stash_row(row)[0], data) for row, data in scan_prefix(db, STASH_ROW)]
             if stash:
                 heap.restore(
-                    (kg, encode_key_group(kg, [ENTRIES_DECODER.decode(data)]))
-                    for kg, data in stash
+                    (kg, encode_key_group(kg, [ENTRIES_DECODER.decode(data)])) for kg, data in stash
                 )
             kinds = {row[1:].decode(): kind.decode() for row, kind in scan_prefix(db, KIND_ROW)}
             for name, kind in kinds.items():
