@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -397,9 +397,12 @@ def _initialize(job_dir: Path) -> None:
         job_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise StorageNotWritableError(str(job_dir), error) from error
-    # mkdir(exist_ok=True) succeeds on an existing read-only folder: probe it.
+    # mkdir(exist_ok=True) succeeds on an existing read-only folder: probe it. A name
+    # of our own, not tempfile.mkstemp: a run once hung inside mkstemp here (its shared
+    # random name sequence), and a probe needs no random name.
+    probe = job_dir / f".write-probe-{os.getpid()}-{threading.get_ident()}"
     try:
-        descriptor, probe = tempfile.mkstemp(prefix=".write-probe-", dir=job_dir)
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.close(descriptor)
         os.unlink(probe)
     except OSError as error:

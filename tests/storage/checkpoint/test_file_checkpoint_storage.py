@@ -278,10 +278,14 @@ async def test_initialize_probes_an_existing_job_folder(
 ) -> None:
     await file_storage.initialize()
 
-    def read_only(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.EROFS, "Read-only file system")
+    real_open = os.open
 
-    monkeypatch.setattr("tempfile.mkstemp", read_only)
+    def read_only(path: object, *args: object, **kwargs: object) -> int:
+        if ".write-probe-" in str(path):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("os.open", read_only)
     with pytest.raises(
         StorageNotWritableError,
         match=rf"at {re.escape(str(file_storage.job_dir))}: Read-only file system",
