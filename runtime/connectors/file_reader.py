@@ -19,6 +19,7 @@ from time import monotonic
 from typing import Any
 
 import aiofiles  # type: ignore[import-untyped]
+import anyio
 
 from runtime.connectors.errors import ConnectorError
 from runtime.connectors.file_formats import LineError
@@ -131,9 +132,13 @@ class FileReader:
 
     async def _read_at(self, path: str, offset: int, size: int) -> bytes:
         try:
-            async with aiofiles.open(path, "rb") as f:
-                await f.seek(offset)
-                data: bytes = await f.read(size)
+            # Shielded: a task cancelled (a restart) while aiofiles' worker thread opens
+            # or reads would drop the file object unclosed (a ResourceWarning at some
+            # later garbage collection); one chunk's read is worth waiting for.
+            with anyio.CancelScope(shield=True):
+                async with aiofiles.open(path, "rb") as f:
+                    await f.seek(offset)
+                    data: bytes = await f.read(size)
         except OSError as error:
             raise ConnectorError(self._label, None, f"cannot read {path}: {error}") from error
         return data
