@@ -11,7 +11,6 @@ one is a ``ConfigError`` that names it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
 import os
@@ -573,8 +572,10 @@ class StreamEnvironment:
         await execution.prepare()
         # The client sees every operator from the start; a failure to deploy (a reader
         # that cannot be made) fails the job and is reported by wait().
-        with contextlib.suppress(Exception):
+        try:
             await execution.deploy_first_attempt()
+        except Exception as error:  # run() fails the job with it; wait() raises it
+            logger.debug("job %r: deployment failed: %s", job_name, error)
         task = asyncio.get_running_loop().create_task(execution.run(), name=job_name)
         # The client's wait() retrieves the result or error; a job nobody waits for
         # must not log "exception was never retrieved".

@@ -214,8 +214,10 @@ class WorkerGroup(Actor):
             self.start_seconds = time.perf_counter() - started
             await self._watch()
             for index in range(self.workers):
-                with contextlib.suppress(Exception):
+                try:
                     write_message(self._writers[index], Exit())
+                except Exception as error:  # the worker is gone already
+                    logger.debug("worker %d: cannot send Exit: %s", index, error)
             self.finished.set()
             await self._wait_exits(EXIT_GRACE)
         finally:
@@ -240,8 +242,10 @@ class WorkerGroup(Actor):
             if process.poll() is None:
                 process.kill()
         for process in self.processes:
-            with contextlib.suppress(Exception):
+            try:
                 process.wait(timeout=5)
+            except Exception as error:
+                logger.warning("worker process %d did not exit: %s", process.pid, error)
         for writer in self._writers.values():
             with contextlib.suppress(Exception):
                 writer.close()

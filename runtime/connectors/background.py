@@ -9,11 +9,13 @@ runtime's batch path, and no snapshot can run while a write of the sink is half 
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 __all__ = ["BackgroundWriter"]
+
+logger = logging.getLogger("weir.connectors")
 
 
 class BackgroundWriter:
@@ -44,8 +46,10 @@ class BackgroundWriter:
 
     def close(self) -> None:
         """Wait for the write in flight (ignoring its error) and stop the worker."""
-        with contextlib.suppress(Exception):
+        try:
             self.wait()
+        except Exception as error:  # the caller is closing after a failure it reports
+            logger.debug("background write failed while closing: %s", error)
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None

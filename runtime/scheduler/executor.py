@@ -24,7 +24,6 @@ finished, failed or canceled.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
@@ -405,8 +404,15 @@ class JobExecution:
             return
         for completed in coordinator.completed:
             # Best effort: the job's outcome stands even if a deletion fails.
-            with contextlib.suppress(Exception):
+            try:
                 await storage.discard(completed.checkpoint_id)
+            except Exception as error:
+                _logger.warning(
+                    "job %r: could not delete checkpoint %d: %s",
+                    self.job_name,
+                    completed.checkpoint_id,
+                    error,
+                )
 
     async def _finish_job_folder(self) -> None:
         """Record how the job ended in its folder; leave no empty folders behind."""
@@ -416,8 +422,12 @@ class JobExecution:
         completed = [] if coordinator is None else coordinator.completed
         notified = max((c.checkpoint_id for c in completed), default=None)
         # Best effort: the job's outcome stands even if the folder cannot be written.
-        with contextlib.suppress(Exception):
+        try:
             await finish_job_folder(storage, self.status.value, notified)
+        except Exception as error:
+            _logger.warning(
+                "job %r: could not record its end in its folder: %s", self.job_name, error
+            )
 
     # -- results --------------------------------------------------------------------------
 

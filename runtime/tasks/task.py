@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -70,6 +71,8 @@ from storage.backend import (
 
 YIELD_INTERVAL = 0.002
 """Seconds a task may run without giving other actors a turn."""
+
+logger = logging.getLogger("weir.tasks")
 
 
 class Task(Actor):
@@ -240,8 +243,15 @@ class Task(Actor):
         Runs after the task group ended, so no snapshot thread uses them any more.
         """
         for operator in self.chain.operators:
-            with contextlib.suppress(Exception):
+            try:
                 await close_keyed_backend(operator.context.keyed_backend)
+            except Exception as error:  # the task's outcome stands; a leak is worth a line
+                logger.warning(
+                    "task %r: closing the state backend of %r failed: %s",
+                    self.name,
+                    operator.name,
+                    error,
+                )
 
     def _decode_restored_state(self) -> None:
         """Decode restored keyed state in the background, a bounded step per turn."""
