@@ -43,6 +43,7 @@ from runtime.checkpoint.events import (
     SubtaskCheckpointMetrics,
 )
 from runtime.checkpoint.ids import CheckpointId, TaskId
+from runtime.tasks.fairness import yield_turn
 from runtime.tasks.gc_freezer import STATE_FREEZER
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from storage import HeapSnapshot, serializer_for
@@ -368,7 +369,7 @@ class TaskCheckpointing:
                     )
                     size += len(blob)
                 # Yield between chunks: processing goes on while state is encoded.
-                await asyncio.sleep(0)
+                await yield_turn()
                 if snapshot.aborted:  # released by abort()
                     return None
             keyed.release()
@@ -449,6 +450,6 @@ async def _fold_back(snapshot: PendingSnapshot) -> None:
         keyed = op_snapshot.keyed
         if keyed is not None:
             while True:
-                await asyncio.sleep(0)
+                await yield_turn()
                 if keyed.fold_step():
                     break

@@ -17,7 +17,8 @@ The two kinds of task share this base: ``SourceTask`` (reads a source reader) an
   when a call completes; the task emits its results between buffers and when idle, and
   ``wait_operator`` waits for a free slot while handling urgent events;
 * fairness: a task that never has to wait yields to the event loop every
-  ``YIELD_INTERVAL`` seconds, so one busy chain cannot starve the others;
+  ``YIELD_INTERVAL`` seconds, so one busy chain cannot starve the others, nor the
+  worker threads that write checkpoints (``runtime.tasks.fairness``);
 * checkpoints (when the job has them): forwarding barriers, aligned (in the data lane,
   after all data) or unaligned (on the priority lane, recording what they overtake as
   output channel state), notifications to the operators;
@@ -60,6 +61,7 @@ from runtime.checkpoint.events import (
 from runtime.checkpoint.ids import CheckpointId, TaskId
 from runtime.tasks.chain import OperatorChain
 from runtime.tasks.chain_time import FIRE_PROCESSING_TIMERS, FireProcessingTimers
+from runtime.tasks.fairness import yield_turn
 from runtime.tasks.snapshot import ChannelStateKey, TaskCheckpointing
 from runtime.time.watermarks import MAX_WATERMARK
 from storage.backend import (
@@ -357,7 +359,7 @@ class Task(Actor):
         self.check_buffer_timeout(time.monotonic())
         if now - self._last_yield >= YIELD_INTERVAL:
             self._last_yield = now
-            await asyncio.sleep(0)
+            await yield_turn()
 
     def check_buffer_timeout(self, now: float) -> None:
         """Seal partial buffers older than the buffer timeout (they go out next drain)."""
@@ -564,6 +566,6 @@ async def _restore_steps(backend: LazilyRestoringBackend) -> None:
     needs it is decoded then, by the state handle.
     """
     while True:
-        await asyncio.sleep(0)
+        await yield_turn()
         if backend.restore_step():
             return
