@@ -27,15 +27,20 @@ import enum
 import os
 import sys
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from runtime.cli import render
 from runtime.cli.client import DEFAULT_ADDRESS, ApiFailure, RestClient
 from runtime.cli.errors import CliError, UsageError
+from runtime.cli.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from runtime.cli import render
+else:
+    # rich is imported on the first output, not for ``weir --help`` (a 25 ms import).
+    render = lazy_module("runtime.cli.render")
 
 __all__ = ["app", "main"]
 
@@ -44,6 +49,9 @@ app = typer.Typer(
     help="Run Weir stream jobs, control them while they run, and inspect their checkpoints.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain (click) help: typer's rich help imports rich.markdown and pygments, 60 ms of
+    # the 150 ms `weir --help` may take.
+    rich_markup_mode=None,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -83,6 +91,8 @@ Format = Annotated[FormatChoice, typer.Option("--format", help="canonical (porta
 
 
 def _version() -> str:
+    from importlib import metadata  # 18 ms: only for ``weir version``
+
     try:
         return metadata.version("weir")
     except metadata.PackageNotFoundError:

@@ -1,20 +1,25 @@
 """The client side of the HTTP API: what ``weir list``, ``savepoint``, ``stop``...  send.
 
-One :class:`RestClient` per command, over ``httpx`` (synchronous: a command makes one or
-two requests). Every failure becomes a :class:`~runtime.cli.errors.CliError` that says
-what to do: no server at the address, no answer in time, or the API's own
-``{"errors": [...]}`` with its status. Folders are sent as absolute paths, made so on
-this side, because the server runs in another folder (it resolves symlinks itself).
-Bodies are sent as ``application/json``, and the bearer token of ``WEIR_REST_TOKEN``, if
-set, with every request (see :mod:`runtime.cli.guard`).
+One :class:`RestClient` per command, over the standard library's ``http.client`` (a
+command makes one or two requests; a new connection each). Every failure becomes a
+:class:`~runtime.cli.errors.CliError` that says what to do: no server at the address,
+no answer in time, or the API's own ``{"errors": [...]}`` with its status. Folders are
+sent as absolute paths, made so on this side, because the server runs in another
+folder (it resolves symlinks itself). Bodies are sent as ``application/json``, and the
+bearer token of ``WEIR_REST_TOKEN``, if set, with every request (see
+:mod:`runtime.cli.guard`).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 from runtime.cli.errors import CliError, UsageError
+
+if TYPE_CHECKING:
+    import http.client
 
 __all__ = ["DEFAULT_ADDRESS", "ApiFailure", "RestClient"]
 
@@ -59,59 +64,91 @@ class RestClient:
     ) -> None:
         self.address = _normalize(address)
         self._timeout_seconds = timeout
-        self._http: Any = None
         token = token if token is not None else os.environ.get("WEIR_REST_TOKEN") or None
         self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
 
-    def _client(self) -> Any:
-        """One connection for every request of a command, made on first use.
+    def _connect(self) -> http.client.HTTPConnection:
+        """A connection to the server, connected within ``_CONNECT_SECONDS``.
 
-        httpx is imported only then (``weir --help`` and the offline commands never need
-        it). A plain ``http://`` address needs no certificates: loading the CA bundle
-        for nothing was a third of ``weir status``'s time.
+        The standard library's ``http.client``: a command makes one or two requests, and
+        httpx's import alone took 117 ms of ``weir status``'s time. A plain ``http://``
+        address loads no certificates. Imported here: ``weir --help`` needs none of it.
         """
-        if self._http is None:
-            import httpx
+        import http.client
+        import ssl
 
-            timeout = httpx.Timeout(
-                self._timeout_seconds, connect=min(self._timeout_seconds, _CONNECT_SECONDS)
+        url = urllib.parse.urlsplit(self.address)
+        connect = min(self._timeout_seconds, _CONNECT_SECONDS)
+        connection: http.client.HTTPConnection
+        if url.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                url.hostname or "", url.port, timeout=connect, context=ssl.create_default_context()
             )
-            self._http = httpx.Client(
-                base_url=self.address,
-                timeout=timeout,
-                headers=self._headers,
-                verify=self.address.startswith("https://"),
-                trust_env=False,
-            )
-        return self._http
+        else:
+            connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=connect)
+        connection.connect()
+        assert connection.sock is not None
+        connection.sock.settimeout(self._timeout_seconds)
+        return connection
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        import http.client
+        import json as jsonlib
+        import socket
 
+        prefix = urllib.parse.urlsplit(self.address).path
+        target = prefix + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        headers = dict(self._headers)
+        body = None
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            headers["Content-Type"] = "application/json"
         try:
-            response = self._client().request(method, path, **kwargs)
-        except httpx.ConnectError:
+            connection = self._connect()
+        except (ConnectionError, socket.gaierror):
             raise CliError(f"no job server at {self.address}: is `weir run` running?") from None
-        except httpx.TimeoutException:
+        except TimeoutError:
+            raise CliError(
+                f"no job server answered at {self.address} within {_CONNECT_SECONDS:g} s: "
+                f"is `weir run` running?"
+            ) from None
+        except OSError as error:
+            raise CliError(f"talking to {self.address} failed: {error}") from None
+        try:
+            connection.request(method, target, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        except TimeoutError:
             raise CliError(
                 f"the job server at {self.address} did not answer {method} {path} in time "
                 f"(--timeout)"
             ) from None
-        except httpx.HTTPError as error:
-            raise CliError(f"talking to {self.address} failed: {error}") from None
+        except (OSError, http.client.HTTPException) as error:
+            raise CliError(f"talking to {self.address} failed: {error!r}") from None
+        finally:
+            connection.close()
         try:
-            body = response.json()
+            answer = jsonlib.loads(data)
         except ValueError:
-            body = None
-        if response.is_error:
-            errors = body.get("errors") if isinstance(body, dict) else None
+            answer = None
+        if response.status >= 400:
+            errors = answer.get("errors") if isinstance(answer, dict) else None
             message = (
-                "; ".join(map(str, errors)) if errors else response.text or response.reason_phrase
+                "; ".join(map(str, errors))
+                if errors
+                else data.decode("utf-8", "replace") or response.reason
             )
-            raise ApiFailure(response.status_code, message)
-        if body is None:
+            raise ApiFailure(response.status, message)
+        if answer is None:
             raise CliError(f"{self.address} answered {method} {path} with something not JSON")
-        return body
+        return answer
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """The jobs of the server's process."""
