@@ -52,7 +52,7 @@ def _default_executor_busy(loop: Any) -> bool:
     try:
         if executor._work_queue.qsize():
             return True
-        return len(executor._threads) > executor._idle_semaphore._value
+        return bool(len(executor._threads) > executor._idle_semaphore._value)
     except AttributeError:  # not a ThreadPoolExecutor of this CPython's kind
         return False
 
