@@ -6,9 +6,14 @@ A vertex is an operator chain (what runs as one subtask actor), its id is its in
 the job graph (``"0"``, ``"1"``...; Flink's are 32 hex digits). Records are the chain's
 first operator's input and last operator's output: ``read-records`` / ``write-records``
 of a vertex add up every attempt of the job, a subtask's count its current attempt
-only. Byte counts are not measured (Weir's channels carry Python objects), so the
-``*-bytes`` fields are absent. Ratios and rates are over the latest window of the
-:class:`~runtime.metrics.sampling.LoadTracker` (about a second between two reads).
+only. ``read-bytes`` / ``write-bytes`` are the bytes of whole frames (header and payload
+of buffers and events; not credits) that a subtask's channels read from / wrote to
+other worker processes, summed the same way; in one process channels pass Python
+objects and serialize nothing, so they are 0 (as Flink's chained operators count no
+network bytes). ``*-bytes-complete`` says whether every subtask reported its counters
+(see :class:`~runtime.scheduler.executor.NetworkBytes`). Ratios and rates are over the
+latest window of the :class:`~runtime.metrics.sampling.LoadTracker` (about a second
+between two reads).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from runtime.metrics.sampling import (
 )
 
 if TYPE_CHECKING:
-    from runtime.scheduler.executor import JobExecution
+    from runtime.scheduler.executor import JobExecution, NetworkBytes
 
 __all__ = [
     "backpressure_view",
@@ -107,12 +112,19 @@ def _vertex_body(
     execution: JobExecution,
     vertex: VertexSample,
     totals: dict[str, tuple[int, int]],
+    network: dict[int, NetworkBytes],
     tracker: LoadTracker,
 ) -> dict[str, Any]:
     loads = _loads(execution, vertex, tracker)
     head, tail = vertex.operators[0][0], vertex.operators[-1][0]
     read = totals.get(head, (vertex.records_in, 0))[0]
     write = totals.get(tail, (0, vertex.records_out))[1]
+    moved = network.get(int(vertex.id))
+    if moved is None:  # not deployed yet: what its subtasks (if any) report
+        bytes_in, bytes_out = vertex.bytes_in, vertex.bytes_out
+        bytes_complete = all(s.bytes_complete for s in vertex.subtasks)
+    else:
+        bytes_in, bytes_out, bytes_complete = moved.bytes_in, moved.bytes_out, moved.complete
     count = max(1, len(loads))
     return {
         "id": vertex.id,
@@ -127,6 +139,10 @@ def _vertex_body(
         "operators": [{"name": name, "uid": uid} for name, uid in vertex.operators],
         "inputs": [{"id": vid, "ship_strategy": how.upper()} for vid, how in vertex.inputs],
         "metrics": {
+            "read-bytes": bytes_in,
+            "read-bytes-complete": bytes_complete,
+            "write-bytes": bytes_out,
+            "write-bytes-complete": bytes_complete,
             "read-records": read,
             "read-records-complete": True,
             "write-records": write,
@@ -146,7 +162,8 @@ def _vertex_body(
 def job_details_view(execution: JobExecution, tracker: LoadTracker) -> dict[str, Any]:
     """``GET /jobs/{id}``: the job, its vertices with their metrics, and its plan."""
     totals = {m.name: (m.records_in, m.records_out) for m in execution.operator_metrics().values()}
-    vertices = [_vertex_body(execution, v, totals, tracker) for v in sample_job(execution)]
+    network = execution.network_bytes()
+    vertices = [_vertex_body(execution, v, totals, network, tracker) for v in sample_job(execution)]
     status_counts: dict[str, int] = {}
     for vertex in vertices:
         status_counts[vertex["status"]] = status_counts.get(vertex["status"], 0) + 1
@@ -194,6 +211,10 @@ def vertex_view(
                 "attempt": execution.restarts,
                 "host": "localhost",
                 "metrics": {
+                    "read-bytes": sample.bytes_in,
+                    "read-bytes-complete": sample.bytes_complete,
+                    "write-bytes": sample.bytes_out,
+                    "write-bytes-complete": sample.bytes_complete,
                     "read-records": sample.records_in,
                     "write-records": sample.records_out,
                     "records-in-per-second": round(load.records_in_per_second, 1),

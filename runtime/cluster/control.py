@@ -9,7 +9,8 @@ same way. The cluster's own messages:
 
 * worker -> master: ``Hello`` (its index and data port), ``Ready`` (subtasks built, peers
   connected), ``Heartbeat``, ``ToCoordinator``, ``WorkerDone`` (its subtasks ended, with
-  the first error if one failed, and what collect sinks gathered).
+  the first error if one failed, and what collect sinks gathered), ``WorkerExiting``
+  (told to exit: its final counters).
 * master -> worker: ``Deploy`` (the attempt: the pickled graph and restore, the peers'
   ports), ``Start``, ``ToTasks``, ``Exit``.
 
@@ -63,12 +64,15 @@ class Start(msgspec.Struct, frozen=True):
 class Heartbeat(msgspec.Struct, frozen=True):
     """The worker is alive; ``metrics`` are its operators' record counters.
 
-    Each entry: ``(vertex id, subtask, operator index in the chain, records in,
-    records out)``.
+    Each entry of ``metrics``: ``(vertex id, subtask, operator index in the chain,
+    records in, records out)``. Each entry of ``network``: ``(vertex id, subtask, bytes
+    in, bytes out)``, what the subtask's data channels to other workers read and wrote
+    (``network.PeerLink``), one entry for each subtask of the worker.
     """
 
     worker: int
     metrics: list[tuple[int, int, int, int, int]] = []
+    network: list[tuple[int, int, int, int]] = []
 
 
 class ToTask(msgspec.Struct, frozen=True):
@@ -105,6 +109,20 @@ class WorkerDone(msgspec.Struct, frozen=True):
     error: str | None = None
     collected: bytes = b""
     metrics: list[tuple[int, int, int, int, int]] = []
+    network: list[tuple[int, int, int, int]] = []
+
+
+class WorkerExiting(msgspec.Struct, frozen=True):
+    """The worker was told to exit: its final counters (as in ``Heartbeat``).
+
+    Sent after ``Exit``, when every worker's subtasks have ended: a channel whose producer
+    ended with items still waiting for credit sends them after its worker's
+    ``WorkerDone``, so only now are its bytes out final.
+    """
+
+    worker: int
+    metrics: list[tuple[int, int, int, int, int]] = []
+    network: list[tuple[int, int, int, int]] = []
 
 
 class WorkerFailed(msgspec.Struct, frozen=True):

@@ -10,6 +10,13 @@ watches the workers: a worker that exits, or sends no heartbeat for ``HEARTBEAT_
 seconds, fails the attempt (the executor restarts the job from its latest checkpoint,
 with new processes; the old ones are killed, so no frame of an old attempt arrives).
 Workers exit when the master's connection closes: they never outlive it.
+
+Metrics: the workers' heartbeats carry their operators' record counters and their
+subtasks' bytes over the data connections; ``ClusterDeployment`` keeps the latest as the
+executor and the HTTP API read them (``operators``, ``network_bytes``). When every
+worker's subtasks have ended, the master tells them to exit and waits (at most
+``EXIT_GRACE``) for their final counters: only then are the bytes out of a channel that
+sent its last items after its producer ended counted.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from runtime.cluster.control import (
     ToTask,
     ToTasks,
     WorkerDone,
+    WorkerExiting,
     WorkerFailed,
     decode_message,
     encode_message,
@@ -150,6 +158,10 @@ class WorkerGroup(Actor):
         self._done: dict[int, WorkerDone] = {}
         self.collected: dict[str, list[Any]] = {}
         self.start_seconds: float | None = None
+        self.final_reports: set[int] = set()
+        """The workers whose final counters (``WorkerExiting``) arrived."""
+        self.ended = False
+        """Whether the attempt is over (its counters will not change any more)."""
 
     def send_to_task(self, worker: int, message: ToTask) -> None:
         """Queue a subtask's message; the turn's messages go to each worker together."""
@@ -218,11 +230,39 @@ class WorkerGroup(Actor):
                     write_message(self._writers[index], Exit())
                 except Exception as error:  # the worker is gone already
                     logger.debug("worker %d: cannot send Exit: %s", index, error)
+            await self._collect_final_reports(EXIT_GRACE)
             self.finished.set()
             await self._wait_exits(EXIT_GRACE)
         finally:
+            self.ended = True
             self._kill()
             server.close()
+
+    async def _collect_final_reports(self, grace: float) -> None:
+        """Take each worker's final counters, waiting at most ``grace`` seconds."""
+        deadline = time.monotonic() + grace
+        waiting = set(range(self.workers))
+        while waiting:
+            try:
+                worker, message = await asyncio.wait_for(
+                    self._inbox.get(), max(0.0, deadline - time.monotonic())
+                )
+            except TimeoutError:
+                logger.warning(
+                    "job %r: workers %s sent no final counters within %.1fs: their bytes "
+                    "in and out are the last heartbeat's (marked incomplete)",
+                    self.deployment.job_name,
+                    sorted(waiting),
+                    grace,
+                )
+                return
+            if isinstance(message, WorkerExiting):
+                self.deployment.update_metrics(message.metrics)
+                self.deployment.update_network(message.network)
+                self.final_reports.add(message.worker)
+                waiting.discard(message.worker)
+            elif message is None:
+                waiting.discard(worker)
 
     async def _wait_exits(self, grace: float) -> None:
         """Give the workers ``grace`` seconds to exit by themselves (then they are killed)."""
@@ -263,6 +303,7 @@ class WorkerGroup(Actor):
             if isinstance(message, Heartbeat):
                 self._beats[message.worker] = time.monotonic()
                 self.deployment.update_metrics(message.metrics)
+                self.deployment.update_network(message.network)
                 continue
             if isinstance(message, ToCoordinator):
                 coordinator = self.deployment.coordinator
@@ -313,6 +354,7 @@ class WorkerGroup(Actor):
             if isinstance(message, WorkerDone):
                 self._done[message.worker] = message
                 self.deployment.update_metrics(message.metrics)
+                self.deployment.update_network(message.network)
                 if message.collected:
                     for name, items in pickle.loads(message.collected).items():
                         self.collected.setdefault(name, []).extend(items)
@@ -378,6 +420,7 @@ class ClusterDeployment(Deployment):
         self.tasks = []
         self._sources: list[TaskId] = []
         self._views: dict[tuple[int, int], list[OperatorView]] = {}
+        self._network: dict[tuple[int, int], tuple[int, int]] = {}
         for vertex in graph.vertices:
             for subtask in range(vertex.parallelism):
                 views = [OperatorView(node.name, uid_of(node)) for node in vertex.nodes]
@@ -398,6 +441,32 @@ class ClusterDeployment(Deployment):
             if views is not None and index < len(views):
                 views[index].records_in = records_in
                 views[index].records_out = records_out
+
+    def update_network(self, network: list[tuple[int, int, int, int]]) -> None:
+        """Take a worker's byte counters: ``(vertex id, subtask, bytes in, bytes out)``."""
+        for vertex, subtask, bytes_in, bytes_out in network:
+            self._network[vertex, subtask] = (bytes_in, bytes_out)
+
+    def network_bytes(self) -> dict[tuple[int, int], tuple[int, int, bool]]:
+        """Bytes each subtask read and wrote over the data connections to other workers.
+
+        Whole ``DATA`` and ``PRIORITY`` frames (``runtime.cluster.network``); channels
+        between subtasks of one worker carry objects and count nothing. Never blocks.
+
+        Returns:
+            ``(vertex id, subtask) -> (bytes in, bytes out, complete)`` for each subtask
+            whose worker reported; ``complete`` is false once the attempt ended without
+            the worker's final counters (a failure: the figures are its last heartbeat's).
+        """
+        group = self.group
+        return {
+            (vertex, subtask): (
+                bytes_in,
+                bytes_out,
+                not group.ended or worker_of(subtask, self.workers) in group.final_reports,
+            )
+            for (vertex, subtask), (bytes_in, bytes_out) in self._network.items()
+        }
 
     def source_task_ids(self) -> list[Any]:
         """The ids of the source tasks."""

@@ -15,6 +15,12 @@ A frame is ``length (u32) | kind (u8) | channel (u32) | payload``. Kinds:
 Payloads: ordered events and control messages are msgspec (``control.encode_message``);
 buffers of user records are pickled (records are arbitrary Python objects, and msgspec
 would turn their tuples into lists).
+
+Bytes: a link counts, per channel, the whole frames (10-byte header and payload) of the
+channel's items it wrote (``bytes_sent``) and read (``bytes_received``): ``DATA`` and
+``PRIORITY`` frames, i.e. buffers of records and events (watermarks, barriers, end of
+input). Flow control (``CREDIT``, ``CLOSE``) is not counted. These are Flink's
+``numBytesOut`` / ``numBytesIn`` of the subtasks at either end.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ CLOSE = 4
 
 _HEADER = struct.Struct("!IBBI")  # length of the rest, kind, codec, channel
 _CREDIT = struct.Struct("!I")
+_FRAME_OVERHEAD = 4  # the length field, which the length does not count
 _PICKLED = 0
 _MSGSPEC = 1
 _NONE = 2
@@ -73,6 +80,10 @@ class PeerLink:
     Args:
         reader, writer: the connected stream.
         on_frame: called with ``(kind, channel, item)`` for each frame read.
+
+    Attributes:
+        bytes_sent: per channel, bytes of the ``DATA`` and ``PRIORITY`` frames written.
+        bytes_received: per channel, bytes of the ``DATA`` and ``PRIORITY`` frames read.
     """
 
     def __init__(
@@ -85,16 +96,23 @@ class PeerLink:
         self.writer = writer
         self.on_frame = on_frame
         self.frames_sent = 0
+        self.bytes_sent: dict[int, int] = {}
+        self.bytes_received: dict[int, int] = {}
 
     def send(self, kind: int, channel: int, item: Any = None) -> None:
         """Write one frame. Never blocks: credits bound what is in flight."""
-        self.writer.write(frame(kind, channel, item))
+        data = frame(kind, channel, item)
+        self.writer.write(data)
         self.frames_sent += 1
+        if kind in (DATA, PRIORITY):
+            sent = self.bytes_sent
+            sent[channel] = sent.get(channel, 0) + len(data)
 
     async def read_forever(self) -> None:
         """Read frames until the peer closes the connection."""
         reader, header = self.reader, _HEADER
         size = header.size
+        received = self.bytes_received
         while True:
             try:
                 head = await reader.readexactly(size)
@@ -106,6 +124,7 @@ class PeerLink:
                 item: Any = _CREDIT.unpack(payload)[0]
             else:
                 item = decode_item(codec, payload)
+                received[channel] = received.get(channel, 0) + length + _FRAME_OVERHEAD
             self.on_frame(kind, channel, item)
 
     def close(self) -> None:

@@ -8,6 +8,9 @@ holds a slice of every operator and forward edges stay local), connects to every
 worker (one connection per pair, channels multiplexed), reports ``Ready`` and runs its
 subtasks on its own event loop when told ``Start``. Checkpoint messages go to the
 coordinator over the control connection; state files go straight to checkpoint storage.
+Its subtasks' counters (records per operator, bytes over the data connections) go to the
+master with every heartbeat, with ``WorkerDone``, and once more, final, when it is told
+to ``Exit`` (``WorkerExiting``).
 
 A worker never outlives its master: when the control connection closes, it exits.
 """
@@ -15,6 +18,7 @@ A worker never outlives its master: when the control connection closes, it exits
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import struct
@@ -39,6 +43,7 @@ from runtime.cluster.control import (
     ToCoordinator,
     ToTasks,
     WorkerDone,
+    WorkerExiting,
     WorkerFailed,
     decode_message,
     encode_message,
@@ -106,6 +111,9 @@ class WorkerDeployment(Deployment):
         self.workers = spec.workers
         self.senders: dict[int, tuple[int, RemoteSender]] = {}
         self.receivers: dict[int, tuple[int, RemoteReceiver]] = {}
+        # Channel id -> (vertex id, subtask) of the end that lives here.
+        self._producers: dict[int, tuple[int, int]] = {}
+        self._consumers: dict[int, tuple[int, int]] = {}
         self._next_channel = 0
         self.notified = 0  # the newest checkpoint whose completion reached this worker
         # Deployment.__init__ builds every subtask: build only ours.
@@ -147,12 +155,14 @@ class WorkerDeployment(Deployment):
                         capacity, name=name, channel_id=channel_id, notified=self._notified
                     )
                     self.senders[channel_id] = (wj, sender)
+                    self._producers[channel_id] = (up.id, i)
                     matrix[i, j] = sender
                 elif wj == self.worker:
                     receiver = RemoteReceiver(
                         capacity, name=name, channel_id=channel_id, notified=self._notified
                     )
                     self.receivers[channel_id] = (wi, receiver)
+                    self._consumers[channel_id] = (down.id, j)
                     matrix[i, j] = receiver
         return matrix
 
@@ -173,6 +183,25 @@ class WorkerDeployment(Deployment):
             for vertex, subtask, operators in self.operators
             for index, operator in enumerate(operators)
         ]
+
+    def network_metrics(self) -> list[tuple[int, int, int, int]]:
+        """Every subtask's bytes in and out over the data connections, for the master.
+
+        One entry per subtask of this worker, ``(vertex id, subtask, bytes in, bytes
+        out)``: whole ``DATA`` and ``PRIORITY`` frames its channels to other workers read
+        and wrote (``PeerLink.bytes_received`` / ``bytes_sent``); channels within this
+        worker carry objects, no bytes.
+        """
+        counts = {(vertex.id, subtask): [0, 0] for vertex, subtask, _ in self.operators}
+        for channel, (_other, receiver) in self.receivers.items():
+            link = receiver.link
+            if link is not None:
+                counts[self._consumers[channel]][0] += link.bytes_received.get(channel, 0)
+        for channel, (_other, sender) in self.senders.items():
+            link = sender.link
+            if link is not None:
+                counts[self._producers[channel]][1] += link.bytes_sent.get(channel, 0)
+        return [(vertex, subtask, bi, bo) for (vertex, subtask), (bi, bo) in counts.items()]
 
     def on_frame(self, kind: int, channel: int, item: Any) -> None:
         """Route a frame read from a peer to its channel end."""
@@ -274,7 +303,9 @@ async def run_worker(host: str, port: int, index: int) -> None:
 
     async def beat() -> None:
         while True:
-            write_message(control, Heartbeat(index, deployment.metrics()))
+            write_message(
+                control, Heartbeat(index, deployment.metrics(), deployment.network_metrics())
+            )
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     control_task = asyncio.ensure_future(read_control())
@@ -292,10 +323,18 @@ async def run_worker(host: str, port: int, index: int) -> None:
     except Exception as failure:
         error = error or f"collected records cannot be sent to the master: {failure}"
         collected = b""
-    write_message(control, WorkerDone(index, error, collected, deployment.metrics()))
+    write_message(
+        control,
+        WorkerDone(index, error, collected, deployment.metrics(), deployment.network_metrics()),
+    )
     await control.drain()
     await exiting.wait()
     heart.cancel()
+    # Every worker's subtasks ended, so every consumer read all it will read: a sender
+    # whose producer ended first sent its last items since WorkerDone. Final counts now.
+    write_message(control, WorkerExiting(index, deployment.metrics(), deployment.network_metrics()))
+    with contextlib.suppress(ConnectionError):  # the master stopped waiting for it
+        await control.drain()
     for reader_task in readers:
         reader_task.cancel()
     control_task.cancel()

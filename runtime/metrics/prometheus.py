@@ -50,6 +50,10 @@ METRICS: dict[str, str] = {
     "checkpoint (ms)",
     f"{TASK}numRecordsIn": "records the subtask's first operator took in (this attempt)",
     f"{TASK}numRecordsOut": "records the subtask's last operator emitted (this attempt)",
+    f"{TASK}numBytesIn": "bytes the subtask read from other worker processes: whole frames "
+    "of buffers and events (this attempt; 0 in one process, where channels carry objects)",
+    f"{TASK}numBytesOut": "bytes the subtask wrote to other worker processes: whole frames "
+    "of buffers and events (this attempt; 0 in one process)",
     f"{TASK}accumulateBusyTimeMs": "time the subtask ran (ms, this attempt)",
     f"{TASK}accumulateIdleTimeMs": "time the subtask waited for input (ms, this attempt)",
     f"{TASK}accumulateBackPressuredTimeMs": "time the subtask waited for room in an output "
@@ -143,6 +147,9 @@ class JobsCollector(Collector):
                     "idleTimeMsPerSecond": load.idle * 1000,
                     "backPressuredTimeMsPerSecond": load.backpressured * 1000,
                 }
+                if sample.bytes_complete:  # unknown (its worker not heard from): no figure
+                    values["numBytesIn"] = sample.bytes_in
+                    values["numBytesOut"] = sample.bytes_out
                 metrics = latest_subtasks.get(TaskId(f"{vertex.id}:{sample.subtask}"))
                 if metrics is not None:
                     values["checkpointAlignmentTime"] = metrics.alignment_duration * 1e9

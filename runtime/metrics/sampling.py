@@ -3,7 +3,8 @@
 Nothing here is measured on the hot path: the numbers are the counters the runtime
 already keeps (each operator's ``records_in`` / ``records_out``, each actor's time
 accounting from :meth:`actors.Actor.statistics`, each channel's
-:class:`actors.ChannelStatistics`), read when someone asks (the HTTP API, ``/metrics``,
+:class:`actors.ChannelStatistics`, the bytes that worker processes' data connections
+carried, as their heartbeats report them), read when someone asks (the HTTP API, ``/metrics``,
 the dashboard). :func:`sample_job` reads them for the job's current attempt, grouped by
 vertex (operator chain) and subtask. :class:`LoadTracker` turns the cumulative times
 into Flink's per-second ratios (``busyTimeMsPerSecond`` and friends) over the time
@@ -70,6 +71,11 @@ class SubtaskSample:
         idle_seconds: time it waited for input.
         backpressured_seconds: time it waited for room in an output.
         attempt: the attempt it belongs to (0, then the restart number).
+        bytes_in: bytes its input channels read from other worker processes (whole
+            frames; 0 in one process, where channels carry objects).
+        bytes_out: bytes its output channels wrote to other worker processes.
+        bytes_complete: whether its byte counters are known (false for a subtask of a
+            worker not heard from yet).
     """
 
     subtask: int
@@ -81,6 +87,9 @@ class SubtaskSample:
     idle_seconds: float
     backpressured_seconds: float
     attempt: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    bytes_complete: bool = True
 
 
 @dataclass(slots=True)
@@ -117,6 +126,16 @@ class VertexSample:
         """Records out over the current attempt's subtasks."""
         return sum(s.records_out for s in self.subtasks)
 
+    @property
+    def bytes_in(self) -> int:
+        """Bytes in over the current attempt's subtasks."""
+        return sum(s.bytes_in for s in self.subtasks)
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes out over the current attempt's subtasks."""
+        return sum(s.bytes_out for s in self.subtasks)
+
 
 def _uid(node: Any) -> str:
     uid = getattr(node, "uid", None)
@@ -147,6 +166,10 @@ def sample_job(execution: JobExecution) -> list[VertexSample]:
     deployment = getattr(execution, "deployment", None)
     if deployment is None:
         return list(vertices.values())
+    # Worker processes report bytes (runtime.cluster.master.ClusterDeployment); in one
+    # process channels carry objects: 0 bytes, known.
+    reported = getattr(deployment, "network_bytes", None)
+    network = reported() if reported is not None else None
     for task, (vertex, subtask, operators) in zip(
         deployment.tasks, deployment.operators, strict=False
     ):
@@ -154,6 +177,8 @@ def sample_job(execution: JobExecution) -> list[VertexSample]:
         if sample is None:
             continue
         stats = task.statistics()
+        counted = (0, 0, True) if network is None else network.get((vertex.id, subtask))
+        bytes_in, bytes_out, complete = (0, 0, False) if counted is None else counted
         sample.subtasks.append(
             SubtaskSample(
                 subtask=subtask,
@@ -165,6 +190,9 @@ def sample_job(execution: JobExecution) -> list[VertexSample]:
                 idle_seconds=stats.idle_seconds,
                 backpressured_seconds=stats.backpressured_seconds,
                 attempt=getattr(deployment, "attempt", 0),
+                bytes_in=bytes_in,
+                bytes_out=bytes_out,
+                bytes_complete=complete,
             )
         )
     for edge in graph.edges:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -51,7 +52,51 @@ from runtime.tasks.gc_freezer import STATE_FREEZER
 from storage.checkpoint import CheckpointStorage, StorageNotWritableError, resolve_storage
 from storage.errors import PickleForbiddenError
 
-__all__ = ["JobExecution", "RestoreWarning"]
+__all__ = ["JobExecution", "NetworkBytes", "RestoreWarning"]
+
+
+@dataclass(slots=True)
+class NetworkBytes:
+    """Bytes a vertex's subtasks read and wrote over data connections between processes.
+
+    Flink's ``read-bytes`` / ``write-bytes``. In one process, channels pass Python objects
+    and serialize nothing: 0 bytes, complete. With worker processes, the frames of the
+    channels between workers (``runtime.cluster``).
+
+    Attributes:
+        bytes_in: bytes its subtasks read, over every attempt so far.
+        bytes_out: bytes its subtasks wrote, over every attempt so far.
+        complete: whether every subtask of every attempt reported its counters (false
+            for a subtask not heard from yet, or whose attempt failed before its final
+            counters arrived).
+    """
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    complete: bool = True
+
+
+def _add_network_bytes(totals: dict[int, NetworkBytes], deployment: Deployment) -> None:
+    """Add an attempt's bytes per vertex to ``totals`` (by vertex id).
+
+    A deployment whose subtasks run in worker processes has ``network_bytes()``
+    (``runtime.cluster.master.ClusterDeployment``); one without it runs in this process.
+    """
+    reported = getattr(deployment, "network_bytes", None)
+    counters = reported() if reported is not None else None
+    for vertex, subtask, _operators in deployment.operators:
+        total = totals.get(vertex.id)
+        if total is None:
+            total = totals[vertex.id] = NetworkBytes()
+        if counters is None:
+            continue
+        found = counters.get((vertex.id, subtask))
+        if found is None:
+            total.complete = False
+            continue
+        total.bytes_in += found[0]
+        total.bytes_out += found[1]
+        total.complete = total.complete and found[2]
 
 
 _logger = logging.getLogger("weir.scheduler")
@@ -137,6 +182,7 @@ class JobExecution:
         self.error: BaseException | None = None
         self.done = anyio.Event()
         self._metrics: dict[str, OperatorMetrics] = {}
+        self._network: dict[int, NetworkBytes] = {}
         self._collected: dict[str, list[Any]] = {}
 
     @property
@@ -445,6 +491,7 @@ class JobExecution:
                 metrics.records_in += operator.records_in
                 metrics.records_out += operator.records_out
                 metrics.subtasks.append((operator.records_in, operator.records_out))
+        _add_network_bytes(self._network, deployment)
         self._absorbed = deployment
 
     def operator_metrics(self) -> dict[str, OperatorMetrics]:
@@ -467,6 +514,20 @@ class JobExecution:
                     m.records_in += operator.records_in
                     m.records_out += operator.records_out
         return metrics
+
+    def network_bytes(self) -> dict[int, NetworkBytes]:
+        """Bytes in and out per vertex id over every attempt so far (see ``NetworkBytes``).
+
+        Never blocks; a vertex of an attempt not deployed yet is absent.
+        """
+        totals = {
+            vertex: NetworkBytes(b.bytes_in, b.bytes_out, b.complete)
+            for vertex, b in self._network.items()
+        }
+        deployment = self.deployment
+        if deployment is not None and self._absorbed is not deployment:
+            _add_network_bytes(totals, deployment)
+        return totals
 
     def _checkpoint_statistics(self) -> CheckpointStatistics | None:
         coordinator = self.coordinator

@@ -4,7 +4,9 @@
 attempt's task actors, operators and channels, the coordinator's checkpoint statistics,
 its configuration) from fixed numbers, so that the JSON the API answers is the same on
 every run and can be compared with golden files. ``FakeTask.advance`` moves a subtask's
-time accounting on, for the load tracker's windows.
+time accounting on, for the load tracker's windows. Its subtasks run in two worker
+processes: ``Deployment.network`` holds the bytes each one's channels to the other
+worker read and wrote, as heartbeats report them (a subtask left out has not reported).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from runtime.checkpoint.events import SubtaskCheckpointMetrics
 from runtime.checkpoint.ids import CheckpointId, task_id
 from runtime.checkpoint.stats import CheckpointStatsTracker
 from runtime.config import ExecutionConfig
+from runtime.scheduler.executor import NetworkBytes
 from runtime.scheduler.result import JobStatus, OperatorMetrics
 from runtime.tasks.partitioning import FORWARD, REBALANCE
 
@@ -100,6 +103,10 @@ class Deployment:
     tasks: list[FakeTask]
     operators: list[tuple[Vertex, int, list[Operator]]]
     channels: dict[int, dict[tuple[int, int], FakeChannel]]
+    network: dict[tuple[int, int], tuple[int, int, bool]] = field(default_factory=dict)
+
+    def network_bytes(self) -> dict[tuple[int, int], tuple[int, int, bool]]:
+        return dict(self.network)
 
 
 class Coordinator:
@@ -135,6 +142,21 @@ class FakeJob:
                 m.records_in += op.records_in
                 m.records_out += op.records_out
         return metrics
+
+    def network_bytes(self) -> dict[int, NetworkBytes]:
+        totals: dict[int, NetworkBytes] = {}
+        assert self.deployment is not None
+        network = self.deployment.network_bytes()
+        for vertex, subtask, _ in self.deployment.operators:
+            total = totals.setdefault(vertex.id, NetworkBytes())
+            found = network.get((vertex.id, subtask))
+            if found is None:
+                total.complete = False
+                continue
+            total.bytes_in += found[0]
+            total.bytes_out += found[1]
+            total.complete = total.complete and found[2]
+        return totals
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -193,6 +215,14 @@ def fake_job(job_id: str = JOB_ID) -> FakeJob:
         (count, 1, [Operator("count", "count", 4000, 4000), Operator("sink", "sink", 4000, 0)]),
     ]
     channels = {id(edge): {(i, j): FakeChannel(queued=3 + i) for i in (0, 1) for j in (0, 1)}}
+    # Worker 0 holds subtask 0 of both vertices, worker 1 subtask 1: half of the
+    # rebalanced records cross to the other worker.
+    network = {
+        (0, 0): (0, 26_000, True),
+        (0, 1): (0, 26_650, True),
+        (1, 0): (26_650, 0, True),
+        (1, 1): (26_000, 0, True),
+    }
     config = CheckpointConfig(
         interval=10.0,
         unaligned=True,
@@ -205,7 +235,7 @@ def fake_job(job_id: str = JOB_ID) -> FakeJob:
         job_id=job_id,
         job_name="fake job",
         graph=graph,
-        deployment=Deployment(tasks, operators, channels),
+        deployment=Deployment(tasks, operators, channels, network),
         coordinator=Coordinator(statistics()),
         checkpoint_config=config,
         config=ExecutionConfig(),

@@ -45,6 +45,9 @@ class StubJob:
     def operator_metrics(self) -> dict[str, Any]:
         return {}
 
+    def network_bytes(self) -> dict[int, Any]:
+        return {}
+
     def cancel(self) -> None:
         self.cancelled = True
 

@@ -100,11 +100,40 @@ async def test_job_vertices_have_flink_fields_and_levels(tmp_path: Path) -> None
     assert count["backpressure-level"] == "ok"
     assert source["metrics"]["write-records"] == 8100
     assert count["metrics"]["read-records"] == 8050
+    # Bytes over the channels between the two workers: out at the sender, in at the reader.
+    assert source["metrics"]["write-bytes"] == count["metrics"]["read-bytes"] == 52_650
+    assert source["metrics"]["read-bytes"] == count["metrics"]["write-bytes"] == 0
+    assert source["metrics"]["write-bytes-complete"] is True
     assert count["metrics"]["queued-in-buffers"] == 3 + 3 + 4 + 4
     assert [op["uid"] for op in count["operators"]] == ["count", "sink"]
     assert job["plan"]["nodes"][1]["inputs"] == [
         {"num": 0, "id": "0", "ship_strategy": "REBALANCE"}
     ]
+
+
+async def test_bytes_of_a_subtask_not_heard_from_are_incomplete(tmp_path: Path) -> None:
+    job = fake_job()
+    assert job.deployment is not None
+    del job.deployment.network[1, 1]  # its worker has not reported yet
+    async with _client(tmp_path, job, LoadTracker(ManualClock())) as client:
+        source, count = (await client.get(f"/jobs/{JOB_ID}")).json()["vertices"]
+        subtasks = (await client.get(f"/jobs/{JOB_ID}/vertices/1")).json()["subtasks"]
+        scraped = (await client.get("/metrics")).text
+    assert source["metrics"]["write-bytes-complete"] is True
+    assert count["metrics"]["read-bytes-complete"] is False
+    assert count["metrics"]["write-bytes-complete"] is False
+    assert count["metrics"]["read-bytes"] == 26_650  # what was reported
+    assert [s["metrics"]["read-bytes-complete"] for s in subtasks] == [True, False]
+    assert [s["metrics"]["read-bytes"] for s in subtasks] == [26_650, 0]
+    reported = {
+        (s.labels["task_name"], s.labels["subtask_index"])
+        for family in text_string_to_metric_families(scraped)
+        for s in family.samples
+        if s.name == "weir_taskmanager_job_task_numBytesIn"
+    }
+    # No figure rather than a wrong 0 for the subtask not heard from.
+    assert ("count -> sink", "1") not in reported
+    assert ("count -> sink", "0") in reported
 
 
 async def test_checkpoint_history_is_newest_first_in_milliseconds(tmp_path: Path) -> None:
@@ -188,6 +217,9 @@ async def test_metrics_in_prometheus_format(tmp_path: Path) -> None:
     )
     task = "weir_taskmanager_job_task_"
     assert samples[(f"{task}numRecordsOut", "readings", "1", None)] == 4100
+    assert samples[(f"{task}numBytesOut", "readings", "1", None)] == 26_650
+    assert samples[(f"{task}numBytesIn", "count -> sink", "0", None)] == 26_650
+    assert samples[(f"{task}numBytesIn", "readings", "0", None)] == 0
     assert samples[(f"{task}accumulateBackPressuredTimeMs", "readings", "0", None)] == 3000
     assert samples[(f"{task}backPressuredTimeMsPerSecond", "readings", "0", None)] == 750
     op = "weir_taskmanager_job_task_operator_numRecordsIn"
