@@ -46,10 +46,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
+import aiofiles.os  # type: ignore[import-untyped]
+import aiofiles.threadpool  # type: ignore[import-untyped]
 import msgspec
 
 from runtime.connectors.file_formats import FileFormat
@@ -70,6 +72,18 @@ def _parse_part_name(name: str) -> tuple[str, int, str] | None:
     if len(parts) != 5 or parts[0] != "part" or not parts[2].isdigit():
         return None
     return parts[1], int(parts[2]), parts[3]
+
+
+class _PartFile:
+    """An open part file: the file object, its aiofiles wrapper, and its size so far."""
+
+    __slots__ = ("handle", "path", "raw", "size")
+
+    def __init__(self, path: Path, raw: IO[str]) -> None:
+        self.path = path
+        self.raw = raw
+        self.handle: Any = aiofiles.threadpool.wrap(raw)
+        self.size = 0
 
 
 class FileTransaction(msgspec.Struct, frozen=True):
@@ -125,7 +139,8 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
         self._counter = 0
         self._lineage = ""
         self._cuts: list[tuple[str, int, str]] = []
-        self._files: dict[str, IO[str]] = {}
+        self._files: dict[str, _PartFile] = {}
+        self._closing: set[_PartFile] = set()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FileSink:
         """A copy for one subtask: same class and attributes, no open files.
@@ -138,6 +153,8 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
         for name, value in self.__dict__.items():
             if name == "_files":
                 setattr(clone, name, {})
+            elif name == "_closing":
+                setattr(clone, name, set())
             elif name == "formatter":
                 setattr(clone, name, value)  # a function: shared, as before
             else:
@@ -247,69 +264,82 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
         self.abort(transaction)
 
     def write(self, transaction: FileTransaction, value: Any) -> None:
-        """Append one line."""
-        self._append(transaction, [value])
+        """Not used: a FileSink writes whole buffers (``write_batch``, asynchronously)."""
+        raise TypeError("FileSink writes whole buffers: await write_batch(values)")
 
-    def write_batch(self, values: list[Any]) -> None:
-        """Append a buffer's lines in one call."""
+    async def write_batch(self, values: list[Any]) -> None:
+        """Append a buffer's lines, written by aiofiles (the event loop does not block)."""
+        self.check_pre_commits()
         transaction = self.current_transaction
         assert transaction is not None, "FileSink used before initialize_state"
-        if values:
-            self._append(transaction, values)
-
-    def _append(self, transaction: FileTransaction, values: list[Any]) -> None:
+        if not values:
+            return
         if self.format is not None:
             text = self.format.encode(values)
         else:
             fmt = self.formatter
             text = "".join(f"{fmt(value)}\n" for value in values)
-        handle = self._file(transaction)
-        handle.write(text)
+        part = self._file(transaction)
+        await part.handle.write(text)
+        part.size += len(text.encode("utf-8")) if not text.isascii() else len(text)
         if self.rolling_size is not None or self.rolling_interval is not None:
-            self._maybe_roll(transaction, handle)
+            await self._maybe_roll(transaction, part)
 
     def _part(self, transaction: FileTransaction) -> str:
         """The name of the transaction's current part file."""
         part = self._parts.get(transaction.name)
         return transaction.name if part is None else part[0]
 
-    def _maybe_roll(self, transaction: FileTransaction, handle: IO[str]) -> None:
+    async def _maybe_roll(self, transaction: FileTransaction, part: _PartFile) -> None:
         """Finish the current part (to pending) if it is big or old enough."""
         name, opened = self._parts.get(transaction.name, (transaction.name, time.monotonic()))
         self._parts.setdefault(transaction.name, (name, opened))
-        big = self.rolling_size is not None and handle.tell() >= self.rolling_size
+        big = self.rolling_size is not None and part.size >= self.rolling_size
         old = (
             self.rolling_interval is not None and time.monotonic() - opened >= self.rolling_interval
         )
         if not (big or old):
             return
-        self._finish_part(transaction.name, name)
+        await self._finish_part(self._files.pop(transaction.name))
         index = int(name.rsplit(".", 1)[1]) + 1 if "." in name else 1
         # Zero-padded, so that committed parts sort in the order they were written.
         self._parts[transaction.name] = (f"{transaction.name}.{index:04d}", time.monotonic())
 
-    def _finish_part(self, key: str, name: str) -> None:
-        """Flush, fsync and close a part file; move it to the pending folder."""
-        handle = self._files.pop(key, None)
-        if handle is None:
-            return  # nothing written: no file
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
-        os.replace(self._in_progress(name), self._pending_path(name))
+    async def _finish_part(self, part: _PartFile) -> None:
+        """Flush, fsync and close a part file; move it to the pending folder.
 
-    def _file(self, transaction: FileTransaction) -> IO[str]:
-        handle = self._files.get(transaction.name)
-        if handle is None:
+        Through aiofiles (one worker-thread hop per step). Until it is closed the part
+        stays in ``_closing``, so that ``close()`` closes it if the task stops first.
+        """
+        self._closing.add(part)
+        try:
+            await part.handle.flush()
+            await aiofiles.os.wrap(os.fsync)(part.raw.fileno())
+        finally:
+            part.raw.close()
+            self._closing.discard(part)
+        await aiofiles.os.replace(part.path, self._pending_path(part.path.name))
+
+    def _file(self, transaction: FileTransaction) -> _PartFile:
+        part = self._files.get(transaction.name)
+        if part is None:
             path = self._in_progress(self._part(transaction))
-            handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
-            self._files[transaction.name] = handle
-        return handle
+            # Opening is a metadata operation; the data goes through aiofiles.
+            raw = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            part = self._files[transaction.name] = _PartFile(path, raw)
+        return part
 
-    def pre_commit(self, transaction: FileTransaction) -> None:
-        """Flush, fsync and move the (current part) file to the pending folder."""
-        self._finish_part(transaction.name, self._part(transaction))
+    def pre_commit(self, transaction: FileTransaction) -> Awaitable[None] | None:
+        """Flush, fsync and move the (current part) file to the pending folder.
+
+        Asynchronous (aiofiles): records go on into the next transaction's file
+        meanwhile, and the checkpoint is acknowledged once the file is pending.
+        """
         self._parts.pop(transaction.name, None)
+        part = self._files.pop(transaction.name, None)
+        if part is None:
+            return None  # nothing written: no file
+        return self._finish_part(part)
 
     def _names(self, folder: str, name: str) -> list[str]:
         """The transaction's part files in ``folder``: ``<name>`` and rolled ``<name>.<k>``."""
@@ -327,9 +357,9 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
 
     def abort(self, transaction: FileTransaction) -> None:
         """Delete the transaction's files, wherever they are."""
-        handle = self._files.pop(transaction.name, None)
-        if handle is not None:
-            handle.close()
+        part = self._files.pop(transaction.name, None)
+        if part is not None:
+            part.raw.close()
         self._parts.pop(transaction.name, None)
         for folder in (IN_PROGRESS_DIR, PENDING_DIR):
             for name in self._names(folder, transaction.name):
@@ -338,9 +368,10 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
     def close(self) -> None:
         """Abort the open transaction and close any file still open."""
         super().close()
-        for handle in self._files.values():
-            handle.close()
+        for part in [*self._files.values(), *self._closing]:
+            part.raw.close()
         self._files.clear()
+        self._closing.clear()
 
 
 def read_committed(directory: str | os.PathLike[str]) -> list[str]:

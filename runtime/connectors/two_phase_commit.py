@@ -6,7 +6,13 @@ own transaction type ``TXN``:
 * ``begin_transaction()`` opens one;
 * ``write(txn, value)`` (or ``write_batch(txn, values)``) adds records to it;
 * ``pre_commit(txn)`` makes it durable but invisible (flush, fsync, stage): called in the
-  synchronous part of the checkpoint, when the barrier passes the sink;
+  synchronous part of the checkpoint, when the barrier passes the sink. It may be
+  ``async def``: then its I/O runs while records go on flowing (into the next
+  transaction), and the checkpoint is acknowledged only once it finished. Pre-commits
+  run one at a time, in checkpoint order; one that failed (or never ran) fails the
+  subtask at its next record and lets no later checkpoint complete, since that
+  checkpoint's state would name a transaction that is not durable. (A subclass that
+  overrides ``snapshot_state`` must return what ``super().snapshot_state`` returned);
 * ``commit(txn)`` makes it visible; called once checkpoint ``n`` completed, for every
   transaction pre-committed at or before ``n``. It must be **idempotent**: after a
   restore, transactions already committed may be committed again;
@@ -26,9 +32,11 @@ commits the last transaction; with checkpointing off, ``finish`` commits it dire
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable
 from typing import Any, Generic, TypeVar
 
+import anyio
 import msgspec
 
 from runtime.tasks.context import RuntimeContext
@@ -68,6 +76,11 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
         self._pending: dict[int, TXN] = {}
         self._state: Any = None
         self._checkpointing = True
+        # Asynchronous pre-commits: the checkpoints whose pre-commit has not finished
+        # yet, the lock that runs them in order, and the error of one that failed.
+        self._unfinished: set[int] = set()
+        self._pre_commit_lock: anyio.Lock | None = None
+        self._pre_commit_error: BaseException | None = None
 
     # -- what subclasses implement --------------------------------------------------------
 
@@ -79,8 +92,12 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
         """Add one record to ``transaction``."""
         raise NotImplementedError
 
-    def pre_commit(self, transaction: TXN) -> None:
-        """Make ``transaction`` durable but not visible (on the checkpoint's barrier)."""
+    def pre_commit(self, transaction: TXN) -> Awaitable[None] | None:
+        """Make ``transaction`` durable but not visible (on the checkpoint's barrier).
+
+        May return an awaitable (``async def``): see the module docstring.
+        """
+        return None
 
     def commit(self, transaction: TXN) -> None:
         """Make ``transaction`` visible. Must be idempotent."""
@@ -131,22 +148,64 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
         self._current = self.begin_transaction()
         self._store()
 
+    def check_pre_commits(self) -> None:
+        """Raise if an asynchronous pre-commit failed (the subtask must restart)."""
+        if self._pre_commit_error is not None:
+            raise RuntimeError(
+                f"{type(self).__name__}: the pre-commit of checkpoint(s) "
+                f"{sorted(self._unfinished)} failed: "
+                f"{type(self._pre_commit_error).__name__}: {self._pre_commit_error}; the "
+                f"subtask restarts from the latest completed checkpoint (its records "
+                f"come again)"
+            ) from self._pre_commit_error
+
     def write_batch(self, values: list[IN]) -> Awaitable[None] | None:
         """Write a buffer into the open transaction."""
+        self.check_pre_commits()
         transaction = self._current
         assert transaction is not None, "two-phase-commit sink used before initialize_state"
         for value in values:
             self.write(transaction, value)
         return None
 
-    def snapshot_state(self, checkpoint_id: int) -> None:
-        """Pre-commit the open transaction under ``checkpoint_id`` and open the next."""
+    def snapshot_state(self, checkpoint_id: int) -> Awaitable[None] | None:
+        """Pre-commit the open transaction under ``checkpoint_id`` and open the next.
+
+        Returns the rest of an asynchronous pre-commit: the runtime awaits it before
+        the checkpoint is acknowledged.
+        """
+        self.check_pre_commits()
         transaction = self._current
         assert transaction is not None
-        self.pre_commit(transaction)
+        work = self.pre_commit(transaction)
         self._pending[checkpoint_id] = transaction
         self._current = self.begin_transaction()
         self._store()
+        if work is None or not inspect.isawaitable(work):
+            return None
+        self._unfinished.add(checkpoint_id)
+        if self._pre_commit_lock is None:
+            self._pre_commit_lock = anyio.Lock()
+        return self._pre_committed(checkpoint_id, work, self._pre_commit_lock)
+
+    async def _pre_committed(
+        self, checkpoint_id: int, work: Awaitable[None], lock: anyio.Lock
+    ) -> None:
+        async with lock:  # first come, first served: in checkpoint order
+            try:
+                await work
+            except BaseException as error:
+                self._pre_commit_error = error
+                raise
+            # An older one that failed or never ran leaves its transaction in this
+            # checkpoint's state, not durable: this checkpoint must not complete.
+            older = sorted(n for n in self._unfinished if n < checkpoint_id)
+            if older:
+                raise RuntimeError(
+                    f"{type(self).__name__}: the pre-commit of checkpoint(s) {older} did "
+                    f"not finish, so checkpoint {checkpoint_id} cannot complete"
+                )
+            self._unfinished.discard(checkpoint_id)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Commit every transaction pre-committed at or before ``checkpoint_id``."""
@@ -159,14 +218,24 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         """Nothing: its transaction stays pending; a later completion commits it."""
 
-    def finish(self) -> None:
+    def finish(self) -> Awaitable[None] | None:
         """End of input. Without checkpoints, commit the open transaction now."""
         if not self._checkpointing and self._current is not None:
             transaction = self._current
-            self.pre_commit(transaction)
-            self.commit(transaction)
-            self._current = self.begin_transaction()
-            self._store()
+            work = self.pre_commit(transaction)
+            if work is not None and inspect.isawaitable(work):
+                return self._finish_after(transaction, work)
+            self._commit_at_end(transaction)
+        return None
+
+    async def _finish_after(self, transaction: TXN, work: Awaitable[None]) -> None:
+        await work
+        self._commit_at_end(transaction)
+
+    def _commit_at_end(self, transaction: TXN) -> None:
+        self.commit(transaction)
+        self._current = self.begin_transaction()
+        self._store()
 
     def close(self) -> None:
         """Abort the open transaction (after a failure its records come again)."""

@@ -12,6 +12,8 @@ user function into an ``OperatorError`` naming the operator, the subtask and the
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any
@@ -63,6 +65,9 @@ class OperatorSnapshot:
         keyed: a copy-on-write view of its keyed state, encoded in the async part.
         frames: ``(kind, data)`` already encoded (operator state, source splits).
         key_group_range: ``(start, end)`` of a keyed operator's key groups.
+        completion: what the user's ``snapshot_state`` returned to be awaited (e.g. the
+            I/O of a two-phase-commit sink's asynchronous pre-commit): the subtask
+            acknowledges the checkpoint only once it finished.
     """
 
     uid: str
@@ -70,6 +75,7 @@ class OperatorSnapshot:
     keyed: HeapSnapshot | None = None
     frames: list[tuple[str, bytes]] = field(default_factory=list)
     key_group_range: tuple[int, int] | None = None
+    completion: Awaitable[Any] | None = None
 
     def release(self) -> None:
         """Release the keyed view (idempotent)."""
@@ -225,13 +231,26 @@ class UserFunctionOperator(StreamOperator):
                 raise self.phase_error(error, "close()") from error
 
     def snapshot_state(self, checkpoint_id: int, *, canonical: bool = False) -> OperatorSnapshot:
-        """Call the user's ``snapshot_state(checkpoint_id)`` first, then snapshot state."""
+        """Call the user's ``snapshot_state(checkpoint_id)`` first, then snapshot state.
+
+        An awaitable it returns is the snapshot's ``completion`` (awaited before the
+        checkpoint is acknowledged).
+        """
+        completion = None
         if self.hooks.snapshot_state is not None:
             try:
-                self.hooks.snapshot_state(checkpoint_id)
+                completion = self.hooks.snapshot_state(checkpoint_id)
             except Exception as error:
                 raise self.phase_error(error, f"snapshot_state({checkpoint_id})") from error
-        return super().snapshot_state(checkpoint_id, canonical=canonical)
+        try:
+            snapshot = super().snapshot_state(checkpoint_id, canonical=canonical)
+        except BaseException:
+            if inspect.iscoroutine(completion):
+                completion.close()
+            raise
+        if completion is not None and inspect.isawaitable(completion):
+            snapshot.completion = completion
+        return snapshot
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Forward to the user function's ``notify_checkpoint_complete``, if any."""

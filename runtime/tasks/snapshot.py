@@ -26,6 +26,7 @@ group, blob), ``operator`` (operator uid, encoded ``OperatorStateSnapshot``), ``
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import time
 from collections.abc import Callable
@@ -108,6 +109,8 @@ class PendingSnapshot:
     # what it raised.
     deferred: list[DeferredSnapshot] = field(default_factory=list)
     take_error: Exception | None = None
+    # Set once the operators' asynchronous snapshot work (``completion``) finished.
+    completed: anyio.Event | None = None
     # Taken after the task ended its input (see CheckpointAcknowledged).
     after_end_of_input: bool = False
 
@@ -195,6 +198,7 @@ class TaskCheckpointing:
                 )
         except BaseException:
             snapshot.release()
+            _close_completions(snapshot)
             raise
         finally:
             for keyed in changelogs:
@@ -221,7 +225,40 @@ class TaskCheckpointing:
             if self._taken is None:
                 self._taken = anyio.Event()
                 self.spawn(self._take_deferred)
+        completions = [
+            (operator, op.completion)
+            for operator, op in zip(self.operators, snapshot.operators, strict=True)
+            if op.completion is not None
+        ]
+        if completions:
+            # Started now (a sink's pre-commit I/O), awaited by persist before the ack.
+            snapshot.completed = anyio.Event()
+            self.spawn(self._complete, snapshot, completions)
         return snapshot
+
+    async def _complete(
+        self, snapshot: PendingSnapshot, completions: list[tuple[StreamOperator, Any]]
+    ) -> None:
+        """Await the operators' asynchronous snapshot work.
+
+        A failure declines the checkpoint (``persist`` raises it) and fails the subtask:
+        the work was the rest of a ``snapshot_state`` (a sink's pre-commit), so the
+        operator's own bookkeeping already counts it done; only a restart from the
+        latest completed checkpoint is sound.
+        """
+        try:
+            for index, (operator, completion) in enumerate(completions):
+                try:
+                    await completion
+                except Exception as error:
+                    snapshot.take_error = error
+                    for _, rest in completions[index + 1 :]:
+                        _close(rest)
+                    what = f"snapshot_state({snapshot.checkpoint_id}), its asynchronous part"
+                    raise operator.phase_error(error, what) from error
+        finally:
+            assert snapshot.completed is not None
+            snapshot.completed.set()
 
     @property
     def taking(self) -> bool:
@@ -311,8 +348,10 @@ class TaskCheckpointing:
         try:
             if snapshot.deferred:
                 await self.wait_taken()
-                if snapshot.take_error is not None:
-                    raise snapshot.take_error
+            if snapshot.completed is not None:
+                await snapshot.completed.wait()
+            if snapshot.take_error is not None:
+                raise snapshot.take_error
             frames: list[bytes] = []
             sizes: list[int] = []
             for index, op_snapshot in enumerate(snapshot.operators):
@@ -439,6 +478,19 @@ class TaskCheckpointing:
                 after_end_of_input=snapshot.after_end_of_input,
             )
         )
+
+
+def _close(completion: Any) -> None:
+    """Close a coroutine that will not be awaited (no "never awaited" warning)."""
+    if inspect.iscoroutine(completion):
+        completion.close()
+
+
+def _close_completions(snapshot: PendingSnapshot) -> None:
+    for op in snapshot.operators:
+        if op.completion is not None:
+            _close(op.completion)
+            op.completion = None
 
 
 async def _fold_back(snapshot: PendingSnapshot) -> None:

@@ -190,10 +190,10 @@ def install_kill_switch(switch: KillSwitch) -> None:
     snapshot_state = FileSink.snapshot_state
     notify = FileSink.notify_checkpoint_complete
 
-    def killing_snapshot_state(self: FileSink, checkpoint_id: int) -> None:
+    def killing_snapshot_state(self: FileSink, checkpoint_id: int) -> Any:
         if switch.at_checkpoint("pre-commit", checkpoint_id):
             switch.kill(checkpoint=checkpoint_id)
-        snapshot_state(self, checkpoint_id)
+        return snapshot_state(self, checkpoint_id)  # the asynchronous pre-commit
 
     def killing_notify(self: FileSink, checkpoint_id: int) -> None:
         if switch.kind == "commit":

@@ -80,8 +80,8 @@ class PlainTwoPhaseSink(FileSink):
 class UpperFileSink(FileSink):
     """A subclass whose override must survive the per-subtask copy."""
 
-    def write_batch(self, values: list[Any]) -> None:
-        super().write_batch([f"x{value}" for value in values])
+    async def write_batch(self, values: list[Any]) -> None:
+        await super().write_batch([f"x{value}" for value in values])
 
 
 def make_env(

@@ -495,7 +495,7 @@ async def test_a_job_with_a_file_sink_checkpoints_with_pickle_forbidden(tmp_path
     assert sorted(map(int, read_committed(tmp_path / "out"))) == list(range(200))
 
 
-def test_the_file_sink_state_snapshots_without_pickle(tmp_path: Path) -> None:
+async def test_the_file_sink_state_snapshots_without_pickle(tmp_path: Path) -> None:
     """What a canonical savepoint takes of a FileSink: its transactions, without pickle."""
     sink = FileSink(tmp_path / "out")
     backend = OperatorStateBackend(allow_pickle=True)
@@ -509,10 +509,13 @@ def test_the_file_sink_state_snapshots_without_pickle(tmp_path: Path) -> None:
         checkpointing_enabled=True,
     )
     sink.initialize_state(ctx)
-    sink.write_batch(["a line"])
-    sink.snapshot_state(1)
+    await sink.write_batch(["a line"])
+    pre_commit = sink.snapshot_state(1)  # asynchronous: flush, fsync, move to pending
+    assert pre_commit is not None
+    await pre_commit
     snapshot = backend.snapshot(canonical=True)
     assert len(snapshot.states["two-phase-commit-transactions"].values) == 2
+    sink.close()
 
 
 class Opaque:
