@@ -1,15 +1,20 @@
 """``CollectionSource``: a bounded, non-parallel source over an in-memory sequence.
 
 ``env.from_collection(items)`` uses it. One split holds the index of the next item,
-so a checkpoint stores a single integer and a restored reader resumes after it.
+so a checkpoint stores a single integer and a restored reader resumes after it. The
+reader reports its split (``runtime.tasks.source.SplitAwareReader``), so a watermark
+strategy on it works as on any source with splits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+if TYPE_CHECKING:
+    from runtime.tasks.source import SplitListener
 
 
 class CollectionSplit(msgspec.Struct):
@@ -53,11 +58,22 @@ class CollectionReader:
     def __init__(self, items: list[Any]) -> None:
         self._items = items
         self._split: CollectionSplit | None = None
+        self.current_split: str | None = None
+        self._listener: SplitListener | None = None
+
+    def set_split_listener(self, listener: SplitListener) -> None:
+        """Report the split (if any)."""
+        self._listener = listener
+        if self._split is not None:
+            listener.split_added(self._split.split_id)
 
     def add_splits(self, splits: Sequence[Any]) -> None:
         """Take the collection's split (at most one)."""
         for split in splits:
             self._split = msgspec.structs.replace(split)
+            self.current_split = split.split_id
+            if self._listener is not None:
+                self._listener.split_added(split.split_id)
 
     def read(self, max_records: int) -> list[Any] | None:
         """The next ``max_records`` items, or None when all were read."""

@@ -6,6 +6,10 @@ offsets; ``read(max_records)`` decodes the next ``max_records`` lines with the f
 A split's position is the offset after the last line handed out. In continuous mode
 it lists the directories every ``monitor_interval`` seconds (in a worker thread) and
 takes the new files that are its share.
+
+Per-split watermarks (``runtime.tasks.source.SplitAwareReader``): every batch holds
+lines of one split, ``current_split`` names it; a split listener hears of each file
+split queued (assigned, restored or discovered) and of each split read to its end.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import zlib
 from bisect import bisect_left
 from itertools import accumulate
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiofiles  # type: ignore[import-untyped]
 import anyio
@@ -24,6 +28,9 @@ import anyio
 from runtime.connectors.errors import ConnectorError
 from runtime.connectors.file_formats import LineError
 from runtime.connectors.files import FileSource, FileSplit, MonitorSplit, file_splits, list_files
+
+if TYPE_CHECKING:
+    from runtime.tasks.source import SplitListener
 
 __all__ = ["FileReader"]
 
@@ -47,6 +54,14 @@ class FileReader:
         self._limit = 0  # the file's end as far as read (the last line may lack "\n")
         self._next = 0  # index of the next pending line
         self._listed_at = 0.0
+        self.current_split: str | None = None
+        self._listener: SplitListener | None = None
+
+    def set_split_listener(self, listener: SplitListener) -> None:
+        """Report the file splits queued now, and later ones as they come and end."""
+        self._listener = listener
+        for split in self._queue:
+            listener.split_added(split.split_id)
 
     def add_splits(self, splits: Any) -> None:
         """Take file splits (with their positions) and monitor splits."""
@@ -55,6 +70,8 @@ class FileReader:
                 self._monitors.append(copy.deepcopy(split))
             else:
                 self._queue.append(copy.copy(split))
+                if self._listener is not None:
+                    self._listener.split_added(split.split_id)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -101,10 +118,13 @@ class FileReader:
         split.position = min(self._base, self._limit)
         if split.line is not None:
             split.line += last - first
+        self.current_split = split.split_id
         return records
 
     def _finish_split(self) -> None:
-        self._queue.pop(0)
+        split = self._queue.pop(0)
+        if self._listener is not None:
+            self._listener.split_finished(split.split_id)
         self._opened = False
         self._split_done = False
         self._lines, self._next = [], 0
@@ -198,7 +218,11 @@ class FileReader:
                     continue
                 monitor.seen.append(name)
                 size = (await asyncio.to_thread(path.stat)).st_size
-                self._queue.extend(file_splits(path, size, self._source.split_size))
+                new = file_splits(path, size, self._source.split_size)
+                self._queue.extend(new)
+                if self._listener is not None:
+                    for split in new:
+                        self._listener.split_added(split.split_id)
                 found = True
         return found
 

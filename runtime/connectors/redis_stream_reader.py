@@ -6,13 +6,18 @@ the loop never waits on the socket; raw replies parsed here for speed),
 ``FETCH_COUNT`` entries at a time, and hands them out ``max_records`` at a
 time. A split's position is the id of the last entry *handed out*: entries fetched but
 not yet handed out are not in a checkpoint, and are read again after a restore.
+
+Per-split watermarks (``runtime.tasks.source.SplitAwareReader``): one split per stream;
+every batch holds entries of one stream, ``current_split`` names it; a split listener
+hears of every stream at once, and of a bounded stream's end once its last entry was
+handed out.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -27,6 +32,9 @@ from runtime.connectors.redis_streams import (
     import_redis,
     parse_id,
 )
+
+if TYPE_CHECKING:
+    from runtime.tasks.source import SplitListener
 
 __all__ = ["RedisStreamReader"]
 
@@ -47,6 +55,27 @@ class RedisStreamReader:
         self._cursor = 0
         self._client: Any = None
         self._sync_client: Any = None
+        self.current_split: str | None = None
+        self._listener: SplitListener | None = None
+        self._reported: set[str] = set()  # splits the listener was told finished
+
+    def set_split_listener(self, listener: SplitListener) -> None:
+        """Report every stream now; a bounded one's end once it was handed out."""
+        self._listener = listener
+        for split_id in self._splits:
+            listener.split_added(split_id)
+        self._report_finished()
+
+    def _report_finished(self) -> None:
+        """Tell the listener of the ended streams none of whose entries wait here."""
+        listener = self._listener
+        if listener is None or len(self._reported) == len(self._done):
+            return
+        waiting = {chunk[0] for chunk in self._chunks}
+        for name in self._done:
+            if name not in self._reported and name not in waiting:
+                self._reported.add(name)
+                listener.split_finished(name)
 
     def add_splits(self, splits: Sequence[Any]) -> None:
         """Take the splits (at start, or restored with their positions)."""
@@ -54,6 +83,8 @@ class RedisStreamReader:
             split = msgspec.structs.replace(split)
             self._splits[split.split_id] = split
             self._fetched[split.split_id] = split.position
+            if self._listener is not None:
+                self._listener.split_added(split.split_id)
             end = None if split.end is None else parse_id(split.end)
             self._ends[split.split_id] = end
             if end is not None and parse_id(split.position) >= end:
@@ -72,13 +103,19 @@ class RedisStreamReader:
 
     async def read(self, max_records: int) -> list[Any] | None:
         """Up to ``max_records`` entries; ``[]`` if none yet; None when every split ended."""
+        popped = False
         while self._chunks and self._cursor >= len(self._chunks[0][2]):
             self._chunks.pop(0)
             self._cursor = 0
+            popped = True
+        if popped and self._done:
+            self._report_finished()
         if not self._chunks:
             if len(self._done) == len(self._splits):
                 return None
             await asyncio.to_thread(self._fetch)
+            if self._done:
+                self._report_finished()
             if not self._chunks:
                 return None if len(self._done) == len(self._splits) else []
         name, ids, records = self._chunks[0]
@@ -86,6 +123,7 @@ class RedisStreamReader:
         last = min(len(records), first + max_records)
         self._cursor = last
         self._splits[name].position = ids[last - 1]
+        self.current_split = name
         return records[first:last]
 
     def _fetch(self) -> None:

@@ -9,16 +9,23 @@ Flink's ``fromSequence``), split into one range per subtask.
 
 Both keep their position in a ``RangeSplit`` (the next index and the end), so a
 checkpoint stores two integers per split.
+
+A reader holds one range per subtask at first, and may hold several after a rescale
+(it reads them one after another): it reports them to a split listener for per-split
+watermarks (``runtime.tasks.source.SplitAwareReader``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from runtime.errors import ConfigError
+
+if TYPE_CHECKING:
+    from runtime.tasks.source import SplitListener
 
 
 class RangeSplit(msgspec.Struct):
@@ -60,19 +67,32 @@ class _RangeReader:
     def __init__(self, fn: Callable[[int], Any] | None) -> None:
         self._fn = fn
         self._splits: list[RangeSplit] = []
+        self.current_split: str | None = None
+        self._listener: SplitListener | None = None
+
+    def set_split_listener(self, listener: SplitListener) -> None:
+        self._listener = listener
+        for split in self._splits:
+            listener.split_added(split.split_id)
 
     def add_splits(self, splits: Sequence[Any]) -> None:
-        self._splits.extend(msgspec.structs.replace(s) for s in splits)
+        for split in splits:
+            self._splits.append(msgspec.structs.replace(split))
+            if self._listener is not None:
+                self._listener.split_added(split.split_id)
 
     def read(self, max_records: int) -> list[Any] | None:
         while self._splits:
             split = self._splits[0]
             if split.next >= split.end:
                 self._splits.pop(0)
+                if self._listener is not None:
+                    self._listener.split_finished(split.split_id)
                 continue
             lo = split.next
             hi = min(lo + max_records, split.end)
             split.next = hi
+            self.current_split = split.split_id
             if self._fn is None:
                 return list(range(lo, hi))
             return list(map(self._fn, range(lo, hi)))

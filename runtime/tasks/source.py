@@ -15,6 +15,17 @@ After Flink's FLIP-27 sources, reduced to what an in-process runtime needs:
 
 A source subtask calls ``read`` between control messages, so a checkpoint trigger is
 always handled between two batches: the position it snapshots is exact.
+
+**Per-split watermarks** (Flink's ``SourceOutput`` per split): a reader that reads
+several splits may say which split each batch came from, so that each split gets its
+own watermark generator (``runtime.time.split_watermarks``). Such a reader is a
+``SplitAwareReader``: every batch ``read`` returns holds records of one split, named by
+``current_split`` after the read; given a ``SplitListener`` (``set_split_listener``), it
+reports the splits it holds at once, and later every split it gets
+(``split_added``) and every split whose last record it handed out
+(``split_finished``). A reader without it keeps one generator for the whole subtask.
+The source subtask asks for the listener only when a watermark strategy is chained
+after the source, so a reader pays nothing per record either way.
 """
 
 from __future__ import annotations
@@ -53,6 +64,36 @@ class SourceReader(Protocol[T_co]):
 
     def close(self) -> None:
         """Release resources."""
+        ...
+
+
+class SplitListener(Protocol):
+    """Told which splits a reader holds (Flink's ``ReaderOutput`` split outputs)."""
+
+    def split_added(self, split_id: str) -> None:
+        """The reader holds ``split_id`` now (assigned, restored or discovered)."""
+        ...
+
+    def split_finished(self, split_id: str) -> None:
+        """The reader handed out ``split_id``'s last record."""
+        ...
+
+
+@runtime_checkable
+class SplitAwareReader(Protocol):
+    """The optional part of a reader that reports its splits (see the module docstring).
+
+    Attributes:
+        current_split: the split id of the records the last ``read`` returned.
+    """
+
+    current_split: str | None
+
+    def set_split_listener(self, listener: SplitListener) -> None:
+        """Report the splits held now to ``listener``, and later changes as they happen.
+
+        Called once, before the first ``read``, on the subtask's loop.
+        """
         ...
 
 

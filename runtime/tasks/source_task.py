@@ -21,6 +21,16 @@ checkpoint has completed; only then does it end its output, so that every record
 effects are in a completed checkpoint and two-phase-commit sinks can commit them. A
 source subtask without splits (more subtasks than splits, or after a rescale) takes the
 same path at once.
+
+Per-split watermarks (Flink's FLIP-27 ``SourceOutput`` per split): when a watermark
+strategy is chained right after the source (``from_source(...,
+watermark_strategy=)``) and the reader reports its splits
+(``runtime.tasks.source.SplitAwareReader``), the task gives the strategy's operator a
+``SplitWatermarkGenerator`` (one generator and idleness clock per split, combined as
+the minimum over the active splits: ``runtime.time.split_watermarks``), makes it the
+reader's split listener, and tells it each batch's split before the batch runs
+through the chain. Other sources keep one generator for the subtask and their loop
+does nothing more per batch.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ from runtime.tasks.chain import OperatorChain
 from runtime.tasks.operators import OperatorSnapshot, StreamOperator
 from runtime.tasks.source import SourceReader
 from runtime.tasks.task import Task
+from runtime.tasks.time_operators import TimestampsAndWatermarksOperator
+from runtime.time.split_watermarks import SplitWatermarkGenerator
 from storage.checkpoint.splits import encode_splits
 
 IDLE_POLL_INTERVAL = 0.01
@@ -120,6 +132,28 @@ class SourceTask(Task):
         self.records_per_second = records_per_second
         self.end_of_input = False
         self._stop_requested = False
+        self.split_watermarks = self._per_split_watermarks(chain, reader)
+
+    @staticmethod
+    def _per_split_watermarks(
+        chain: OperatorChain, reader: SourceReader[Any]
+    ) -> SplitWatermarkGenerator | None:
+        """Install per-split watermark generation if the chain and the reader allow it.
+
+        The strategy's operator must come right after the source (it then sees every
+        batch exactly as the reader returned it) and the reader must report its splits.
+        """
+        operators = chain.operators
+        if len(operators) < 2 or not isinstance(operators[1], TimestampsAndWatermarksOperator):
+            return None
+        set_listener = getattr(reader, "set_split_listener", None)
+        if not callable(set_listener):
+            return None
+        operator = operators[1]
+        generator = SplitWatermarkGenerator.for_strategy(operator.strategy, time.monotonic)
+        operator.generator = generator
+        set_listener(generator)
+        return generator
 
     async def run_loop(self) -> None:
         """Read until the reader reports the end of its input."""
@@ -133,6 +167,9 @@ class SourceTask(Task):
             batch_size = max(1, min(batch_size, int(rate / 100)))
         started = time.monotonic()
         emitted = 0
+        # Per-split watermarks: each batch's split, from the reader, before the chain.
+        splits = self.split_watermarks
+        select = None if splits is None else splits.select
         try:
             while True:
                 if mailbox:
@@ -164,6 +201,8 @@ class SourceTask(Task):
                 if not batch:
                     await self.idle(IDLE_POLL_INTERVAL)
                     continue
+                if select is not None:
+                    select(reader.current_split)  # type: ignore[attr-defined]
                 await process(batch)
                 if rate is not None:
                     emitted += len(batch)
