@@ -15,9 +15,13 @@ sources generate new ones from the records they read.
 
 A ``WatermarkStrategy`` is attached to a source (``from_source(...,
 watermark_strategy=)``) or a stream (``assign_timestamps_and_watermarks``); each subtask
-creates its own ``WatermarkGenerator`` from it. Generators see every record's timestamp
-(``on_event``) and are asked for a watermark every ``emit_interval`` seconds of
-processing time, after a buffer (``on_periodic_emit``), as Flink's periodic generators.
+creates its own ``WatermarkGenerator`` from it. A source subtask whose reader reports its
+splits creates one per split instead, and emits the minimum over its active splits
+(per-split watermarks: ``runtime.time.split_watermarks``); idleness then applies to
+each split, and the subtask is idle when all of its splits are. Generators see every
+record's timestamp (``on_event``) and are asked for a watermark every ``emit_interval``
+seconds of processing time, after a buffer (``on_periodic_emit``), as Flink's periodic
+generators.
 """
 
 from __future__ import annotations
@@ -262,6 +266,9 @@ class WatermarkStrategy:
 
     def with_idleness(self, timeout: float) -> WatermarkStrategy:
         """Mark the subtask idle after ``timeout`` processing seconds without records.
+
+        With per-split watermarks each split goes idle on its own (it no longer holds
+        the others back), and the subtask is idle when all of its splits are.
 
         Raises:
             ConfigError: not a positive number.
