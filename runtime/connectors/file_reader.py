@@ -8,8 +8,11 @@ it lists the directories every ``monitor_interval`` seconds (in a worker thread)
 takes the new files that are its share.
 
 Per-split watermarks (``runtime.tasks.source.SplitAwareReader``): every batch holds
-lines of one split, ``current_split`` names it; a split listener hears of each file
-split queued (assigned, restored or discovered) and of each split read to its end.
+lines of one split, ``current_split`` names it; a split listener hears of a split when
+the reader starts it and when it was read to its end. As in Flink, where a file
+reader is handed one split at a time, splits still queued do not hold the watermark
+back: a subtask reading many files (a backfill) fires its windows as it goes instead
+of holding every window until its last file.
 """
 
 from __future__ import annotations
@@ -58,10 +61,8 @@ class FileReader:
         self._listener: SplitListener | None = None
 
     def set_split_listener(self, listener: SplitListener) -> None:
-        """Report the file splits queued now, and later ones as they come and end."""
+        """Report each split when reading it starts and when it ends."""
         self._listener = listener
-        for split in self._queue:
-            listener.split_added(split.split_id)
 
     def add_splits(self, splits: Any) -> None:
         """Take file splits (with their positions) and monitor splits."""
@@ -70,8 +71,6 @@ class FileReader:
                 self._monitors.append(copy.deepcopy(split))
             else:
                 self._queue.append(copy.copy(split))
-                if self._listener is not None:
-                    self._listener.split_added(split.split_id)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -118,7 +117,10 @@ class FileReader:
         split.position = min(self._base, self._limit)
         if split.line is not None:
             split.line += last - first
-        self.current_split = split.split_id
+        if self.current_split != split.split_id:
+            self.current_split = split.split_id
+            if self._listener is not None:
+                self._listener.split_added(split.split_id)  # started: it counts now
         return records
 
     def _finish_split(self) -> None:
@@ -220,9 +222,6 @@ class FileReader:
                 size = (await asyncio.to_thread(path.stat)).st_size
                 new = file_splits(path, size, self._source.split_size)
                 self._queue.extend(new)
-                if self._listener is not None:
-                    for split in new:
-                        self._listener.split_added(split.split_id)
                 found = True
         return found
 

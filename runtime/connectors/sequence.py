@@ -71,15 +71,16 @@ class _RangeReader:
         self._listener: SplitListener | None = None
 
     def set_split_listener(self, listener: SplitListener) -> None:
+        """Report each split when reading it starts and when it ends.
+
+        One at a time, as Flink's readers are handed splits: queued ranges do not hold
+        the watermark back.
+        """
         self._listener = listener
-        for split in self._splits:
-            listener.split_added(split.split_id)
 
     def add_splits(self, splits: Sequence[Any]) -> None:
         for split in splits:
             self._splits.append(msgspec.structs.replace(split))
-            if self._listener is not None:
-                self._listener.split_added(split.split_id)
 
     def read(self, max_records: int) -> list[Any] | None:
         while self._splits:
@@ -92,7 +93,10 @@ class _RangeReader:
             lo = split.next
             hi = min(lo + max_records, split.end)
             split.next = hi
-            self.current_split = split.split_id
+            if self.current_split != split.split_id:
+                self.current_split = split.split_id
+                if self._listener is not None:
+                    self._listener.split_added(split.split_id)
             if self._fn is None:
                 return list(range(lo, hi))
             return list(map(self._fn, range(lo, hi)))

@@ -21,11 +21,13 @@ several splits may say which split each batch came from, so that each split gets
 own watermark generator (``runtime.time.split_watermarks``). Such a reader is a
 ``SplitAwareReader``: every batch ``read`` returns holds records of one split, named by
 ``current_split`` after the read; given a ``SplitListener`` (``set_split_listener``), it
-reports the splits it holds at once, and later every split it gets
-(``split_added``) and every split whose last record it handed out
-(``split_finished``). A reader without it keeps one generator for the whole subtask.
-The source subtask asks for the listener only when a watermark strategy is chained
-after the source, so a reader pays nothing per record either way.
+reports every split that counts for the watermark from now on (``split_added``: splits
+it reads side by side at once; splits it reads one after another, as files, when it
+starts each, as Flink hands its readers one split at a time) and every split whose
+last record it handed out (``split_finished``). A reader without it keeps one
+generator for the whole subtask. The source subtask asks for the listener only when a
+watermark strategy is chained after the source, so a reader pays nothing per record
+either way.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class SplitListener(Protocol):
     """Told which splits a reader holds (Flink's ``ReaderOutput`` split outputs)."""
 
     def split_added(self, split_id: str) -> None:
-        """The reader holds ``split_id`` now (assigned, restored or discovered)."""
+        """``split_id`` counts for the watermark from now on (the reader reads it)."""
         ...
 
     def split_finished(self, split_id: str) -> None:
