@@ -35,7 +35,7 @@ from runtime import (
     read_committed,
 )
 
-COUNT = 300
+COUNT = 3000  # records: all fit in the channels (8 x 512); a drain takes thousands of turns
 
 
 async def until(condition: Any, what: str, client: JobClient) -> None:
@@ -59,19 +59,40 @@ async def test_bounded_job_under_backpressure_checkpoints_until_it_ends(
 ) -> None:
     released = asyncio.Event()
     coordinator: Any = None
+    slow_tasks: list[Any] = []
+
+    def not_yet_acknowledged() -> bool:
+        """A checkpoint is pending that the slow subtask has still to take part in.
+
+        Unaligned, its barrier overtakes the backlog, which becomes channel state at
+        once: the subtask is done with it once it began its snapshot. In the other
+        modes it is done once it acknowledged.
+        """
+        if coordinator is None:
+            return False
+        for checkpoint_id, pending in coordinator.pending.items():
+            for task in slow_tasks:
+                if task.task_id in pending.acknowledged:
+                    continue
+                if mode == "unaligned" and checkpoint_id in task.checkpointing.pending:
+                    continue
+                return True
+        return False
 
     async def slow(x: int) -> int:
-        # Deterministically slow: a record waits until released or a checkpoint is
-        # pending; then one record per event-loop turn, so the source (woken by the
-        # trigger) gets its turn and the barrier is handled after a record or two.
+        # Deterministically slow: a record waits until released or until a checkpoint
+        # is pending that this subtask has not acknowledged; then one record per
+        # event-loop turn, so the barrier is handled after a record or two (and channel
+        # state recorded up to it). Once the subtask acknowledged, the backlog stays put
+        # however long the other subtasks and the metadata take.
         # (Polls: the coordinator has no event to wait on for "a checkpoint is pending".)
-        while not released.is_set() and not (coordinator is not None and coordinator.pending):  # noqa: ASYNC110
+        while not released.is_set() and not not_yet_acknowledged():  # noqa: ASYNC110
             await asyncio.sleep(0.001)
         await asyncio.sleep(0)
         return x
 
     out = tmp_path / "out"
-    env = StreamEnvironment(parallelism=1, buffer_size=8, channel_capacity=64)
+    env = StreamEnvironment(parallelism=1, buffer_size=8, channel_capacity=512)
     options: dict[str, Any] = dict(MODES[mode])
     checkpoint_mode = options.pop("mode", CheckpointingMode.EXACTLY_ONCE)
     env.enable_checkpointing(0.02, checkpoint_mode, **options)
@@ -83,6 +104,8 @@ async def test_bounded_job_under_backpressure_checkpoints_until_it_ends(
     )
     client = await env.start("drain")
     coordinator = client._execution.coordinator
+    slow_tasks.extend(t for t in client._execution.deployment.tasks if "slow" in t.name)
+    assert slow_tasks
     source_tasks = set(coordinator.sources)
     await until(lambda: source_tasks <= coordinator.input_ended, "the source ended", client)
     # Every checkpoint from here on is triggered after the source read all its input.
