@@ -93,9 +93,13 @@ class Validator(KeyedProcessFunction):
         if start in fired and self.exact:
             out.append(("error", key, start, "fired twice"))
         want = self.expected.get(start)
-        if want is None or (total != want if self.exact else total < want):
+        if want is None or (self.exact and total != want):
             out.append(("error", key, start, f"sum {total}, expected {want}"))
-        fired[start] = total
+        # At least once, a window may fire again after a restore with part of its
+        # records (the restored state may already hold its first firing's purge, and
+        # only the replayed records refill it): a partial duplicate, as in Flink. What
+        # must hold is that one of its firings had every record (checked at the end).
+        fired[start] = total if self.exact else max(total, fired.get(start, total))
         self.fired.update(fired)
         ctx.timer_service.register_event_time_timer(END)
         return out
@@ -103,7 +107,13 @@ class Validator(KeyedProcessFunction):
     def on_timer(self, timestamp: float, ctx: Any) -> list[Any]:
         fired = self.fired.value() or {}
         missing = sorted(set(self.expected) - set(fired))
-        return [("done", ctx.current_key, len(fired), tuple(missing))]
+        out: list[Any] = [
+            ("error", ctx.current_key, start, f"largest sum {total}, expected {want}")
+            for start, total in sorted(fired.items())
+            if (want := self.expected.get(start)) is not None and total < want
+        ]
+        out.append(("done", ctx.current_key, len(fired), tuple(missing)))
+        return out
 
 
 def build(
