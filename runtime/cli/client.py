@@ -116,7 +116,8 @@ class RestClient:
             raise CliError(f"no job server at {self.address}: is `weir run` running?") from None
         except TimeoutError:
             raise CliError(
-                f"no job server answered at {self.address} within {_CONNECT_SECONDS:g} s: "
+                f"no job server answered at {self.address} within "
+                f"{min(self._timeout_seconds, _CONNECT_SECONDS):g} s: "
                 f"is `weir run` running?"
             ) from None
         except OSError as error:

@@ -367,6 +367,7 @@ class FileSink(TwoPhaseCommitSink[Any, FileTransaction]):
         part = self._files.pop(transaction.name, None)
         if part is None:
             return None  # nothing written: no file
+        self._closing.add(part)  # close() closes it even if the pre-commit never runs
         return self._finish_part(part)
 
     def _names(self, folder: str, name: str) -> list[str]:

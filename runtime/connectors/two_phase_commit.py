@@ -79,6 +79,7 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
         # Asynchronous pre-commits: the checkpoints whose pre-commit has not finished
         # yet, the lock that runs them in order, and the error of one that failed.
         self._unfinished: set[int] = set()
+        self._works: dict[int, Awaitable[None]] = {}  # pre-commits not started yet
         self._pre_commit_lock: anyio.Lock | None = None
         self._pre_commit_error: BaseException | None = None
 
@@ -184,6 +185,7 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
         if work is None or not inspect.isawaitable(work):
             return None
         self._unfinished.add(checkpoint_id)
+        self._works[checkpoint_id] = work
         if self._pre_commit_lock is None:
             self._pre_commit_lock = anyio.Lock()
         return self._pre_committed(checkpoint_id, work, self._pre_commit_lock)
@@ -192,6 +194,7 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
         self, checkpoint_id: int, work: Awaitable[None], lock: anyio.Lock
     ) -> None:
         async with lock:  # first come, first served: in checkpoint order
+            self._works.pop(checkpoint_id, None)
             try:
                 await work
             except BaseException as error:
@@ -207,8 +210,25 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
                 )
             self._unfinished.discard(checkpoint_id)
 
+    def _check_durable(self, checkpoint_id: int) -> None:
+        """Refuse to commit past an asynchronous pre-commit that has not finished.
+
+        The runtime awaits it before the acknowledgement, so this only fires when the
+        awaitable ``snapshot_state`` returned was dropped (a wrapper that did not hand
+        it on) or the pre-commit failed: committing would publish missing data.
+        """
+        unfinished = sorted(n for n in self._unfinished if n <= checkpoint_id)
+        if unfinished:
+            raise RuntimeError(
+                f"{type(self).__name__}: checkpoint {checkpoint_id} completed, but the "
+                f"pre-commit of checkpoint(s) {unfinished} did not finish (failed, or "
+                f"the awaitable snapshot_state returned was not awaited: a wrapper or "
+                f"subclass must return it); nothing is committed, the subtask restarts"
+            )
+
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Commit every transaction pre-committed at or before ``checkpoint_id``."""
+        self._check_durable(checkpoint_id)
         for pending_id in sorted(self._pending):
             if pending_id > checkpoint_id:
                 break
@@ -238,7 +258,15 @@ class TwoPhaseCommitSink(SinkFunction[IN], Generic[IN, TXN]):
         self._store()
 
     def close(self) -> None:
-        """Abort the open transaction (after a failure its records come again)."""
+        """Abort the open transaction (after a failure its records come again).
+
+        Pre-commits that never started (the task stopped first, or their awaitable was
+        dropped) are closed: their transactions are never committed by this run.
+        """
+        for work in self._works.values():
+            if inspect.iscoroutine(work) and inspect.getcoroutinestate(work) == "CORO_CREATED":
+                work.close()
+        self._works.clear()
         if self._current is not None:
             self.abort(self._current)
             self._current = None

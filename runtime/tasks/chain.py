@@ -36,6 +36,14 @@ class OperatorChain:
         self.emits_while_awaiting = any(
             op.is_async and not isinstance(op, SinkOperator) for op in self.operators
         )
+        # Record by record while a checkpoint may come: an async operator other than a
+        # sink that writes whole buffers (``write_batch``), so that a barrier is handled
+        # between two records, not after a buffer of slow awaits. A batch sink's write
+        # is one await per buffer (FileSink's: in memory, a thread hop per 256 KiB).
+        self.awaits_per_record = any(
+            op.is_async and not (isinstance(op, SinkOperator) and op.batch)
+            for op in self.operators
+        )
         self._single_writer = self.writers[0] if len(self.writers) == 1 else None
         # Event time: watermarks, timers and side outputs (runtime.tasks.chain_time).
         self.time = ChainTime(self)

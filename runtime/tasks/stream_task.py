@@ -139,8 +139,8 @@ class StreamTask(Task):
             if item.__class__ is list:
                 if recording and index in recording:
                     self._record(index, item)
-                if self.chain.is_async and (
-                    self.checkpointing is not None or self.chain.emits_while_awaiting
+                if self.chain.emits_while_awaiting or (
+                    self.checkpointing is not None and self.chain.awaits_per_record
                 ):
                     await self.process_interruptible(index, item)
                 else:

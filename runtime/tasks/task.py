@@ -150,13 +150,15 @@ class Task(Actor):
         self.output_targets = output_targets
         # A RocksDB backend's checkpoint (flush, hard links: 10-30 ms for a large state)
         # then runs in a worker thread while this task waits in process() (see
-        # TaskCheckpointing.wait_taken). An async chain processes records between
-        # priority events without passing through process() (StreamTask's
-        # process_interruptible), so it keeps taking them on the loop.
+        # TaskCheckpointing.wait_taken). A chain that awaits record by record
+        # processes them between priority events without passing through process()
+        # (StreamTask's process_interruptible), so it keeps taking them on the loop.
         for operator in self.chain.operators:
             backend = operator.context.keyed_backend
             if isinstance(backend, DeferringBackend):
-                backend.defer_snapshots = not self.chain.is_async
+                backend.defer_snapshots = not (
+                    self.chain.emits_while_awaiting or self.chain.awaits_per_record
+                )
 
     # -- life -----------------------------------------------------------------------------
 

@@ -252,9 +252,14 @@ class SinkWrapper(SinkFunction[Any]):
             raise error
         return None
 
-    def snapshot_state(self, checkpoint_id: int) -> None:
-        """Delegate (a two-phase-commit sink pre-commits here)."""
-        self._hook("snapshot_state", checkpoint_id)
+    def snapshot_state(self, checkpoint_id: int) -> Awaitable[None] | None:
+        """Delegate (a two-phase-commit sink pre-commits here).
+
+        An asynchronous pre-commit is handed on, for the runtime to await before the
+        acknowledgement.
+        """
+        result: Awaitable[None] | None = self._hook("snapshot_state", checkpoint_id)
+        return result
 
     def after_acknowledge(self, checkpoint_id: int) -> None:
         """Delegate."""
@@ -342,9 +347,20 @@ class FailingSink(SinkWrapper):
             return values, None
         return values[:passed], InjectedFailureError(fired)
 
-    def snapshot_state(self, checkpoint_id: int) -> None:
-        """Delegate (pre-commit); then ``SNAPSHOT`` fires."""
-        super().snapshot_state(checkpoint_id)
+    def snapshot_state(self, checkpoint_id: int) -> Awaitable[None] | None:
+        """Delegate (pre-commit); then ``SNAPSHOT`` fires.
+
+        After an asynchronous pre-commit it fires once that finished, in the snapshot's
+        asynchronous part (the subtask fails; nothing is left un-awaited).
+        """
+        result = super().snapshot_state(checkpoint_id)
+        if result is not None:
+            return self._fail_after(result, checkpoint_id)
+        self.site.fail_if(Phase.SNAPSHOT, checkpoint_id)
+        return None
+
+    async def _fail_after(self, pre_commit: Awaitable[None], checkpoint_id: int) -> None:
+        await pre_commit
         self.site.fail_if(Phase.SNAPSHOT, checkpoint_id)
 
     def after_acknowledge(self, checkpoint_id: int) -> None:
