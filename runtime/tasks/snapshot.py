@@ -348,10 +348,8 @@ class TaskCheckpointing:
         try:
             if snapshot.deferred:
                 await self.wait_taken()
-            if snapshot.completed is not None:
-                await snapshot.completed.wait()
-            if snapshot.take_error is not None:
-                raise snapshot.take_error
+                if snapshot.take_error is not None:
+                    raise snapshot.take_error
             frames: list[bytes] = []
             sizes: list[int] = []
             for index, op_snapshot in enumerate(snapshot.operators):
@@ -363,6 +361,12 @@ class TaskCheckpointing:
             in_flight = self._encode_channel_state(snapshot, frames)
             storage = self._storage_for(snapshot.barrier)
             handle = await storage.write_state(checkpoint_id, self._file_name, frames)
+            if snapshot.completed is not None:
+                # The operators' own asynchronous work (a sink's pre-commit) ran beside
+                # the encoding and the write: the acknowledgement waits for it.
+                await snapshot.completed.wait()
+                if snapshot.take_error is not None:
+                    raise snapshot.take_error
         except asyncio.CancelledError:
             raise
         except Exception as error:
