@@ -41,8 +41,7 @@ class OperatorChain:
         # between two records, not after a buffer of slow awaits. A batch sink's write
         # is one await per buffer (FileSink's: in memory, a thread hop per 256 KiB).
         self.awaits_per_record = any(
-            op.is_async and not (isinstance(op, SinkOperator) and op.batch)
-            for op in self.operators
+            op.is_async and not (isinstance(op, SinkOperator) and op.batch) for op in self.operators
         )
         self._single_writer = self.writers[0] if len(self.writers) == 1 else None
         # Event time: watermarks, timers and side outputs (runtime.tasks.chain_time).
