@@ -9,7 +9,6 @@ are covered with Redis Streams in ``tests/connectors/test_redis_split_watermarks
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,66 +21,8 @@ from runtime.windows import ProcessWindowFunction, TumblingEventTimeWindows, Win
 SIZE = 100
 
 
-class CountWindow(ProcessWindowFunction):
-    def process(self, key: Any, context: WindowContext, elements: list[Any]) -> list[Any]:
-        start, _ = context.window
-        return [(int(start), len(elements))]
-
-
-class WholeSubtaskSource:
-    """``source`` with readers that do not report their splits: one generator."""
-
-    def __init__(self, source: FileSource) -> None:
-        self.source = source
-
-    def create_enumerator(self) -> Any:
-        return self.source.create_enumerator()
-
-    def create_reader(self, subtask_index: int) -> Any:
-        return _PlainReader(self.source.create_reader(subtask_index))
-
-
-class _PlainReader:
-    def __init__(self, reader: Any) -> None:
-        self.reader = reader
-
-    def add_splits(self, splits: Sequence[Any]) -> None:
-        self.reader.add_splits(splits)
-
-    async def read(self, max_records: int) -> list[Any] | None:
-        batch: list[Any] | None = await self.reader.read(max_records)
-        return batch
-
-    def snapshot_state(self) -> list[Any]:
-        return list(self.reader.snapshot_state())
-
-    def close(self) -> None:
-        self.reader.close()
-
-
 def write(path: Path, timestamps: range) -> None:
     path.write_text("".join(json.dumps({"ts": t}) + "\n" for t in timestamps))
-
-
-async def run(source: Any) -> tuple[list[Any], list[Any]]:
-    env = StreamEnvironment(parallelism=1, buffer_size=16)
-    strategy = (
-        WatermarkStrategy.for_bounded_out_of_orderness(10)
-        .with_timestamp_assigner(lambda e: e["ts"])
-        .with_emit_interval(0)
-    )
-    late = OutputTag("late")
-    windows = (
-        env.from_source(source, watermark_strategy=strategy, uid="events")
-        .key_by(lambda e: "all")
-        .window(TumblingEventTimeWindows.of(SIZE))
-        .side_output_late_data(late)
-        .process(CountWindow())
-    )
-    windows.collect(name="windows")
-    windows.get_side_output(late).collect(name="late")
-    result = await env.execute("split watermarks")
-    return sorted(result.collected["windows"]), result.collected["late"]
 
 
 async def test_a_queued_file_does_not_hold_the_watermark(tmp_path: Path) -> None:
